@@ -1,0 +1,3 @@
+from torchtools.cli import main
+
+main()

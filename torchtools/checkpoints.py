@@ -1,0 +1,85 @@
+"""Checkpoints and runs: atomic saves, safe loads, and the TensorBoard run folder."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchtools.errors import UserError
+
+FORMAT = "torchtools-checkpoint-1"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` atomically: a temp file beside the target, fsync, then rename over it.
+
+    A crash or Ctrl-C mid-write leaves the previous checkpoint (or nothing), never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp_file:
+            torch.save({"format": FORMAT, **payload}, temp_file)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
+    """torch.load with weights_only=True (tensors and plain types only) unless the user trusts the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        if trust_pickle:
+            raise UserError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+        raise UserError(
+            f"{path} needs arbitrary unpickling (e.g. a whole pickled model), which can run code; refused. "
+            "Pass --trust-pickle only if you trust where the file came from"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+
+
+def load_checkpoint(path: Path, *, command: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Load a torchtools checkpoint, checking it was written by `command` when one is given."""
+    checkpoint = load_file(path, trust_pickle=trust_pickle)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UserError(f"{path} is not a torchtools checkpoint")
+    if command is not None and checkpoint.get("command") != command:
+        raise UserError(f"{path} was saved by `torchtools {checkpoint.get('command')}`, not `torchtools {command}`")
+    return checkpoint
+
+
+def best_path(path: Path) -> Path:
+    """Where the best-epoch checkpoint goes beside the last one: model.pt -> model.best.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
+
+
+def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True):
+    """A SummaryWriter under runs/<command>/<timestamp>, or None with --no-tensorboard."""
+    if not enabled:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
+
+    log_dir = Path(runs_dir) / command / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

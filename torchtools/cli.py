@@ -1,0 +1,74 @@
+"""The torchtools command line: every command is registered here, explicitly, in one list.
+
+Command modules import torch inside their function bodies, so `torchtools --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Optional
+
+import typer
+
+from torchtools import __version__
+from torchtools.commands import diabetes, fit_linear, fit_logistic
+from torchtools.errors import UserError
+
+app = typer.Typer(
+    name="torchtools",
+    help="The classic PyTorch curriculum as fast, scriptable command-line tools.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _reporting_user_errors(command: Callable) -> Callable:
+    """User-caused errors end with one line on stderr and exit 2; Ctrl-C exits 130. No tracebacks."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            from torchtools.output import console
+
+            console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            from torchtools.output import console
+
+            console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return run
+
+
+COMMANDS: list[tuple[str, Callable]] = [
+    ("fit-linear", fit_linear.fit_linear),
+    ("fit-logistic", fit_logistic.fit_logistic),
+    ("diabetes", diabetes.diabetes),
+]
+
+for _name, _command in COMMANDS:
+    app.command(_name)(_reporting_user_errors(_command))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"torchtools {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", help="Print the version and exit.", callback=_print_version, is_eager=True)] = None,
+) -> None:
+    """The classic PyTorch curriculum as fast, scriptable command-line tools."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""One module per command: options -> a config -> calls into the core -> prints."""

@@ -1,0 +1,2 @@
+def diabetes() -> None:
+    """placeholder"""

@@ -1,0 +1,224 @@
+"""fit-linear: the course's linear-model lessons, from a grid search to nn.Linear."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from torchtools import options
+
+
+class Method(str, Enum):
+    exhaustive = "exhaustive"
+    gd = "gd"
+    sgd = "sgd"
+    autograd = "autograd"
+    nn = "nn"
+
+
+# The course's defaults: 100 epochs for the hand-written loops, 1000 for the nn.Linear version.
+DEFAULT_EPOCHS = {Method.gd: 100, Method.sgd: 100, Method.autograd: 100, Method.nn: 1000}
+
+
+def fit_linear(
+    method: Annotated[Method, typer.Option(
+        help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad "
+             "tensors; nn: nn.Linear + MSELoss + optim.SGD.")] = Method.nn,
+    csv: Annotated[Optional[Path], typer.Option(
+        help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
+             "Default: the course's x=[1,2,3], y=[2,4,6].", show_default=False)] = None,
+    predict: Annotated[Optional[list[str]], typer.Option(
+        help="Predict y for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
+    plot: options.Plot = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", "-e", min=1, help="Training epochs. Default: 100, or 1000 for nn.", show_default=False,
+        rich_help_panel=options.TRAINING)] = None,
+    lr: options.LearningRate = 0.01,
+    seed: options.Seed = 0,
+    device: options.Device = "auto",
+    save: options.Save = None,
+    checkpoint: options.Checkpoint = None,
+    runs_dir: options.RunsDir = Path("runs"),
+    no_tensorboard: options.NoTensorboard = False,
+    quiet: options.Quiet = False,
+    json: options.Json = False,
+) -> None:
+    """Fit y = w*x + b: the linear-model lessons, on the course's toy data or your CSV."""
+    import torch
+
+    from torchtools import linear, plots
+    from torchtools.checkpoints import open_tensorboard
+    from torchtools.engine import FitPlan, Objective
+    from torchtools.errors import UserError
+    from torchtools.output import print_table, say
+    from torchtools.session import Session
+
+    session = Session.start("fit-linear", device=device, seed=seed, json=json, quiet=quiet)
+    points = linear.load_points(csv, [1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    epochs = epochs or DEFAULT_EPOCHS.get(method, 0)
+    config = {"method": method.value, "epochs": epochs, "lr": lr, "features": points.features}
+    losses: list[float] = []
+    train_seconds = 0.0
+
+    if checkpoint is not None:
+        layer, epochs = linear.load_layer(checkpoint, "fit-linear"), 0
+        say(f"loaded {checkpoint}", quiet=quiet)
+    elif method is Method.exhaustive:
+        if points.features != 1:
+            raise UserError("--method exhaustive scans a single w; your data has several feature columns")
+        grid, mse = _exhaustive(points.x[:, 0], points.y)
+        print_table("MSE for each w", ["w", "MSE"], list(zip(grid.tolist(), mse.tolist())), quiet=quiet)
+        layer = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            layer.weight.fill_(grid[mse.argmin()].item())
+            layer.bias.zero_()
+        losses, epochs = [mse.min().item()], 0
+        if plot:
+            plots.line_plot(plot, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w")
+    else:
+        plan = FitPlan("fit-linear", epochs, session.device, config=config, save=save,
+                       writer=open_tensorboard(runs_dir, "fit-linear", enabled=not no_tensorboard), quiet=quiet)
+        if method is Method.nn:
+            layer, losses, train_seconds = linear.train_layer(points, Objective.regression(), plan, lr=lr,
+                                                              optimizer="sgd")
+        else:
+            layer, losses, train_seconds = _LESSONS[method](points, plan, lr)
+            if save:
+                linear.save_layer(save, "fit-linear", layer, config, {"train_loss": losses[-1]})
+        if plot:
+            plots.line_plot(plot, range(1, len(losses) + 1), losses, xlabel="epoch", ylabel="MSE",
+                            title=f"fit-linear ({method.value})")
+
+    w, b = linear.weights(layer)
+    loss = losses[-1] if losses else _mse(layer, points)
+    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}", quiet=quiet)
+    predictions = _predictions(layer, linear.parse_inputs(predict or [], points.features), quiet)
+    session.finish(epochs=epochs, train_seconds=train_seconds, metrics={"loss": loss},
+                   checkpoint=save if save and checkpoint is None and method is not Method.exhaustive else None,
+                   method=method.value, w=w, b=b, loss=loss, predictions=predictions)
+
+
+def _exhaustive(x, y):
+    """The first lesson: try every w on a grid and keep the one with the smallest MSE (y = w*x)."""
+    import torch
+
+    grid = torch.arange(0, 41, dtype=torch.float32) / 10  # 0.0 .. 4.0 step 0.1, exact decimals
+    mse = ((grid[:, None] * x[None, :] - y[None, :]) ** 2).mean(dim=1)
+    return grid, mse
+
+
+def _gradient_descent(points, plan, lr, *, per_sample: bool):
+    """Hand-written gradients of the MSE: d/dw = 2x(xw + b - y), d/db = 2(xw + b - y).
+
+    gd averages them over all samples for one update an epoch; sgd updates after every sample.
+    """
+    import torch
+
+    x, y = points.x.double(), points.y.double()
+    w, b = torch.ones(points.features, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    groups = [(x[i:i + 1], y[i:i + 1]) for i in range(len(y))] if per_sample else [(x, y)]
+
+    def epoch_step():
+        nonlocal w, b
+        losses = []
+        for xs, ys in groups:
+            error = xs @ w + b - ys
+            losses.append((error ** 2).mean().item())
+            w = w - lr * 2 * (xs.T @ error) / len(ys)
+            b = b - lr * 2 * error.mean()
+        return sum(losses) / len(losses)
+
+    losses, seconds = _run_lesson(epoch_step, plan, len(y))
+    return _as_layer(w, b), losses, seconds
+
+
+def _autograd(points, plan, lr):
+    """The autograd lesson: w and b are tensors with requires_grad; backward() computes the gradients."""
+    import torch
+
+    w = torch.ones(points.features, requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+
+    def epoch_step():
+        losses = []
+        for xs, ys in zip(points.x, points.y):
+            loss = (xs @ w + b - ys) ** 2
+            loss.backward()
+            with torch.no_grad():
+                w -= lr * w.grad
+                b -= lr * b.grad
+            w.grad.zero_()
+            b.grad.zero_()
+            losses.append(loss.item())
+        return sum(losses) / len(losses)
+
+    losses, seconds = _run_lesson(epoch_step, plan, len(points.y))
+    return _as_layer(w.detach(), b.detach()), losses, seconds
+
+
+_LESSONS = {
+    Method.gd: lambda points, plan, lr: _gradient_descent(points, plan, lr, per_sample=False),
+    Method.sgd: lambda points, plan, lr: _gradient_descent(points, plan, lr, per_sample=True),
+    Method.autograd: _autograd,
+}
+
+
+def _run_lesson(epoch_step, plan, samples: int):
+    """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check."""
+    import math
+    import time
+
+    from torchtools.errors import TrainingDiverged
+    from torchtools.output import EpochProgress
+
+    progress = EpochProgress(plan.epochs, quiet=plan.quiet)
+    losses, seconds = [], 0.0
+    for epoch in range(1, plan.epochs + 1):
+        progress.start_epoch(epoch, 1)
+        started = time.perf_counter()
+        loss = epoch_step()
+        seconds += time.perf_counter() - started
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} in epoch {epoch}; training stopped. Try a lower --lr")
+        progress.update(1, samples, {"loss": loss})
+        progress.end_epoch({"train_loss": loss})
+        if plan.writer is not None:
+            plan.writer.add_scalar("train/loss", loss, epoch)
+        losses.append(loss)
+    if plan.writer is not None:
+        plan.writer.flush()
+    return losses, seconds
+
+
+def _as_layer(w, b):
+    import torch
+
+    layer = torch.nn.Linear(len(w), 1)
+    with torch.no_grad():
+        layer.weight.copy_(w.float().reshape(1, -1))
+        layer.bias.copy_(b.float().reshape(1))
+    return layer
+
+
+def _mse(layer, points) -> float:
+    import torch
+
+    with torch.no_grad():
+        return torch.mean((layer.cpu()(points.x).squeeze(-1) - points.y) ** 2).item()
+
+
+def _predictions(layer, inputs, quiet: bool) -> dict[str, float]:
+    import torch
+
+    from torchtools.linear import point_key
+    from torchtools.output import say
+
+    with torch.no_grad():
+        outputs = layer.cpu()(inputs).squeeze(-1).tolist() if len(inputs) else []
+    predictions = {point_key(row): value for row, value in zip(inputs, outputs)}
+    for key, value in predictions.items():
+        say(f"x = {key}  ->  y = {value:.6g}", quiet=quiet)
+    return predictions

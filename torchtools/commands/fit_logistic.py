@@ -1,0 +1,2 @@
+def fit_logistic() -> None:
+    """placeholder"""

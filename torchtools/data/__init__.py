@@ -1,0 +1,1 @@
+"""Data loading: numeric tables, images through OpenCV, and in-memory batching on the device."""

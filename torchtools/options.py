@@ -1,0 +1,69 @@
+"""Options shared by several commands, defined once as Annotated aliases.
+
+A command sets its own default in its signature (`epochs: options.Epochs = 10`), and Typer shows it
+in `--help`. Nothing here imports torch: `torchtools --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+TRAINING = "Training"
+OUTPUT = "Output and checkpoints"
+
+
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+def default_data_root() -> Path:
+    """The dataset root: $TORCHTOOLS_DATA, else data/ in the current folder."""
+    return Path(os.environ.get("TORCHTOOLS_DATA", "data"))
+
+
+Device = Annotated[str, typer.Option(
+    "--device", help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA, then MPS, then CPU.",
+    rich_help_panel=TRAINING)]
+Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Training epochs.", rich_help_panel=TRAINING)]
+BatchSize = Annotated[int, typer.Option(
+    "--batch-size", "-b", min=1, help="Samples per batch (per process under torchrun).", rich_help_panel=TRAINING)]
+LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel=TRAINING)]
+Optimizer = Annotated[OptimizerName, typer.Option("--optimizer", help="Optimizer.", rich_help_panel=TRAINING)]
+Momentum = Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.", rich_help_panel=TRAINING)]
+Seed = Annotated[int, typer.Option(
+    "--seed", help="Random seed: the same seed gives the same numbers on CPU.", rich_help_panel=TRAINING)]
+Amp = Annotated[bool, typer.Option(
+    "--amp/--no-amp", help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).",
+    rich_help_panel=TRAINING)]
+Data = Annotated[Optional[Path], typer.Option(
+    "--data", help="Dataset file or folder. Default: under $TORCHTOOLS_DATA, else data/.", show_default=False)]
+
+Save = Annotated[Optional[Path], typer.Option(
+    "--save", help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.",
+    rich_help_panel=OUTPUT)]
+Checkpoint = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", help="Load a trained checkpoint (to predict or evaluate) instead of training.",
+    rich_help_panel=OUTPUT)]
+Resume = Annotated[Optional[Path], typer.Option(
+    "--resume", help="Continue training from a checkpoint: model, optimizer, schedule and epoch.",
+    rich_help_panel=OUTPUT)]
+RunsDir = Annotated[Path, typer.Option(
+    "--runs-dir", help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.", rich_help_panel=OUTPUT)]
+NoTensorboard = Annotated[bool, typer.Option(
+    "--no-tensorboard", help="Write no TensorBoard logs.", rich_help_panel=OUTPUT)]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Only warnings and errors on stderr.", rich_help_panel=OUTPUT)]
+Json = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON summary on the last line of stdout (keys: see README).",
+    rich_help_panel=OUTPUT)]
+Plot = Annotated[Optional[Path], typer.Option("--plot", help="Draw a PNG plot to this file.", rich_help_panel=OUTPUT)]
+TrustPickle = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow arbitrary unpickling when loading (only for files you trust).",
+    rich_help_panel=OUTPUT)]
