@@ -1,2 +1,83 @@
-def fit_logistic() -> None:
-    """placeholder"""
+"""fit-logistic: the course's logistic-regression lesson (sigmoid of a linear layer, BCE loss)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from torchtools import options
+
+
+def fit_logistic(
+    csv: Annotated[Optional[Path], typer.Option(
+        help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
+             "Default: the course's hours x=[1,2,3], passed y=[0,0,1].", show_default=False)] = None,
+    predict: Annotated[Optional[list[str]], typer.Option(
+        help="Probability of class 1 for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="PNG of the probability curve over 0..10 with the 0.5 line (one feature), else the loss curve.",
+        rich_help_panel=options.OUTPUT)] = None,
+    epochs: options.Epochs = 1000,
+    lr: options.LearningRate = 0.1,
+    optimizer: options.Optimizer = options.OptimizerName.sgd,
+    seed: options.Seed = 0,
+    device: options.Device = "auto",
+    save: options.Save = None,
+    checkpoint: options.Checkpoint = None,
+    runs_dir: options.RunsDir = Path("runs"),
+    no_tensorboard: options.NoTensorboard = False,
+    quiet: options.Quiet = False,
+    json: options.Json = False,
+) -> None:
+    """Fit P(y=1) = sigmoid(w*x + b) with BCE: the course's pass/fail-by-hours lesson, or your CSV."""
+    import torch
+
+    from torchtools import linear, plots
+    from torchtools.checkpoints import open_tensorboard
+    from torchtools.engine import FitPlan, Objective
+    from torchtools.errors import UserError
+    from torchtools.output import say
+    from torchtools.session import Session
+
+    session = Session.start("fit-logistic", device=device, seed=seed, json=json, quiet=quiet)
+    points = linear.load_points(csv, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    if not torch.all((points.y == 0) | (points.y == 1)):
+        raise UserError("fit-logistic needs 0/1 labels in the last column")
+    losses, train_seconds = [], 0.0
+    if checkpoint is not None:
+        layer, epochs = linear.load_layer(checkpoint, "fit-logistic"), 0
+        say(f"loaded {checkpoint}", quiet=quiet)
+    else:
+        config = {"epochs": epochs, "lr": lr, "optimizer": optimizer.value, "features": points.features}
+        plan = FitPlan("fit-logistic", epochs, session.device, config=config, save=save,
+                       writer=open_tensorboard(runs_dir, "fit-logistic", enabled=not no_tensorboard), quiet=quiet)
+        layer, losses, train_seconds = linear.train_layer(points, Objective.binary(), plan, lr=lr,
+                                                          optimizer=optimizer.value)
+    layer = layer.cpu()
+    with torch.no_grad():
+        probabilities = torch.sigmoid(layer(points.x)).squeeze(-1)
+        loss = torch.nn.functional.binary_cross_entropy(probabilities, points.y).item()
+    accuracy = ((probabilities > 0.5).float() == points.y).float().mean().item()
+    w, b = linear.weights(layer)
+    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}  train accuracy = {accuracy:.4f}", quiet=quiet)
+
+    inputs = linear.parse_inputs(predict or [], points.features)
+    with torch.no_grad():
+        outputs = torch.sigmoid(layer(inputs)).squeeze(-1).tolist() if len(inputs) else []
+    predictions = {linear.point_key(row): p for row, p in zip(inputs, outputs)}
+    for key, p in predictions.items():
+        say(f"x = {key}  ->  P(y=1) = {p:.4f}", quiet=quiet)
+
+    if plot and points.features == 1:
+        hours = torch.linspace(0, 10, 200)
+        with torch.no_grad():
+            curve = torch.sigmoid(layer(hours.unsqueeze(1))).squeeze(-1)
+        plots.line_plot(plot, hours.tolist(), curve.tolist(), xlabel="x (hours)", ylabel="P(y=1)",
+                        title="fit-logistic", hline=0.5, points=(points.x[:, 0].tolist(), points.y.tolist()))
+    elif plot and losses:
+        plots.line_plot(plot, range(1, len(losses) + 1), losses, xlabel="epoch", ylabel="BCE", title="fit-logistic")
+    session.finish(epochs=epochs, train_seconds=train_seconds, metrics={"loss": loss, "train_accuracy": accuracy},
+                   checkpoint=save if save and checkpoint is None else None,
+                   w=w, b=b, loss=loss, predictions=predictions)
