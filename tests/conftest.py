@@ -65,10 +65,11 @@ def shared_data() -> Path:
 
 
 def assert_user_error(run: Run, *fragments: str) -> None:
-    """A user-caused error: exit 2, one line on stderr that says what is wrong, no traceback."""
+    """A user-caused error: exit 2, stderr ends with one `error:` line saying what is wrong, no traceback."""
     assert run.exit_code == 2, (run.exit_code, run.stdout, run.stderr)
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, run.stderr
+    assert lines and lines[-1].startswith("error: "), run.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1, run.stderr
     for fragment in fragments:
-        assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+        assert fragment.lower() in lines[-1].lower(), (fragment, lines[-1])

@@ -37,8 +37,12 @@ def load_points(csv: Path | None, default_x: list[float], default_y: list[float]
     return Points(torch.from_numpy(table.features).contiguous(), torch.from_numpy(table.last_column).contiguous())
 
 
-def parse_inputs(texts: list[str], features: int) -> Tensor:
-    """`--predict 4` or, for several features, `--predict 1.5,2`."""
+def parse_inputs(texts: list[str], features: int) -> tuple[Tensor, list[str]]:
+    """`--predict 4` or, for several features, `--predict 1.5,2` -> (inputs, their JSON keys).
+
+    Keys are the numbers as Python writes them ("4.0", "1.5,2.0"), from the text rather than the float32
+    tensor, so a script finds 0.9 under "0.9" and not under "0.8999999761581421".
+    """
     rows = []
     for text in texts:
         try:
@@ -48,12 +52,8 @@ def parse_inputs(texts: list[str], features: int) -> Tensor:
         if len(row) != features:
             raise UserError(f"--predict {text!r}: the model takes {features} feature(s), got {len(row)}")
         rows.append(row)
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), features)
-
-
-def point_key(row: Tensor) -> str:
-    """How an input is named in the JSON `predictions`: "4.0", or "1.5,2.0" for several features."""
-    return ",".join(repr(float(value)) for value in row)
+    keys = [",".join(repr(value) for value in row) for row in rows]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), features), keys
 
 
 def weights(layer: nn.Linear) -> tuple[float | list[float], float]:

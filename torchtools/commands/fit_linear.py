@@ -58,6 +58,7 @@ def fit_linear(
 
     session = Session.start("fit-linear", device=device, seed=seed, json=json, quiet=quiet)
     points = linear.load_points(csv, [1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    inputs, keys = linear.parse_inputs(predict or [], points.features)
     epochs = epochs or DEFAULT_EPOCHS.get(method, 0)
     config = {"method": method.value, "epochs": epochs, "lr": lr, "features": points.features}
     losses: list[float] = []
@@ -95,7 +96,7 @@ def fit_linear(
     w, b = linear.weights(layer)
     loss = losses[-1] if losses else _mse(layer, points)
     say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}", quiet=quiet)
-    predictions = _predictions(layer, linear.parse_inputs(predict or [], points.features), quiet)
+    predictions = _predictions(layer, inputs, keys, quiet)
     session.finish(epochs=epochs, train_seconds=train_seconds, metrics={"loss": loss},
                    checkpoint=save if save and checkpoint is None and method is not Method.exhaustive else None,
                    method=method.value, w=w, b=b, loss=loss, predictions=predictions)
@@ -148,8 +149,8 @@ def _autograd(points, plan, lr):
             loss = (xs @ w + b - ys) ** 2
             loss.backward()
             with torch.no_grad():
-                w -= lr * w.grad
-                b -= lr * b.grad
+                w.sub_(lr * w.grad)
+                b.sub_(lr * b.grad)
             w.grad.zero_()
             b.grad.zero_()
             losses.append(loss.item())
@@ -210,15 +211,14 @@ def _mse(layer, points) -> float:
         return torch.mean((layer.cpu()(points.x).squeeze(-1) - points.y) ** 2).item()
 
 
-def _predictions(layer, inputs, quiet: bool) -> dict[str, float]:
+def _predictions(layer, inputs, keys: list[str], quiet: bool) -> dict[str, float]:
     import torch
 
-    from torchtools.linear import point_key
     from torchtools.output import say
 
     with torch.no_grad():
         outputs = layer.cpu()(inputs).squeeze(-1).tolist() if len(inputs) else []
-    predictions = {point_key(row): value for row, value in zip(inputs, outputs)}
+    predictions = dict(zip(keys, outputs))
     for key, value in predictions.items():
         say(f"x = {key}  ->  y = {value:.6g}", quiet=quiet)
     return predictions

@@ -45,6 +45,7 @@ def fit_logistic(
     points = linear.load_points(csv, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
     if not torch.all((points.y == 0) | (points.y == 1)):
         raise UserError("fit-logistic needs 0/1 labels in the last column")
+    inputs, keys = linear.parse_inputs(predict or [], points.features)
     losses, train_seconds = [], 0.0
     if checkpoint is not None:
         layer, epochs = linear.load_layer(checkpoint, "fit-logistic"), 0
@@ -63,10 +64,9 @@ def fit_logistic(
     w, b = linear.weights(layer)
     say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}  train accuracy = {accuracy:.4f}", quiet=quiet)
 
-    inputs = linear.parse_inputs(predict or [], points.features)
     with torch.no_grad():
         outputs = torch.sigmoid(layer(inputs)).squeeze(-1).tolist() if len(inputs) else []
-    predictions = {linear.point_key(row): p for row, p in zip(inputs, outputs)}
+    predictions = dict(zip(keys, outputs))
     for key, p in predictions.items():
         say(f"x = {key}  ->  P(y=1) = {p:.4f}", quiet=quiet)
 

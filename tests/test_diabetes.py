@@ -1,0 +1,135 @@
+"""diabetes: the course's table through Dataset/DataLoader, with a stratified hold-out report."""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_user_error
+
+FAST = ("--epochs", "15", "--no-tensorboard", "--json")
+
+
+def write_table(path, rows=240, *, header=False, crlf=False, seed=0):
+    """A learnable table in the course's layout: 8 features in [-1, 1], a 0/1 label last."""
+    rng = np.random.default_rng(seed)
+    features = rng.uniform(-1, 1, size=(rows, 8))
+    labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0).astype(int)
+    newline = "\r\n" if crlf else "\n"
+    lines = ([",".join(f"f{i}" for i in range(8)) + ",label"] if header else []) + [
+        ",".join(f"{value:.3f}" for value in row) + f",{label}" for row, label in zip(features, labels)]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="") as handle:
+        handle.write(newline.join(lines) + newline)
+    return path
+
+
+def test_trains_and_reports_the_hold_out(cli, tmp_path):
+    data = write_table(tmp_path / "diabetes.csv.gz", header=True, crlf=True)
+    run = cli("diabetes", "--data", data, *FAST)
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    metrics = summary["metrics"]
+    assert metrics["val_accuracy"] > 0.8
+    for name in ("val_precision", "val_recall", "val_f1", "val_roc_auc", "train_loss", "val_loss"):
+        assert 0 <= metrics[name] <= 10
+    matrix = summary["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 48  # 20% of 240, stratified
+    assert "hold-out report" in run.stderr and "confusion matrix" in run.stderr
+
+
+def test_default_path_under_the_data_root(cli, tmp_path):
+    assert_user_error(cli("diabetes"), "data/diabetes.csv.gz", "--data")
+    write_table(tmp_path / "data" / "diabetes.csv.gz" if (tmp_path / "data").mkdir() is None else None)
+    assert cli("diabetes", *FAST).exit_code == 0
+
+
+def test_torchtools_data_environment_variable(cli, tmp_path, monkeypatch):
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    write_table(root / "diabetes.csv.gz")
+    monkeypatch.setenv("TORCHTOOLS_DATA", str(root))
+    assert cli("diabetes", *FAST).exit_code == 0
+
+
+def test_seeded_runs_repeat_exactly(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    first = cli("diabetes", "--data", data, "--seed", 3, *FAST).summary["metrics"]
+    second = cli("diabetes", "--data", data, "--seed", 3, *FAST).summary["metrics"]
+    assert first == {**second, **{k: first[k] for k in first if "seconds" in k}}
+
+
+def test_checkpoint_keeps_standardisation_and_predicts(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    checkpoint = tmp_path / "model.pt"
+    trained = cli("diabetes", "--data", data, "--save", checkpoint, *FAST).summary
+    assert trained["checkpoint"] == str(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["mean"].shape == (8,) and state["config"]["hidden"] == [6, 4]
+    assert (tmp_path / "model.best.pt").exists()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("0.9,0.9,-0.9,0,0,0,0,0,0\n-0.9,-0.9,0.9,0,0,0,0,0,1\n")  # label column ignored
+    predicted = cli("diabetes", "--checkpoint", checkpoint, "--predict", rows, "--json")
+    probabilities = predicted.summary["predictions"]
+    assert probabilities[0] > 0.5 > probabilities[1]
+    assert "row 1: P(y=1)" in predicted.stderr
+
+
+def test_resume_continues_from_the_saved_epoch(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    checkpoint = tmp_path / "model.pt"
+    cli("diabetes", "--data", data, "--epochs", 3, "--save", checkpoint, "--no-tensorboard")
+    run = cli("diabetes", "--data", data, "--epochs", 5, "--resume", checkpoint, "--save", checkpoint,
+              "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "resumed from" in run.stderr and "epoch 4/5" in run.stderr and "epoch 1/5" not in run.stderr
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 5
+
+
+def test_relu_and_other_widths(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    run = cli("diabetes", "--data", data, "--hidden", "16,8,4", "--activation", "relu", "--optimizer", "sgd",
+              "--lr", "0.1", "--momentum", "0.9", *FAST)
+    assert run.summary["metrics"]["val_accuracy"] > 0.8
+
+
+def test_malformed_row_names_the_line(cli, tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("1,2,3,4,5,6,7,8,1\n1,2,3,4,5,6,7,8,0\n1,2,3,4,5,6,7,1\n")
+    assert_user_error(cli("diabetes", "--data", data), "line 3", "columns")
+
+
+def test_non_binary_label_is_refused(cli, tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("1,2,3,4,5,6,7,8,1\n1,2,3,4,5,6,7,8,3\n")
+    assert_user_error(cli("diabetes", "--data", data), "0/1")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    data = write_table(tmp_path / "table.csv", rows=2000)
+    checkpoint = tmp_path / "model.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torchtools", "diabetes", "--data", str(data), "--epochs", "100000", "--save",
+         str(checkpoint), "--no-tensorboard", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "checkpoint saved" in stderr
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] >= 1
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_real_course_table_reaches_75_percent(cli, shared_data):
+    run = cli("diabetes", "--data", shared_data / "diabetes" / "diabetes.csv.gz", "--json", "--no-tensorboard")
+    assert run.summary["metrics"]["val_accuracy"] >= 0.75
