@@ -113,3 +113,20 @@ def test_missing_csv(cli, tmp_path):
 
 def test_predict_with_wrong_feature_count(cli):
     assert_user_error(cli("fit-linear", "--predict", "1,2", "--no-tensorboard"), "1 feature")
+
+
+def test_minibatches_adam_and_resume_for_nn(cli, tmp_path):
+    checkpoint = tmp_path / "linear.pt"
+    first = cli("fit-linear", "--data", tmp_path / "missing.csv")  # --data is an alias of --csv
+    assert_user_error(first, "not found")
+    run = cli("fit-linear", "--optimizer", "adam", "--lr", "0.1", "--batch-size", 2, "--epochs", 100,
+              "--save", checkpoint, "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    resumed = cli("fit-linear", "--optimizer", "adam", "--lr", "0.1", "--batch-size", 2, "--epochs", 300,
+                  "--resume", checkpoint, "--no-tensorboard", "--json")
+    assert "resumed from" in resumed.stderr and "epoch 101/300" in resumed.stderr
+    assert resumed.summary["w"] == pytest.approx(2.0, abs=0.05)
+
+
+def test_nn_only_options_are_refused_for_the_lesson_loops(cli):
+    assert_user_error(cli("fit-linear", "--method", "gd", "--batch-size", 2), "--method nn")

@@ -63,11 +63,13 @@ def weights(layer: nn.Linear) -> tuple[float | list[float], float]:
 
 
 def train_layer(points: Points, objective: Objective, plan: FitPlan, *, lr: float, optimizer: str,
-                momentum: float = 0.0) -> tuple[nn.Linear, list[float], float]:
-    """Full-batch training of nn.Linear through the engine; returns the layer, per-epoch losses, train time."""
+                batch_size: int | None = None, seed: int = 0) -> tuple[nn.Linear, list[float], float]:
+    """nn.Linear trained through the engine (full batch unless `batch_size`); returns the layer,
+    the per-epoch losses and the training time."""
     layer = nn.Linear(points.features, 1).to(plan.device)
-    batches = TensorBatches(points.x.to(plan.device), points.y.to(plan.device), batch_size=len(points.y))
-    result = fit(layer, objective, make_optimizer(optimizer, layer.parameters(), lr, momentum), batches, None, plan)
+    batches = TensorBatches(points.x.to(plan.device), points.y.to(plan.device),
+                            batch_size=batch_size or len(points.y), shuffle=batch_size is not None, seed=seed)
+    result = fit(layer, objective, make_optimizer(optimizer, layer.parameters(), lr), batches, None, plan)
     return layer, [row["train_loss"] for row in result.history], result.train_seconds
 
 

@@ -55,6 +55,7 @@ class EpochProgress:
         self.live = console.is_terminal and not quiet
         self._bar: Progress | None = None
         self._task = None
+        self._lines_printed = 0
 
     def start_epoch(self, epoch: int, total_batches: int) -> None:
         self.epoch = epoch
@@ -86,7 +87,8 @@ class EpochProgress:
             self._bar = None
         seconds = time.perf_counter() - self._started
         every = -(-self.epochs // self.PLAIN_LINES)
-        if not self.quiet and (self.epoch % every == 0 or self.epoch in (1, self.epochs)):
+        if not self.quiet and (self.epoch % every == 0 or self.epoch == self.epochs or not self._lines_printed):
+            self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
             console.print(
                 f"epoch {self.epoch}/{self.epochs}  {format_metrics(metrics)}  {rate:,.0f} samples/s  {seconds:.1f}s"

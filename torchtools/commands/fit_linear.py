@@ -28,7 +28,7 @@ def fit_linear(
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad "
              "tensors; nn: nn.Linear + MSELoss + optim.SGD.")] = Method.nn,
     csv: Annotated[Optional[Path], typer.Option(
-        help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
+        "--csv", "--data", help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
              "Default: the course's x=[1,2,3], y=[2,4,6].", show_default=False)] = None,
     predict: Annotated[Optional[list[str]], typer.Option(
         help="Predict y for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
@@ -37,10 +37,16 @@ def fit_linear(
         "--epochs", "-e", min=1, help="Training epochs. Default: 100, or 1000 for nn.", show_default=False,
         rich_help_panel=options.TRAINING)] = None,
     lr: options.LearningRate = 0.01,
+    optimizer: Annotated[options.OptimizerName, typer.Option(
+        help="Optimizer of --method nn.", rich_help_panel=options.TRAINING)] = options.OptimizerName.sgd,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
+        show_default=False, rich_help_panel=options.TRAINING)] = None,
     seed: options.Seed = 0,
     device: options.Device = "auto",
     save: options.Save = None,
     checkpoint: options.Checkpoint = None,
+    resume: options.Resume = None,
     runs_dir: options.RunsDir = Path("runs"),
     no_tensorboard: options.NoTensorboard = False,
     quiet: options.Quiet = False,
@@ -61,6 +67,8 @@ def fit_linear(
     inputs, keys = linear.parse_inputs(predict or [], points.features)
     epochs = epochs or DEFAULT_EPOCHS.get(method, 0)
     config = {"method": method.value, "epochs": epochs, "lr": lr, "features": points.features}
+    if method is not Method.nn and (batch_size or resume or optimizer is not options.OptimizerName.sgd):
+        raise UserError("--batch-size, --resume and --optimizer apply to --method nn; the lessons' loops fix their own")
     losses: list[float] = []
     train_seconds = 0.0
 
@@ -80,11 +88,12 @@ def fit_linear(
         if plot:
             plots.line_plot(plot, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w")
     else:
-        plan = FitPlan("fit-linear", epochs, session.device, config=config, save=save,
+        plan = FitPlan("fit-linear", epochs, session.device, config=config, save=save, resume=resume,
                        writer=open_tensorboard(runs_dir, "fit-linear", enabled=not no_tensorboard), quiet=quiet)
         if method is Method.nn:
             layer, losses, train_seconds = linear.train_layer(points, Objective.regression(), plan, lr=lr,
-                                                              optimizer="sgd")
+                                                              optimizer=optimizer.value, batch_size=batch_size,
+                                                              seed=seed)
         else:
             layer, losses, train_seconds = _LESSONS[method](points, plan, lr)
             if save:

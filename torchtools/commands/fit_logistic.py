@@ -12,7 +12,7 @@ from torchtools import options
 
 def fit_logistic(
     csv: Annotated[Optional[Path], typer.Option(
-        help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
+        "--csv", "--data", help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
              "Default: the course's hours x=[1,2,3], passed y=[0,0,1].", show_default=False)] = None,
     predict: Annotated[Optional[list[str]], typer.Option(
         help="Probability of class 1 for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
@@ -22,10 +22,14 @@ def fit_logistic(
     epochs: options.Epochs = 1000,
     lr: options.LearningRate = 0.1,
     optimizer: options.Optimizer = options.OptimizerName.sgd,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
+        show_default=False, rich_help_panel=options.TRAINING)] = None,
     seed: options.Seed = 0,
     device: options.Device = "auto",
     save: options.Save = None,
     checkpoint: options.Checkpoint = None,
+    resume: options.Resume = None,
     runs_dir: options.RunsDir = Path("runs"),
     no_tensorboard: options.NoTensorboard = False,
     quiet: options.Quiet = False,
@@ -52,10 +56,11 @@ def fit_logistic(
         say(f"loaded {checkpoint}", quiet=quiet)
     else:
         config = {"epochs": epochs, "lr": lr, "optimizer": optimizer.value, "features": points.features}
-        plan = FitPlan("fit-logistic", epochs, session.device, config=config, save=save,
+        plan = FitPlan("fit-logistic", epochs, session.device, config=config, save=save, resume=resume,
                        writer=open_tensorboard(runs_dir, "fit-logistic", enabled=not no_tensorboard), quiet=quiet)
         layer, losses, train_seconds = linear.train_layer(points, Objective.binary(), plan, lr=lr,
-                                                          optimizer=optimizer.value)
+                                                          optimizer=optimizer.value, batch_size=batch_size,
+                                                          seed=seed)
     layer = layer.cpu()
     with torch.no_grad():
         probabilities = torch.sigmoid(layer(points.x)).squeeze(-1)
