@@ -19,8 +19,9 @@ class Method(str, Enum):
     nn = "nn"
 
 
-# The course's defaults: 100 epochs for the hand-written loops, 1000 for the nn.Linear version.
-DEFAULT_EPOCHS = {Method.gd: 100, Method.sgd: 100, Method.autograd: 100, Method.nn: 1000}
+# (epochs, lr) by method. The course's: 100 epochs at lr 0.01 for the hand-written loops, 1000 for
+# nn.Linear; the course sums the nn loss over its 3 samples, so the mean-loss lr here is 0.05 to match.
+DEFAULTS = {Method.gd: (100, 0.01), Method.sgd: (100, 0.01), Method.autograd: (100, 0.01), Method.nn: (1000, 0.05)}
 
 
 def fit_linear(
@@ -36,7 +37,9 @@ def fit_linear(
     epochs: Annotated[Optional[int], typer.Option(
         "--epochs", "-e", min=1, help="Training epochs. Default: 100, or 1000 for nn.", show_default=False,
         rich_help_panel=options.TRAINING)] = None,
-    lr: options.LearningRate = 0.01,
+    lr: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Learning rate. Default: 0.01, or 0.05 for nn.", show_default=False,
+        rich_help_panel=options.TRAINING)] = None,
     optimizer: Annotated[options.OptimizerName, typer.Option(
         help="Optimizer of --method nn.", rich_help_panel=options.TRAINING)] = options.OptimizerName.sgd,
     batch_size: Annotated[Optional[int], typer.Option(
@@ -65,7 +68,8 @@ def fit_linear(
     session = Session.start("fit-linear", device=device, seed=seed, json=json, quiet=quiet)
     points = linear.load_points(csv, [1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
     inputs, keys = linear.parse_inputs(predict or [], points.features)
-    epochs = epochs or DEFAULT_EPOCHS.get(method, 0)
+    default_epochs, default_lr = DEFAULTS.get(method, (0, 0.0))
+    epochs, lr = epochs or default_epochs, lr if lr is not None else default_lr
     config = {"method": method.value, "epochs": epochs, "lr": lr, "features": points.features}
     if method is not Method.nn and (batch_size or resume or optimizer is not options.OptimizerName.sgd):
         raise UserError("--batch-size, --resume and --optimizer apply to --method nn; the lessons' loops fix their own")
