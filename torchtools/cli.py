@@ -13,6 +13,7 @@ import typer
 
 from torchtools import __version__
 from torchtools.commands import diabetes, fit_linear, fit_logistic
+from torchtools.commands import names_rnn
 from torchtools.errors import UserError
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("fit-linear", fit_linear.fit_linear),
     ("fit-logistic", fit_logistic.fit_logistic),
     ("diabetes", diabetes.diabetes),
+    ("names-rnn", names_rnn.names_rnn),
 ]
 
 for _name, _command in COMMANDS:

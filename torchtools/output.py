@@ -108,7 +108,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(str(column), justify="right" if column != columns[0] else "left")
     for row in rows:
         table.add_row(*(_cell(value) for value in row))
-    console.print(table)
+    # A table wider than the console (a confusion matrix of many classes) is printed whole, not squashed.
+    console.print(table, width=max(console.width, console.measure(table).maximum))
 
 
 def _cell(value: Any) -> str:

@@ -31,6 +31,11 @@ def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: s
 
 def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
     """A confusion matrix: rows are true labels, columns predicted."""
+    return _save(heatmap_figure(matrix, labels, title=title), path)
+
+
+def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
+    """The heatmap as a matplotlib figure (for TensorBoard's add_figure)."""
     plt = _pyplot()
     size = max(5.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size), dpi=100)
@@ -39,7 +44,8 @@ def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
     axes.set_yticks(range(len(labels)), labels)
     axes.set(xlabel="predicted", ylabel="true", title=title)
     figure.colorbar(image, ax=axes, fraction=0.046)
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
 
 
 def _save(figure, path: Path) -> Path:

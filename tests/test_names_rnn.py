@@ -1,0 +1,142 @@
+"""names-rnn: both data layouts, folding, padding equivalence, reports, predict after reload, errors."""
+
+from __future__ import annotations
+
+import gzip
+import random
+
+import pytest
+import torch
+
+from conftest import assert_user_error, run_torchtools
+from torchtools.data.names import Vocabulary, fold
+from torchtools.models.names import NameClassifier
+
+# Three labels a tiny model tells apart in a couple of epochs: the ending gives the label away.
+ENDINGS = {"Russian": "ov", "Spanish": "ez", "Japanese": "moto"}
+SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "32", "--lr", "0.02", "--no-tensorboard"]
+
+
+def _names(seed: int, per_label: int = 60) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, ending in ENDINGS.items():
+        for _ in range(per_label):
+            stem = "".join(rng.choice("bcdfgklmnprstv") + rng.choice("aeiou") for _ in range(rng.randint(1, 4)))
+            rows.append((stem.capitalize() + ending, label))
+    rng.shuffle(rows)
+    return rows
+
+
+def _write_csv(path, rows, *, gzipped: bool):
+    text = "".join(f'"{name}","{label}"\r\n' for name, label in rows)
+    if gzipped:
+        with gzip.open(path, "wt", encoding="utf-8") as file:
+            file.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _write_folder(folder, rows):
+    folder.mkdir()
+    for label in ENDINGS:
+        (folder / f"{label}.txt").write_text(
+            "\n".join(name for name, row_label in rows if row_label == label) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_course_csv_layout_trains_reports_and_predicts(cli, tmp_path):
+    train = _write_csv(tmp_path / "names_train.csv.gz", _names(0), gzipped=True)
+    test = _write_csv(tmp_path / "names_test.csv", _names(1, per_label=20), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--test", test, "--epochs", "3", *SMALL, "--predict", "Tanakamoto",
+              "--predict", "Ivanov", "--plot", tmp_path / "confusion.png", "--json")
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["epochs"] == 3
+    assert summary["labels"] == sorted(ENDINGS)
+    assert summary["metrics"]["test_accuracy"] > 0.9
+    assert set(summary["per_class_accuracy"]) == set(ENDINGS)
+    assert sum(map(sum, summary["confusion_matrix"])) == 60
+    assert [p["name"] for p in summary["predictions"]] == ["Tanakamoto", "Ivanov"]
+    assert [p["top"][0][0] for p in summary["predictions"]] == ["Japanese", "Russian"]
+    assert all(len(p["top"]) == 3 and sum(prob for _, prob in p["top"]) <= 1.0 + 1e-6 for p in summary["predictions"])
+    assert "accuracy by label" in run.stderr and "confusion matrix" in run.stderr
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tutorial_folder_layout_counts_blank_and_junk_lines(cli, tmp_path):
+    folder = _write_folder(tmp_path / "by-language", _names(0))
+    with open(folder / "Russian.txt", "a", encoding="utf-8") as file:
+        file.write("\n   \nTo The First Page\n1234\n")
+    run = cli("names-rnn", "--data", folder, "--epochs", "2", *SMALL, "--json")
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["skipped"] == {"blank": 2, "junk": 2, "unknown_label": 0}
+    assert "val_accuracy" in summary["metrics"]  # no --test: a stratified hold-out
+    assert sum(map(sum, summary["confusion_matrix"])) == 36  # 20% of 60 names of each of 3 labels
+
+
+def test_a_batch_gives_each_name_the_result_it_gets_alone():
+    names = ["Li", "Nakamura", "Abe", "Schwarzenegger", "O'Neil", "Ng"]
+    vocabulary = Vocabulary.from_names(names)
+    codes, lengths = vocabulary.encode(names)
+    for cell in ("gru", "lstm", "rnn"):
+        torch.manual_seed(0)
+        model = NameClassifier(len(vocabulary), 4, hidden=8, layers=2, cell=cell).eval()
+        with torch.no_grad():
+            together = model(codes, lengths)
+            alone = torch.cat([model(*vocabulary.encode([name])) for name in names])
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_unicode_names_fold_to_ascii():
+    assert fold("Émile") == "Emile"
+    assert fold("Dvořák") == "Dvorak"
+    assert fold("  Bélanger\n") == "Belanger"
+    assert fold("Ślusarczyk") == "Slusarczyk"
+    assert fold("Иванов") == ""  # nothing of it is Latin: a junk line
+
+
+def test_predict_after_reload_matches_training_run(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    trained = cli("names-rnn", "--data", train, "--epochs", "2", *SMALL, "--save", tmp_path / "names.pt",
+                  "--predict", "Sánchez", "--json")
+    assert trained.exit_code == 0, trained.stderr
+    reloaded = run_torchtools("names-rnn", "--checkpoint", tmp_path / "names.pt", "--predict", "Sánchez", "--json",
+                              cwd=tmp_path)
+    assert reloaded.exit_code == 0, reloaded.stderr
+    before, after = trained.summary["predictions"][0], reloaded.summary["predictions"][0]
+    assert [label for label, _ in after["top"]] == [label for label, _ in before["top"]]
+    assert after["top"][0][1] == pytest.approx(before["top"][0][1], abs=1e-5)
+    assert after["top"][0][0] == "Spanish"
+
+
+def test_a_label_seen_only_in_the_test_set_is_reported(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    test = _write_csv(tmp_path / "test.csv", _names(1, per_label=5) + [("Zorg", "Martian")], gzipped=False)
+    run = cli("names-rnn", "--data", train, "--test", test, "--epochs", "1", *SMALL, "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "Martian" in run.stderr
+    assert run.summary["skipped"]["unknown_label"] == 1
+    assert sum(map(sum, run.summary["confusion_matrix"])) == 15
+
+
+def test_a_malformed_csv_row_names_its_line(cli, tmp_path):
+    rows = "".join(f"{name},{label}\n" for name, label in _names(0)[:3])
+    (tmp_path / "bad.csv").write_text(rows + "Smith,English,extra\n")
+    assert_user_error(cli("names-rnn", "--data", tmp_path / "bad.csv", *SMALL), "bad.csv", "line 4")
+
+
+def test_an_empty_folder_is_a_user_error(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(cli("names-rnn", "--data", tmp_path / "empty", *SMALL), "no <Label>.txt files")
+
+
+@pytest.mark.slow
+def test_course_split_reaches_80_percent_in_5_epochs(cli, shared_data):
+    names = shared_data / "names"
+    run = cli("names-rnn", "--data", names / "names_train.csv.gz", "--test", names / "names_test.csv.gz",
+              "--epochs", "5", "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["metrics"]["test_accuracy"] >= 0.80
