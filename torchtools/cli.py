@@ -14,6 +14,7 @@ import typer
 from torchtools import __version__
 from torchtools.commands import diabetes, fit_linear, fit_logistic
 from torchtools.commands import names_rnn
+from torchtools.commands import cifar, mnist
 from torchtools.errors import UserError
 
 app = typer.Typer(
@@ -51,6 +52,8 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("fit-linear", fit_linear.fit_linear),
     ("fit-logistic", fit_logistic.fit_logistic),
     ("diabetes", diabetes.diabetes),
+    ("mnist", mnist.mnist),
+    ("cifar", cifar.cifar),
     ("names-rnn", names_rnn.names_rnn),
 ]
 

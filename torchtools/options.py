@@ -67,3 +67,11 @@ Plot = Annotated[Optional[Path], typer.Option("--plot", help="Draw a PNG plot to
 TrustPickle = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow arbitrary unpickling when loading (only for files you trust).",
     rich_help_panel=OUTPUT)]
+SaveEvery = Annotated[int, typer.Option(
+    "--save-every", min=0, help="Also keep every N-th epoch's checkpoint as NAME.epochN.pt; 0 = off.",
+    rich_help_panel=OUTPUT)]
+Download = Annotated[bool, typer.Option(
+    "--download/--no-download", help="Download the dataset (torchvision) when its files are absent under --data.")]
+PredictImages = Annotated[Optional[list[Path]], typer.Option(
+    "--predict", help="Label this image (repeatable), with the --checkpoint model or the one just trained.",
+    show_default=False)]

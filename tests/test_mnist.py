@@ -1,0 +1,140 @@
+"""mnist: IDX files under DATA/<Name>/raw, in-memory training, checkpoints, predict, missing data."""
+
+import gzip
+import struct
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_user_error
+
+FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+FAST = ("--epochs", "3", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--no-tensorboard", "--json")
+
+
+def pattern(label: int, rng, scale: int = 1) -> np.ndarray:
+    """A learnable 28x28 'digit': a bright bar whose place on a 2x5 grid is the label, jittered, on noise."""
+    image = rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
+    top = 3 + 12 * (label // 5) + rng.integers(-1, 2)
+    left = 2 + 5 * (label % 5) + rng.integers(0, 2)
+    image[top:top + 10, left:left + 4] = 255
+    return cv2.resize(image, (28 * scale, 28 * scale), interpolation=cv2.INTER_NEAREST) if scale > 1 else image
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """The IDX format: magic (0, 0, ubyte=0x08, ndim), big-endian dims, then the bytes; gzipped."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root, folder="MNIST", train=300, test=100, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = np.arange(count) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", np.stack([pattern(label, rng) for label in labels]))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_trains_reports_saves_and_predicts(cli, tmp_path):
+    data = write_mnist(tmp_path / "data")
+    digit = tmp_path / "seven.png"  # dark on light and twice the size: inverted and resized on reading
+    cv2.imwrite(str(digit), 255 - pattern(7, np.random.default_rng(5), scale=2))
+    run = cli("mnist", "--data", data, "--save", tmp_path / "cnn.pt", "--predict", digit, *FAST)
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["command"] == "mnist" and summary["model"] == "cnn" and summary["epochs"] == 3
+    assert summary["metrics"]["test_accuracy"] > 0.5  # chance is 0.1
+    assert summary["classes"] == [str(digit) for digit in range(10)]
+    assert sum(map(sum, summary["confusion_matrix"])) == 100
+    assert set(summary["per_class_accuracy"]) == set(summary["classes"])
+    assert "per-class accuracy" in run.stderr and "confusion matrix" in run.stderr
+    assert summary["predictions"][0]["label"] == "7"
+    assert (tmp_path / "cnn.pt").is_file() and (tmp_path / "cnn.best.pt").is_file()
+
+    reloaded = cli("mnist", "--data", data, "--checkpoint", tmp_path / "cnn.pt", "--predict", digit, "--json")
+    assert reloaded.exit_code == 0, reloaded.stderr
+    prediction = reloaded.summary["predictions"][0]
+    assert prediction["label"] == "7" and prediction["image"] == str(digit)
+    assert prediction["top"][0][0] == "7" and prediction["top"][0][1] > prediction["top"][1][1]
+    assert "seven.png: 7" in reloaded.stderr
+
+    evaluated = cli("mnist", "--data", data, "--checkpoint", tmp_path / "cnn.pt", "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert evaluated.summary["metrics"]["test_accuracy"] == pytest.approx(summary["metrics"]["test_accuracy"])
+
+
+def test_course_models_and_other_datasets(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", folder="FashionMNIST", train=60, test=20)
+    for model in ("mlp", "inception", "resnet"):
+        run = cli("mnist", "--data", data, "--dataset", "fashion-mnist", "--model", model, "--epochs", "1",
+                  "--no-tensorboard", "--json")
+        assert run.exit_code == 0, run.stderr
+        assert run.summary["model"] == model and run.summary["dataset"] == "fashion-mnist"
+        assert run.summary["classes"][0] == "T-shirt/top"
+
+
+def test_the_same_seed_repeats_the_run(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", train=100, test=20)
+    args = ("mnist", "--data", data, "--model", "mlp", "--epochs", "1", "--no-tensorboard", "--json")
+    assert cli(*args).summary["metrics"] == cli(*args).summary["metrics"]
+
+
+def test_missing_files_name_the_folder_and_the_four_files(cli, tmp_path):
+    run = cli("mnist", "--data", tmp_path / "nowhere", "--no-download")
+    assert_user_error(run, str(tmp_path / "nowhere" / "MNIST" / "raw"), *(f"{name}.gz" for name in FILES))
+
+
+def test_offline_download_failure_is_one_clear_error(cli, tmp_path, monkeypatch):
+    import torchvision.datasets.mnist as tv_mnist
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    run = cli("mnist", "--data", tmp_path / "empty")
+    assert_user_error(run, "download failed", "train-images-idx3-ubyte.gz", str(tmp_path / "empty" / "MNIST" / "raw"))
+
+
+def test_predict_needs_a_readable_image(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", train=40, test=10)
+    cli("mnist", "--data", data, "--model", "mlp", "--epochs", "1", "--save", tmp_path / "m.pt", "-q")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert_user_error(cli("mnist", "--checkpoint", tmp_path / "m.pt", "--predict", tmp_path / "bad.png"), "bad.png")
+
+
+def test_the_fast_loader_yields_every_sample_once_per_epoch():
+    from torchtools.data.loaders import TensorBatches
+    from torchtools.data.vision import BatchTransform
+
+    images = torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1)
+    batches = TensorBatches(images, torch.arange(103), batch_size=10, shuffle=True, seed=3,
+                            transform=BatchTransform((0.0,), (1 / 255,), torch.device("cpu")))
+    orders = []
+    for _ in range(2):
+        seen = [(inputs.flatten().long(), targets) for inputs, targets in batches]
+        assert len(seen) == len(batches) == 11
+        inputs, targets = torch.cat([i for i, _ in seen]), torch.cat([t for _, t in seen])
+        assert torch.equal(inputs, targets)  # each image still travels with its own label
+        assert sorted(targets.tolist()) == list(range(103))
+        orders.append(targets.tolist())
+    assert orders[0] != orders[1]  # a new shuffle every epoch
+
+
+def test_normalising_on_the_device_matches_totensor_normalize():
+    from PIL import Image
+    from torchvision import transforms
+
+    from torchtools.data.vision import MNIST_MEAN, MNIST_STD, BatchTransform
+
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MNIST_MEAN, MNIST_STD)])
+    expected = torch.stack([course(Image.fromarray(image[0].numpy(), mode="L")) for image in images])
+    actual = BatchTransform(MNIST_MEAN, MNIST_STD, torch.device("cpu"))(images)
+    assert torch.allclose(actual, expected, atol=1e-5)

@@ -1,0 +1,115 @@
+"""The course's four MNIST networks, layer for layer (Liu Er, lessons 9-11).
+
+`flatten(1)` stands where the course writes `x.view(batch, -1)`: the same numbers, and it also
+accepts channels_last inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CourseMLP(nn.Module):
+    """784-512-256-128-64-10 with ReLU (lesson 9)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 128)
+        self.l4, self.l5 = nn.Linear(128, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for layer in (self.l1, self.l2, self.l3, self.l4):
+            x = F.relu(layer(x))
+        return self.l5(x)
+
+
+class CourseCNN(nn.Module):
+    """conv 1->10 k5, pool, relu, conv 10->20 k5, pool, relu, fc 320->10 (lesson 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.pooling = nn.MaxPool2d(2)
+        self.fc = nn.Linear(320, 10)
+
+    def forward(self, x):
+        x = F.relu(self.pooling(self.conv1(x)))
+        x = F.relu(self.pooling(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+class InceptionA(nn.Module):
+    """Four branches (1x1; 1x1-5x5; 1x1-3x3-3x3; avgpool-1x1) concatenated to 16+24+24+24 = 88 channels."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.branch1x1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_2 = nn.Conv2d(16, 24, kernel_size=5, padding=2)
+        self.branch3x3_1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch3x3_2 = nn.Conv2d(16, 24, kernel_size=3, padding=1)
+        self.branch3x3_3 = nn.Conv2d(24, 24, kernel_size=3, padding=1)
+        self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)
+
+    def forward(self, x):
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
+        branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
+        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        return torch.cat([self.branch1x1(x), branch5x5, branch3x3, branch_pool], dim=1)
+
+
+class InceptionNet(nn.Module):
+    """conv 1->10, InceptionA, conv 88->20, InceptionA, fc 1408->10 (lesson 11)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(88, 20, kernel_size=5)
+        self.incep1, self.incep2 = InceptionA(10), InceptionA(20)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(1408, 10)
+
+    def forward(self, x):
+        x = self.incep1(F.relu(self.mp(self.conv1(x))))
+        x = self.incep2(F.relu(self.mp(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+class ResidualBlock(nn.Module):
+    """relu(x + conv(relu(conv(x)))), channels kept."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+class ResidualNet(nn.Module):
+    """conv 1->16, ResidualBlock(16), conv 16->32, ResidualBlock(32), fc 512->10 (lesson 11)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=5)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
+        self.rblock1, self.rblock2 = ResidualBlock(16), ResidualBlock(32)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(512, 10)
+
+    def forward(self, x):
+        x = self.rblock1(self.mp(F.relu(self.conv1(x))))
+        x = self.rblock2(self.mp(F.relu(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": InceptionNet, "resnet": ResidualNet}
+
+
+def build(name: str) -> nn.Module:
+    return MODELS[name]()
