@@ -3,9 +3,9 @@
 The course (lecture 13): a Dataset of (name, country) strings, a DataLoader of batches of 256, and per
 batch `make_tensors` (ASCII codes, zero padding, sort by length) feeding an Embedding -> bidirectional GRU
 -> Linear through pack_padded_sequence; Adam lr 1e-3. torchtools trains the same model size through its
-engine on length-bucketed device tensors. The two alternate epoch by epoch so that a busy machine slows
-both alike. A third contender runs the torchtools model on mixed-length (packed) batches, to compare the
-two correct ways of handling padding.
+engine on the same shuffled batches of 256, held as tensors. The loops alternate epoch by epoch so that a
+busy machine slows them alike. A third contender runs the torchtools model through nn.GRU on packed
+sequences instead of its own batched-direction GRU: the two correct ways of handling padding.
 
     .venv/bin/python benchmarks/names.py --data ../shared/data/names --epochs 5
 """
@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from torchtools.data.names import NameBatches, Vocabulary, read_names
+from torchtools.data.loaders import TensorBatches
+from torchtools.data.names import Vocabulary, read_names
 from torchtools.engine import FitPlan, Objective, evaluate, train_one_epoch
 from torchtools.models.names import NameClassifier
 
@@ -106,36 +107,16 @@ class CourseLoop:
 
 
 # --- torchtools -----------------------------------------------------------------------------------------------
-class MixedLengthBatches:
-    """Shuffled batches of 256 names of any length, padded to the longest: the model packs them."""
-
-    def __init__(self, codes, lengths, targets, seed: int):
-        self.codes, self.lengths, self.targets, self.seed, self.epoch = codes, lengths, targets, seed, 0
-
-    def __len__(self):
-        return -(-len(self.targets) // BATCH)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self.targets), generator=generator)
-        for start in range(0, len(order), BATCH):
-            index = order[start:start + BATCH]
-            lengths = self.lengths[index]
-            yield (self.codes[index, :int(lengths.max())], lengths), self.targets[index]
-
-
 class TorchtoolsLoop:
     def __init__(self, data: Path, *, packed: bool, seed: int):
         train, test = read_names(data / "names_train.csv.gz"), read_names(data / "names_test.csv.gz")
         labels = sorted(set(train.labels))
         vocabulary = Vocabulary.from_names(train.names)
-        batches = MixedLengthBatches if packed else (
-            lambda codes, lengths, targets, seed: NameBatches(codes, lengths, targets, batch_size=BATCH,
-                                                              shuffle=True, seed=seed))
-        self.train_batches = batches(*self._tensors(train, labels, vocabulary), seed=seed)
-        self.test_batches = NameBatches(*self._tensors(test, labels, vocabulary), batch_size=BATCH)
+        self.train_batches = TensorBatches(*self._tensors(train, labels, vocabulary), batch_size=BATCH,
+                                           shuffle=True, seed=seed)
+        self.test_batches = TensorBatches(*self._tensors(test, labels, vocabulary), batch_size=BATCH)
         self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS)
+        self.model.stepwise = not packed  # packed: nn.GRU on packed sequences, the other correct way
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.plan = FitPlan("names-rnn", 1, torch.device("cpu"), quiet=True)
         self.objective = Objective.classification()
@@ -143,8 +124,7 @@ class TorchtoolsLoop:
 
     @staticmethod
     def _tensors(names, labels, vocabulary):
-        codes, lengths = vocabulary.encode(names.names)
-        return codes, lengths, torch.tensor([labels.index(label) for label in names.labels])
+        return vocabulary.encode(names.names), torch.tensor([labels.index(label) for label in names.labels])
 
     def train_epoch(self) -> float:
         self.epoch += 1

@@ -164,7 +164,7 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
 
     import torch
 
-    from torchtools.data.names import NameBatches
+    from torchtools.data.loaders import TensorBatches
     from torchtools.errors import UserError
     from torchtools.output import warn
 
@@ -178,10 +178,9 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
     if not keep:
         raise UserError(f"no name in {source} has a label the model knows ({', '.join(labels)})")
 
-    codes, lengths = vocabulary.encode([names.names[index] for index in keep])
+    codes = vocabulary.encode([names.names[index] for index in keep])
     targets = torch.tensor([label_ids[names.labels[index]] for index in keep])
-    return NameBatches(codes.to(device), lengths.to(device), targets.to(device), batch_size=batch_size,
-                       shuffle=shuffle, seed=seed)
+    return TensorBatches(codes.to(device), targets.to(device), batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
 def _report(evaluation, labels: list[str], eval_name: str, plot: Path | None, writer, quiet: bool) -> dict:
@@ -224,10 +223,9 @@ def _predict(model, vocabulary, labels: list[str], names: list[str], device, qui
     for name, clean in zip(names, folded):
         if is_junk(clean):
             raise UserError(f"cannot classify {name!r}: it holds no letters a name is made of")
-    codes, lengths = vocabulary.encode(folded)
     model.eval()
     with torch.no_grad():
-        probabilities = torch.softmax(model(codes.to(device), lengths.to(device)).float(), dim=1).cpu()
+        probabilities = torch.softmax(model(vocabulary.encode(folded).to(device)).float(), dim=1).cpu()
     top = probabilities.topk(min(TOP_LABELS, len(labels)), dim=1)
     predictions = []
     for name, values, indices in zip(names, top.values.tolist(), top.indices.tolist()):

@@ -1,4 +1,4 @@
-"""Surnames by country: both public layouts, Unicode folding, a character vocabulary, length-bucketed batches.
+"""Surnames by country: both public layouts, Unicode folding and a character vocabulary.
 
 The course ships a CSV of `name,country` rows (names_train.csv.gz); the PyTorch char-RNN tutorial ships a
 folder of `<Label>.txt` files with one name a line. Either becomes a NameSet of folded names and labels.
@@ -10,7 +10,7 @@ import csv
 import gzip
 import string
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,45 +130,9 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.characters) + 2
 
-    def encode(self, names: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """(codes, lengths): names as rows of indices, right-padded with PAD to the longest."""
-        lengths = torch.tensor([len(name) for name in names], dtype=torch.long)
-        codes = torch.full((len(names), int(lengths.max()) if len(names) else 0), self.PAD, dtype=torch.long)
+    def encode(self, names: Sequence[str]) -> Tensor:
+        """Names as rows of indices, right-padded with PAD to the longest (a name's length is its non-PAD count)."""
+        codes = torch.full((len(names), max((len(name) for name in names), default=0)), self.PAD, dtype=torch.long)
         for row, name in enumerate(names):
             codes[row, :len(name)] = torch.tensor([self._index.get(char, self.UNKNOWN) for char in name])
-        return codes, lengths
-
-
-class NameBatches:
-    """Batches of ((codes, lengths), targets) in which every name has the same length.
-
-    Equal lengths need no padding, so the recurrent layer runs on one dense tensor, which is exact for both
-    directions and faster than a packed sequence (benchmarks/names.py measures it). Each epoch shuffles
-    names within their length and the order of the batches, from `seed` and the epoch count.
-    """
-
-    def __init__(self, codes: Tensor, lengths: Tensor, targets: Tensor, *, batch_size: int, shuffle: bool = False,
-                 seed: int = 0):
-        self.codes, self.lengths, self.targets = codes, lengths, targets
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.epoch = 0
-        self._cpu_lengths = lengths.cpu()
-        self._counts = torch.bincount(self._cpu_lengths).tolist()
-
-    def __len__(self) -> int:
-        return sum(-(-count // self.batch_size) for count in self._counts)
-
-    def __iter__(self) -> Iterator[tuple[tuple[Tensor, Tensor], Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self._cpu_lengths), generator=generator) if self.shuffle \
-            else torch.arange(len(self._cpu_lengths))
-        order = order[torch.argsort(self._cpu_lengths[order], stable=True)]
-        batches = [(length, chunk) for length, group in enumerate(torch.split(order, self._counts)) if len(group)
-                   for chunk in torch.split(group, self.batch_size)]
-        sequence = torch.randperm(len(batches), generator=generator).tolist() if self.shuffle else range(len(batches))
-        device = self.codes.device
-        for position in sequence:
-            length, index = batches[position]
-            index = index.to(device)
-            yield (self.codes[index, :length], self.lengths[index]), self.targets[index]
+        return codes
