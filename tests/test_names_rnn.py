@@ -47,9 +47,11 @@ def _write_folder(folder, rows):
 
 
 def test_course_csv_layout_trains_reports_and_predicts(cli, tmp_path):
-    train = _write_csv(tmp_path / "names_train.csv.gz", _names(0), gzipped=True)
-    test = _write_csv(tmp_path / "names_test.csv", _names(1, per_label=20), gzipped=False)
-    run = cli("names-rnn", "--data", train, "--test", test, "--epochs", "3", *SMALL, "--predict", "Tanakamoto",
+    # The course's files where the command looks by default: data/names/ in the working folder.
+    (tmp_path / "data" / "names").mkdir(parents=True)
+    _write_csv(tmp_path / "data" / "names" / "names_train.csv.gz", _names(0), gzipped=True)
+    _write_csv(tmp_path / "data" / "names" / "names_test.csv.gz", _names(1, per_label=20), gzipped=True)
+    run = cli("names-rnn", "--epochs", "3", *SMALL, "--predict", "Tanakamoto",
               "--predict", "Ivanov", "--plot", tmp_path / "confusion.png", "--json")
     assert run.exit_code == 0, run.stderr
     summary = run.summary

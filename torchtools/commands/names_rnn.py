@@ -23,7 +23,8 @@ class Cell(str, Enum):
 def names_rnn(
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Training names: a name,label CSV (gzip or plain) or a folder of <Label>.txt files. "
-                       "Default: names/names_train.csv.gz under $TORCHTOOLS_DATA, else data/.",
+                       "Default: the course's names/names_train.csv.gz under $TORCHTOOLS_DATA, else data/ "
+                       "(with names_test.csv.gz beside it as --test).",
         show_default=False)] = None,
     test: Annotated[Optional[Path], typer.Option(
         help="Test names, in either layout. Without it, --val-split holds part of --data out.",
@@ -64,7 +65,6 @@ def names_rnn(
     from torchtools.data.names import Vocabulary, read_names
     from torchtools.engine import FitPlan, Objective, evaluate, fit, make_optimizer
     from torchtools.errors import UserError
-    from torchtools.models.names import NameClassifier
     from torchtools.output import say
     from torchtools.session import Session
 
@@ -79,7 +79,7 @@ def names_rnn(
         state = load_checkpoint(checkpoint, command="names-rnn")
         config = state["config"]
         labels, vocabulary = list(state["labels"]), Vocabulary(state["vocabulary"])
-        model = _build_model(config, NameClassifier).to(session.device)
+        model = _build_model(config).to(session.device)
         model.load_state_dict(state["model"])
         say(f"loaded {checkpoint} (trained {state['epoch']} epochs, {len(labels)} labels)", quiet=quiet)
         if test is not None:
@@ -92,7 +92,11 @@ def names_rnn(
             metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
             report = _report(evaluation, labels, eval_name, plot, None, quiet)
     else:
-        train_set = read_names(data or options.default_data_root() / "names" / "names_train.csv.gz")
+        if data is None:
+            data = options.default_data_root() / "names" / "names_train.csv.gz"
+            course_test = data.with_name("names_test.csv.gz")
+            test = test or (course_test if course_test.is_file() else None)
+        train_set = read_names(data)
         say(f"training data: {train_set.describe()}", quiet=quiet)
         _count_skipped(skipped, train_set)
         train_set, held_out, eval_name = _held_out(train_set, test, val_split, seed, quiet)
@@ -108,7 +112,7 @@ def names_rnn(
         config = {"vocabulary_size": len(vocabulary), "classes": len(labels), "hidden": hidden, "layers": layers,
                   "bidirectional": bidirectional, "cell": cell.value, "epochs": epochs, "batch_size": batch_size,
                   "lr": lr, "optimizer": optimizer.value, "seed": seed}
-        model = _build_model(config, NameClassifier).to(session.device)
+        model = _build_model(config).to(session.device)
         writer = open_tensorboard(runs_dir, "names-rnn", enabled=not no_tensorboard)
         plan = FitPlan("names-rnn", epochs, session.device, config=config,
                        extra={"labels": labels, "vocabulary": vocabulary.characters}, save=save, resume=resume,
@@ -129,8 +133,10 @@ def names_rnn(
                    confusion_matrix=report["confusion_matrix"] if report else None, predictions=predictions)
 
 
-def _build_model(config: dict, model_class):
-    return model_class(config["vocabulary_size"], config["classes"], hidden=config["hidden"],
+def _build_model(config: dict):
+    from torchtools.models.names import NameClassifier
+
+    return NameClassifier(config["vocabulary_size"], config["classes"], hidden=config["hidden"],
                        layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
 
 

@@ -51,7 +51,6 @@ class PackedLayout:
     """Where each (step, name) lands when only running names are kept: names sorted longest first."""
 
     sizes: list[int]  # names still running at each step
-    positions: Tensor  # (time, batch) -> packed row, for real steps
     mask: Tensor  # (time, batch): the step is part of the name
     reverse: Tensor  # packed row of (t, b) -> packed row of (length_b - 1 - t, b): each name read backwards
 
@@ -63,7 +62,7 @@ class PackedLayout:
         positions[mask] = torch.arange(int(mask.sum()))
         step, name = mask.nonzero(as_tuple=True)
         reverse = positions[lengths[name] - 1 - step, name]
-        return cls(mask.sum(dim=1).tolist(), positions, mask, reverse)
+        return cls(mask.sum(dim=1).tolist(), mask, reverse)
 
 
 class _Reverse(torch.autograd.Function):
@@ -117,6 +116,8 @@ class _GRURecurrence(torch.autograd.Function):
             start += running
         ctx.sizes = sizes
         ctx.save_for_backward(weight_hh, outputs, gates, from_hidden)
+        # The top layer's step outputs and the lower layers' finals go unused: no zero gradients for them.
+        ctx.set_materialize_grads(False)
         return outputs, torch.cat(finals[::-1], dim=1)  # the shortest names finish first
 
     @staticmethod
@@ -126,7 +127,6 @@ class _GRURecurrence(torch.autograd.Function):
         hidden = weight_hh.shape[1]
         weight_rz_t = weight_hh[..., :2 * hidden].transpose(1, 2)
         weight_n_t = weight_hh[..., 2 * hidden:].transpose(1, 2)
-        grad_state_all = grad_outputs.clone()  # grows by what each step hands back to the one before
         grad_gates_in = torch.empty_like(gates)
         grad_recurrent_n = torch.empty_like(outputs)  # d loss / d (W_hn h + b_hn)
         starts = [0]
@@ -136,12 +136,8 @@ class _GRURecurrence(torch.autograd.Function):
         for step in range(len(sizes) - 1, -1, -1):
             running, start = sizes[step], starts[step]
             now = slice(start, start + running)
-            grad_state = grad_state_all[:, now]
             following = carry.shape[1] if carry is not None else 0
-            if following:
-                grad_state[:, :following] += carry
-            if following < running:  # names whose last step this is: the gradient of their final state
-                grad_state[:, following:] += grad_finals[:, following:running]
+            grad_state = _grad_of_state(grad_outputs, grad_finals, carry, now, following, running)
             activated = gates[:, now]
             rz, reset, update = activated[..., :2 * hidden], activated[..., :hidden], activated[..., hidden:2 * hidden]
             candidate = activated[..., 2 * hidden:]
@@ -168,6 +164,21 @@ class _GRURecurrence(torch.autograd.Function):
         grad_recurrent = torch.cat([grad_gates_in[..., :2 * hidden], grad_recurrent_n], dim=-1)
         grad_weight = torch.bmm(previous.transpose(1, 2), grad_recurrent)
         return grad_gates_in, grad_weight, grad_recurrent.sum(dim=1, keepdim=True), None
+
+
+def _grad_of_state(grad_outputs, grad_finals, carry, now: slice, following: int, running: int) -> Tensor:
+    """What a step's state gets: its output's gradient, what the next step hands back (to the `following`
+    names still running) and, for names whose last step this is, their final state's gradient."""
+    if grad_outputs is not None:
+        grad_state = grad_outputs[:, now].clone()
+    else:
+        reference = carry if carry is not None else grad_finals
+        grad_state = reference.new_zeros(reference.shape[0], running, reference.shape[2])
+    if following:
+        grad_state[:, :following] += carry
+    if following < running and grad_finals is not None:
+        grad_state[:, following:] += grad_finals[:, following:running]
+    return grad_state
 
 
 def gru_final_states(embedding: nn.Embedding, gru: nn.GRU, codes: Tensor, lengths: Tensor) -> Tensor:
