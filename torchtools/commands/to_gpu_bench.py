@@ -1,0 +1,87 @@
+"""to-gpu-bench: what moving work to a GPU buys (copies, matmuls, model.to, training steps), against the CPU."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from torchtools import options
+
+
+def to_gpu_bench(
+    device: Annotated[str, typer.Option(
+        "--device", help="The accelerator to compare with the CPU: auto (CUDA, then MPS), cuda, cuda:N, mps; "
+                         "cpu measures the CPU half only.")] = "auto",
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Small sizes and 3 repeats: a smoke run in seconds, not a measurement to quote.")] = False,
+    repeats: Annotated[Optional[int], typer.Option(
+        min=1, help="Timed repeats per measurement (the median is reported). Default: 5, or 3 with --quick.",
+        show_default=False)] = None,
+    matmul_size: Annotated[Optional[int], typer.Option(
+        min=16, help="n of the n x n matmuls. Default: 2048, or 256 with --quick.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "-b", min=1, help="Batch of the training-step benchmark. Default: 64 (the course's), "
+                                          "or 16 with --quick.", show_default=False)] = None,
+    quiet: options.Quiet = False,
+    json: options.Json = False,
+) -> None:
+    """Measure what moving work to a GPU buys: host<->device copy bandwidth (pageable vs pinned), matmul
+    GFLOP/s (fp32, tf32, bf16), model.to(device) time and training-step samples/s of the course models,
+    each on the CPU and the accelerator, as medians after warm-up. Without a GPU it measures the CPU half."""
+    import torch
+
+    from torchtools import benchmarking
+    from torchtools.output import print_table, say, warn
+    from torchtools.session import Session
+
+    session = Session.start("to-gpu-bench", device=device, seed=0, json=json, quiet=quiet)
+    accelerator = session.device if session.device.type != "cpu" else None
+    changes = {key: value for key, value in
+               {"repeats": repeats, "matmul_size": matmul_size, "batch_size": batch_size}.items() if value is not None}
+    plan = benchmarking.Plan.quick(**changes) if quick else benchmarking.Plan(**changes)
+    described = [benchmarking.describe_device(torch.device("cpu"))]
+    if accelerator is not None:
+        described.append(benchmarking.describe_device(accelerator))
+    for entry in described:
+        say(f"{entry['device']}: {entry['name']}" + (f", {entry['threads']} threads" if "threads" in entry else ""),
+            quiet=quiet)
+    cpu = described[0]
+    if cpu["load_average"] is not None and cpu["load_average"] > (cpu["cores"] or 1):
+        # Other work on the cores stalls every multi-threaded op at its barriers: CPU numbers come out low.
+        warn(f"the CPU is busy (load average {cpu['load_average']} on {cpu['cores']} cores): "
+             "its numbers will be lower than on an idle machine")
+    if accelerator is None:
+        say("--device cpu: measuring the CPU half only" if device.strip().lower() == "cpu" else
+            "no GPU was found (CUDA is not available, nor MPS): measuring the CPU half only", quiet=quiet)
+    results, skipped = benchmarking.run(accelerator, plan, report=lambda message: say(f"measuring {message}",
+                                                                                      quiet=quiet))
+    for benchmark, title in TITLES.items():
+        rows = [result for result in results if result.benchmark == benchmark]
+        if not rows:
+            continue
+        rate = rows[0].unit != "ms"  # rates also show the time per operation and the speedup
+        print_table(title.format(plan=plan, baseline=rows[-1].baseline),
+                    ["case", "variant", "device", rows[0].unit, *(["ms", "speedup"] if rate else [])],
+                    [[row.name, row.variant, row.device, _number(row.value),
+                      *([_number(row.median_ms), f"{row.speedup:.2f}x"] if rate else [])] for row in rows],
+                    quiet=quiet)
+    say(f"medians of {plan.repeats} timed repeats after {plan.warmup} warm-up calls each", quiet=quiet)
+    for entry in skipped:
+        say(f"skipped {entry.benchmark} {entry.variant} on {entry.device}: {entry.reason}", quiet=quiet)
+    results_json, skipped_json = benchmarking.as_json(results, skipped)
+    session.finish(cuda_available=torch.cuda.is_available(), devices=described, results=results_json,
+                   skipped=skipped_json)
+
+
+# One table per benchmark; speedups are against the first row of the same case (see benchmarking.add_speedups).
+TITLES = {
+    "copy": "copy bandwidth, speedup vs pageable memory",
+    "matmul": "matmul throughput, speedup vs {baseline}",
+    "to_device": "model.to(device) from the CPU",
+    "train_step": "training step (SGD, cross-entropy), batch {plan.batch_size}, speedup vs {baseline}",
+}
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
