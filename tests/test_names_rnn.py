@@ -92,6 +92,28 @@ def test_a_batch_gives_each_name_the_result_it_gets_alone():
         torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_cpu_gru_trains_exactly_like_nn_gru_on_packed_sequences(bidirectional):
+    """The hand-written GRU recurrence must give nn.GRU's outputs and gradients, padding included."""
+    names = ["Li", "Nakamura", "Abe", "Schwarzenegger", "O'Neil", "Ng", "Abe"]
+    vocabulary = Vocabulary.from_names(names)
+    codes, targets = vocabulary.encode(names), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    torch.manual_seed(0)
+    model = NameClassifier(len(vocabulary), 4, hidden=8, layers=3, bidirectional=bidirectional).double()
+    results = []
+    for stepwise in (True, False):  # False: nn.GRU over pack_padded_sequence, PyTorch's own way
+        model.stepwise = stepwise
+        model.zero_grad()
+        logits = model(codes)
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        results.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (own_logits, own_grads), (packed_logits, packed_grads) = results
+    torch.testing.assert_close(own_logits, packed_logits)
+    assert own_grads.keys() == packed_grads.keys()
+    for name in own_grads:
+        torch.testing.assert_close(own_grads[name], packed_grads[name], msg=name)
+
+
 def test_unicode_names_fold_to_ascii():
     assert fold("Émile") == "Emile"
     assert fold("Dvořák") == "Dvorak"

@@ -45,16 +45,26 @@ def use_channels_last(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move the model to the device, in the memory format its batches will come in."""
+    return model.to(device, memory_format=torch.channels_last if use_channels_last(device) else torch.contiguous_format)
+
+
+def make_batches(images: ImageSet, mean, std, recipe: Recipe, device: torch.device, *,
+                 seed: int) -> tuple[TensorBatches, TensorBatches]:
+    """(train, test) batches sliced from the in-memory images; augmentation only on the training side."""
+    train_transform = BatchTransform(mean, std, device, crop_padding=recipe.crop_padding, flip=recipe.flip,
+                                     channels_last=use_channels_last(device), seed=seed)
+    train_batches = TensorBatches(images.train_images, images.train_labels, batch_size=recipe.batch_size,
+                                  shuffle=True, seed=seed, transform=train_transform)
+    return train_batches, _eval_batches(images.test_images, images.test_labels, mean, std, device)
+
+
 def train_classifier(model: nn.Module, images: ImageSet, mean, std, recipe: Recipe, plan: FitPlan, *,
                      seed: int) -> FitResult:
     """Fit `model` on images.train_*, evaluating on images.test_* each epoch (images already on plan.device)."""
-    channels_last = use_channels_last(plan.device)
-    model.to(plan.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    train_transform = BatchTransform(mean, std, plan.device, crop_padding=recipe.crop_padding, flip=recipe.flip,
-                                     channels_last=channels_last, seed=seed)
-    train_batches = TensorBatches(images.train_images, images.train_labels, batch_size=recipe.batch_size,
-                                  shuffle=True, seed=seed, transform=train_transform)
-    test_batches = _eval_batches(images.test_images, images.test_labels, mean, std, plan.device)
+    prepare_model(model, plan.device)
+    train_batches, test_batches = make_batches(images, mean, std, recipe, plan.device, seed=seed)
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
     if recipe.one_cycle:
         plan.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -65,7 +75,7 @@ def train_classifier(model: nn.Module, images: ImageSet, mean, std, recipe: Reci
 
 
 def evaluate_classifier(model: nn.Module, images: ImageSet, mean, std, plan: FitPlan) -> EvalResult:
-    model.to(plan.device)
+    prepare_model(model, plan.device)
     batches = _eval_batches(images.test_images, images.test_labels, mean, std, plan.device)
     return evaluate(model, Objective.classification(), batches, plan)
 

@@ -101,17 +101,26 @@ def _download(make_dataset, download: bool, folder: Path, files: list[str]) -> N
         raise UserError(f"dataset files not found in {folder} and the download failed ({reason}): {wanted}") from None
 
 
-def load_cifar(kind: str, root: Path, *, download: bool) -> ImageSet:
-    """CIFAR-10/100 in torchvision's python-pickle layout under root (cifar-10-batches-py, cifar-100-python)."""
+def cifar_dataset_class(kind: str) -> type:
+    """torchvision's CIFAR10/100 class, reading present files whatever their md5 (downloads stay checked).
+
+    Batches rebuilt from other sources (e.g. from the CIFAR-10 JPEGs) are valid data that the
+    published checksums would refuse.
+    """
     import torchvision.datasets as datasets
 
     base_class = getattr(datasets, CIFAR_CLASSES[kind])
-    # Present files are read whatever their md5 (e.g. batches rebuilt from JPEGs); downloads stay checked.
-    dataset_class = type(base_class.__name__, (base_class,), {
+    return type(base_class.__name__, (base_class,), {
         "train_list": [[name, None] for name, _ in base_class.train_list],
         "test_list": [[name, None] for name, _ in base_class.test_list],
         "meta": {**base_class.meta, "md5": None},
     })
+
+
+def load_cifar(kind: str, root: Path, *, download: bool) -> ImageSet:
+    """CIFAR-10/100 in torchvision's python-pickle layout under root (cifar-10-batches-py, cifar-100-python)."""
+    dataset_class = cifar_dataset_class(kind)
+    base_class = dataset_class.__base__
     folder = Path(root) / base_class.base_folder
     files = [name for name, _ in base_class.train_list + base_class.test_list] + [base_class.meta["filename"]]
     if not all((folder / name).is_file() for name in files):

@@ -1,0 +1,136 @@
+"""cifar: torchvision's pickle batches, the train/ + test/ image-folder layout, TensorBoard, predict."""
+
+import pickle
+import tarfile
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_user_error
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+COLOURS = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]  # RGB: one dominant channel per learnable class
+FAST = ("--epochs", "4", "--batch-size", "16", "--lr", "0.02", "--momentum", "0.9", "--json")
+
+
+def picture(label: int, rng) -> np.ndarray:
+    """A 32x32 RGB image whose colour is its label, with noise and a random dark square."""
+    image = np.clip(np.array(COLOURS[label]) + rng.normal(0, 25, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+    top, left = rng.integers(0, 24, size=2)
+    image[top:top + 8, left:left + 8] //= 3
+    return image
+
+
+def write_cifar10_batches(root, train=150, test=60, seed=0):
+    """torchvision's cifar-10-batches-py: five training pickles, a test pickle and batches.meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(count):
+        labels = [index % len(COLOURS) for index in range(count)]
+        images = np.stack([picture(label, rng) for label in labels])  # (N, 32, 32, 3)
+        return {"data": images.transpose(0, 3, 1, 2).reshape(count, -1), "labels": labels}
+
+    for index in range(1, 6):
+        (folder / f"data_batch_{index}").write_bytes(pickle.dumps(batch(train // 5)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(test)))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": NAMES}))
+    return root
+
+
+def write_image_folders(root, train=30, test=12, seed=0):
+    """root/{train,test}/<class>/*.png|jpg written with OpenCV (BGR on disk), as the CIFAR JPEG tar unpacks."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for label, name in enumerate(("blue", "green", "red")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count // 3):
+                suffix = ".jpg" if index % 2 else ".png"
+                cv2.imwrite(str(folder / f"{index:04d}{suffix}"), picture(label, rng))  # RGB red read as BGR: blue
+    return root
+
+
+def test_pickle_batches_train_save_every_and_reload(cli, tmp_path):
+    data = write_cifar10_batches(tmp_path / "data")
+    save = tmp_path / "quick.pt"
+    run = cli("cifar", "--data", data, "--save", save, "--save-every", "2", "--runs-dir", tmp_path / "runs", *FAST)
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["command"] == "cifar" and summary["model"] == "quick" and summary["dataset"] == "cifar10"
+    assert summary["classes"] == NAMES
+    assert summary["metrics"]["test_accuracy"] > 0.6  # three classes present: chance is 1/3
+    assert sum(map(sum, summary["confusion_matrix"])) == 60
+    assert save.is_file() and (tmp_path / "quick.best.pt").is_file()
+    assert sorted(path.name for path in tmp_path.glob("quick.epoch*.pt")) == ["quick.epoch2.pt", "quick.epoch4.pt"]
+    assert list((tmp_path / "runs" / "cifar").glob("*/events.out.tfevents.*")), "no TensorBoard run written"
+
+    evaluated = cli("cifar", "--data", data, "--checkpoint", save, "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert evaluated.summary["metrics"]["test_accuracy"] == pytest.approx(summary["metrics"]["test_accuracy"])
+
+
+def test_tensorboard_gets_scalars_images_and_the_graph(cli, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = write_cifar10_batches(tmp_path / "data", train=100, test=20)
+    run = cli("cifar", "--data", data, "--epochs", "1", "--runs-dir", tmp_path / "runs", "--quiet")
+    assert run.exit_code == 0, run.stderr
+    (run_dir,) = (tmp_path / "runs" / "cifar").iterdir()
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "test/loss", "test/accuracy"} <= set(tags["scalars"])
+    assert tags["images"], "no grid of input images"
+    assert tags["graph"], "no model graph"
+
+
+def test_image_folders_train_and_predict_class_names(cli, tmp_path):
+    data = write_image_folders(tmp_path / "images")
+    red = tmp_path / "red.jpg"  # larger than 32x32: resized on reading
+    cv2.imwrite(str(red), cv2.resize(picture(0, np.random.default_rng(9))[:, :, ::-1], (64, 48)))
+    run = cli("cifar", "--data", data, "--save", tmp_path / "f.pt", "--no-tensorboard", "--predict", red, *FAST)
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["dataset"] == "images" and summary["classes"] == ["blue", "green", "red"]
+    assert summary["metrics"]["test_accuracy"] > 0.6
+    assert summary["predictions"][0]["label"] == "red"
+    assert list((data / "train").glob(".torchtools-cache-*.pt")), "decoded images are not cached"
+
+    reloaded = cli("cifar", "--checkpoint", tmp_path / "f.pt", "--predict", red, "--json")
+    assert reloaded.exit_code == 0, reloaded.stderr
+    assert reloaded.summary["predictions"][0]["label"] == "red"
+    assert "red.jpg: red" in reloaded.stderr
+
+
+def test_resnet_recipe_runs_with_augmentation(cli, tmp_path):
+    data = write_image_folders(tmp_path / "images", train=24, test=6)
+    run = cli("cifar", "--data", data, "--model", "resnet", "--epochs", "1", "--batch-size", "8",
+              "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["model"] == "resnet" and run.summary["epochs"] == 1
+    assert run.summary["metrics"]["lr"] < 0.4  # the one-cycle schedule has annealed below its peak
+
+
+def test_missing_cifar_files_name_the_folder(cli, tmp_path):
+    run = cli("cifar", "--data", tmp_path / "nowhere", "--no-download")
+    assert_user_error(run, str(tmp_path / "nowhere" / "cifar-10-batches-py"), "data_batch_1")
+
+
+def test_mismatched_train_and_test_classes_are_a_user_error(cli, tmp_path):
+    data = write_image_folders(tmp_path / "images", train=6, test=3)
+    (data / "test" / "red").rename(data / "test" / "crimson")
+    assert_user_error(cli("cifar", "--data", data, "--epochs", "1", "--no-tensorboard"), "different class folders")
+
+
+@pytest.mark.slow
+def test_real_cifar10_images_quick_model_one_epoch(cli, shared_data, tmp_path):
+    """The course's CIFAR-10 JPEGs unpacked, one epoch of the notes' model: well above chance (10%)."""
+    with tarfile.open(shared_data / "cifar10-jpg.tar.gz") as archive:
+        archive.extractall(tmp_path / "cifar10", filter="data")
+    run = cli("cifar", "--data", tmp_path / "cifar10", "--epochs", "1", "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert len(run.summary["classes"]) == 10
+    assert run.summary["metrics"]["test_accuracy"] > 0.25
