@@ -63,7 +63,7 @@ def test_course_csv_layout_trains_reports_and_predicts(cli, tmp_path):
     assert [p["name"] for p in summary["predictions"]] == ["Tanakamoto", "Ivanov"]
     assert [p["top"][0][0] for p in summary["predictions"]] == ["Japanese", "Russian"]
     assert all(len(p["top"]) == 3 and sum(prob for _, prob in p["top"]) <= 1.0 + 1e-6 for p in summary["predictions"])
-    assert "accuracy by label" in run.stderr and "confusion matrix" in run.stderr
+    assert "per-class accuracy (test)" in run.stderr and "confusion matrix (test" in run.stderr
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -96,18 +96,37 @@ def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[T
         writer.add_graph(model, transform(sample[:8]))
 
 
-def report(evaluation: EvalResult, classes: list[str], *, quiet: bool) -> tuple[dict[str, float | None], list]:
-    """Print per-class accuracy and the confusion matrix; return both for the JSON summary."""
+def report(evaluation: EvalResult, classes: list[str], *, split: str = "test", plot: Path | None = None,
+           writer=None, quiet: bool) -> tuple[dict[str, float | None], list]:
+    """Per-class accuracy and the confusion matrix: rich tables, optional PNG heatmap and TensorBoard figure.
+
+    Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
+    """
+    from torchtools import plots
+
     matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(classes))
     accuracy = dict(zip(classes, per_class_accuracy(matrix)))
     totals = matrix.sum(dim=1).tolist()
-    rows = [(name, count, value if value is not None else "-") for (name, value), count in zip(accuracy.items(), totals)]
-    print_table("per-class accuracy (test)", ["class", "samples", "accuracy"], rows, quiet=quiet)
+    rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
+            for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
+    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows, quiet=quiet)
     if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
-        print_table("confusion matrix (rows: true, columns: predicted)", ["true \\ predicted", *classes],
+        # Many classes: 4-letter column heads keep the matrix inside a terminal; rows keep the full names.
+        heads = [name[:4] for name in classes] if len(classes) > 10 else classes
+        print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true \\ predicted", *heads],
                     [(name, *row) for name, row in zip(classes, matrix.tolist())], quiet=quiet)
     else:
         say(f"confusion matrix: {len(classes)} classes, in the --json summary", quiet=quiet)
+    title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%})"
+    if plot is not None:
+        plots.heatmap(plot, matrix.numpy(), classes, title=title)
+        say(f"confusion matrix drawn to {plot}", quiet=quiet)
+    if writer is not None:
+        writer.add_figure(f"{split}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), classes, title=title))
+        for name, value in accuracy.items():
+            if value is not None:
+                writer.add_scalar(f"{split}/accuracy_by_class/{name}", value)
+        writer.flush()
     return accuracy, matrix.tolist()
 
 
@@ -181,7 +200,7 @@ def run(task: Task, session, *, config: dict[str, Any], recipe: Recipe, epochs: 
         model = task.build(config)
         result = train_classifier(model, images.to(device), mean, std, recipe, plan, seed=seed)
         evaluation = result.evaluation
-    per_class, matrix = report(evaluation, classes, quiet=quiet) if evaluation is not None else (None, None)
+    per_class, matrix = report(evaluation, classes, writer=writer, quiet=quiet) if evaluation is not None else (None, None)
     predictions = None
     if predict:
         predictions = predict_images(model, predict, classes, mean, std, device, size=task.image_size,

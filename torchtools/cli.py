@@ -12,9 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools import __version__
-from torchtools.commands import diabetes, fit_linear, fit_logistic
-from torchtools.commands import names_rnn
-from torchtools.commands import cifar, mnist
+from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, mnist, names_rnn,
+                                 to_gpu_bench)
 from torchtools.errors import UserError
 
 app = typer.Typer(
@@ -55,6 +54,8 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("mnist", mnist.mnist),
     ("cifar", cifar.cifar),
     ("names-rnn", names_rnn.names_rnn),
+    ("conv-demo", conv_demo.conv_demo),
+    ("to-gpu-bench", to_gpu_bench.to_gpu_bench),
 ]
 
 for _name, _command in COMMANDS:

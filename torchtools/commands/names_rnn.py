@@ -62,6 +62,7 @@ def names_rnn(
     Reports overall and per-label accuracy and the confusion matrix; --predict NAME gives the top 3 labels.
     """
     from torchtools.checkpoints import load_checkpoint, open_tensorboard
+    from torchtools.classifier import report as class_report
     from torchtools.data.names import Vocabulary, read_names
     from torchtools.engine import FitPlan, Objective, evaluate, fit, make_optimizer
     from torchtools.errors import UserError
@@ -90,7 +91,7 @@ def names_rnn(
             plan = FitPlan("names-rnn", 0, session.device, eval_name=eval_name, quiet=quiet)
             evaluation = evaluate(model, Objective.classification(), eval_batches, plan)
             metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
-            report = _report(evaluation, labels, eval_name, plot, None, quiet)
+            report = class_report(evaluation, labels, split=eval_name, plot=plot, quiet=quiet)
     else:
         if data is None:
             data = options.default_data_root() / "names" / "names_train.csv.gz"
@@ -122,15 +123,13 @@ def names_rnn(
                      plan)
         epochs_run, train_seconds, metrics = result.epochs, result.train_seconds, dict(result.metrics)
         if result.evaluation is not None:
-            report = _report(result.evaluation, labels, eval_name, plot, writer, quiet)
-            if writer is not None:
-                writer.flush()
+            report = class_report(result.evaluation, labels, split=eval_name, plot=plot, writer=writer, quiet=quiet)
 
     predictions = _predict(model, vocabulary, labels, predict or [], session.device, quiet) if predict else None
     session.finish(epochs=epochs_run, train_seconds=train_seconds, metrics=metrics,
                    checkpoint=save if checkpoint is None else None, labels=labels, skipped=skipped,
-                   per_class_accuracy=report["per_class_accuracy"] if report else None,
-                   confusion_matrix=report["confusion_matrix"] if report else None, predictions=predictions)
+                   per_class_accuracy=report[0] if report else None, confusion_matrix=report[1] if report else None,
+                   predictions=predictions)
 
 
 def _build_model(config: dict):
@@ -187,34 +186,6 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
     codes = vocabulary.encode([names.names[index] for index in keep])
     targets = torch.tensor([label_ids[names.labels[index]] for index in keep])
     return TensorBatches(codes.to(device), targets.to(device), batch_size=batch_size, shuffle=shuffle, seed=seed)
-
-
-def _report(evaluation, labels: list[str], eval_name: str, plot: Path | None, writer, quiet: bool) -> dict:
-    """Overall and per-label accuracy and the confusion matrix: tables, optional PNG, TensorBoard."""
-    from torchtools import plots
-    from torchtools.metrics import confusion_matrix, per_class_accuracy
-    from torchtools.output import print_table, say
-
-    matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(labels))
-    accuracies = per_class_accuracy(matrix)
-    totals = matrix.sum(dim=1).tolist()
-    rows = [(label, totals[i], int(matrix[i, i]), "-" if accuracies[i] is None else accuracies[i])
-            for i, label in enumerate(labels)]
-    print_table(f"{eval_name} accuracy by label", ["label", "names", "correct", "accuracy"], rows, quiet=quiet)
-    short = [label[:4] for label in labels]
-    print_table(f"{eval_name} confusion matrix (rows: true, columns: predicted)", ["true", *short],
-                [(label, *counts) for label, counts in zip(labels, matrix.tolist())], quiet=quiet)
-    say(f"{eval_name} accuracy {evaluation.accuracy:.4f} on {int(matrix.sum()):,} names", quiet=quiet)
-    title = f"names-rnn {eval_name} confusion matrix (accuracy {evaluation.accuracy:.1%})"
-    if plot is not None:
-        plots.heatmap(plot, matrix.numpy(), labels, title=title)
-        say(f"confusion matrix drawn to {plot}", quiet=quiet)
-    if writer is not None:
-        writer.add_figure(f"{eval_name}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), labels, title=title))
-        for label, accuracy in zip(labels, accuracies):
-            if accuracy is not None:
-                writer.add_scalar(f"{eval_name}/accuracy_by_label/{label}", accuracy)
-    return {"per_class_accuracy": dict(zip(labels, accuracies)), "confusion_matrix": matrix.tolist()}
 
 
 def _predict(model, vocabulary, labels: list[str], names: list[str], device, quiet: bool) -> list[dict]:
