@@ -34,6 +34,9 @@ Device = Annotated[str, typer.Option(
 Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Training epochs.", rich_help_panel=TRAINING)]
 BatchSize = Annotated[int, typer.Option(
     "--batch-size", "-b", min=1, help="Samples per batch (per process under torchrun).", rich_help_panel=TRAINING)]
+FullBatchSize = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
+    show_default=False, rich_help_panel=TRAINING)]
 LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel=TRAINING)]
 Optimizer = Annotated[OptimizerName, typer.Option("--optimizer", help="Optimizer.", rich_help_panel=TRAINING)]
 Momentum = Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.", rich_help_panel=TRAINING)]

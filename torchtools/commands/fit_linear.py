@@ -42,9 +42,7 @@ def fit_linear(
         rich_help_panel=options.TRAINING)] = None,
     optimizer: Annotated[options.OptimizerName, typer.Option(
         help="Optimizer of --method nn.", rich_help_panel=options.TRAINING)] = options.OptimizerName.sgd,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
-        show_default=False, rich_help_panel=options.TRAINING)] = None,
+    batch_size: options.FullBatchSize = None,
     seed: options.Seed = 0,
     device: options.Device = "auto",
     save: options.Save = None,

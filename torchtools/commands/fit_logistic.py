@@ -22,9 +22,7 @@ def fit_logistic(
     epochs: options.Epochs = 1000,
     lr: options.LearningRate = 0.1,
     optimizer: options.Optimizer = options.OptimizerName.sgd,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
-        show_default=False, rich_help_panel=options.TRAINING)] = None,
+    batch_size: options.FullBatchSize = None,
     seed: options.Seed = 0,
     device: options.Device = "auto",
     save: options.Save = None,
