@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from torchtools import distributed
 from torchtools.errors import UserError
 
 FORMAT = "torchtools-checkpoint-1"
@@ -50,7 +51,7 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
             f"{path} needs arbitrary unpickling (e.g. a whole pickled model), which can run code; refused. "
             "Pass --trust-pickle only if you trust where the file came from"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # other bytes fail in many ways: KeyError, IndexError, struct.error, ...
         raise UserError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
 
 
@@ -71,8 +72,9 @@ def best_path(path: Path) -> Path:
 
 
 def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True):
-    """A SummaryWriter under runs/<command>/<timestamp>, or None with --no-tensorboard."""
-    if not enabled:
+    """A SummaryWriter under runs/<command>/<timestamp>; None with --no-tensorboard, and in torchrun
+    processes other than 0 (one job, one run folder)."""
+    if not enabled or not distributed.is_main():
         return None
     from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
 

@@ -3,10 +3,15 @@
 Every training command builds a model, an objective, an optimizer and batches, then calls `fit`.
 Batches are any re-iterable of (inputs, targets) with a length: a DataLoader or a TensorBatches.
 `inputs` may be a tuple, which is unpacked into the model call (e.g. padded names and their lengths).
+
+Under torchrun (see torchtools.distributed) the same calls train with DistributedDataParallel: each
+process takes its share of the batches, metrics are summed over all of them, and only process 0
+shows progress and saves checkpoints, which hold the unwrapped model.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchtools import distributed
 from torchtools.checkpoints import best_path, load_checkpoint, save_checkpoint
+from torchtools.data.loaders import TensorBatches
 from torchtools.errors import TrainingDiverged, UserError
 from torchtools.output import EpochProgress, say
 
@@ -142,24 +149,35 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, plan: FitPl
         if plan.writer is not None and step % plan.log_every == 0:
             plan.writer.add_scalar("train/loss_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
         if step % REFRESH_EVERY == 0 or step == steps_per_epoch:
-            running_loss = loss_sum.item() / seen
+            # Under torchrun, the whole job's totals: every process sees, and stops on, the same loss.
+            total_loss, total_correct, total_seen = distributed.sum_across(loss_sum, correct, seen)
+            running_loss = total_loss / total_seen
             _check_finite(running_loss, epoch, plan)
             if progress is not None:
                 stats = {"loss": running_loss}
                 if objective.predict is not None:
-                    stats["acc"] = correct.item() / seen
-                progress.update(step, seen, stats)
+                    stats["acc"] = total_correct / total_seen
+                progress.update(step, total_seen, stats)
     if seen == 0:
         raise UserError("the training set is empty")
     return {
-        "train_loss": loss_sum.item() / seen,
-        "train_accuracy": correct.item() / seen if objective.predict is not None else None,
+        "train_loss": total_loss / total_seen,
+        "train_accuracy": total_correct / total_seen if objective.predict is not None else None,
     }
 
 
-
 @torch.no_grad()
+@distributed.reporting_lost_peers
 def evaluate(model, objective: Objective, batches, plan: FitPlan) -> EvalResult:
+    """Loss, accuracy and outputs over all of `batches`.
+
+    Under torchrun, TensorBatches are split over the processes (each sample once) and the results
+    gathered, so every process returns the whole set's. Pass the unwrapped model (fit does): shares
+    may differ by one batch, so its forward must not wait on the other processes as DDP's may.
+    """
+    shared = isinstance(batches, TensorBatches) and batches.world_size > 1
+    if shared:
+        batches = copy.copy(batches).shard(batches.rank, batches.world_size, every_sample=True)
     model.eval()
     outputs, targets_seen = [], []
     loss_sum, seen = 0.0, 0
@@ -172,32 +190,42 @@ def evaluate(model, objective: Objective, batches, plan: FitPlan) -> EvalResult:
         seen += len(targets)
         outputs.append(output.float().cpu())
         targets_seen.append(targets.cpu())
+    if shared:
+        loss_sum, seen = distributed.sum_across(loss_sum, seen)
     if seen == 0:
         raise UserError("the evaluation set is empty")
-    all_outputs, all_targets = torch.cat(outputs), torch.cat(targets_seen)
+    if shared:
+        all_outputs, all_targets = (distributed.gather_strided(torch.cat(parts) if parts else None)
+                                    for parts in (outputs, targets_seen))
+    else:
+        all_outputs, all_targets = torch.cat(outputs), torch.cat(targets_seen)
     accuracy = None
     if objective.predict is not None:
         accuracy = (objective.predict(all_outputs) == all_targets).float().mean().item()
     return EvalResult(loss_sum / seen, accuracy, all_outputs, all_targets)
 
 
+@distributed.reporting_lost_peers
 def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, train_batches,
         eval_batches, plan: FitPlan) -> FitResult:
     """Train for plan.epochs, evaluating after each epoch; save last/best/periodic checkpoints."""
     history: list[dict[str, float | None]] = []
     start_epoch = 0
     if plan.resume is not None:
-        start_epoch, history = _resume(model, optimizer, plan)
+        start_epoch, history = _resume(model, optimizer, plan)  # every process loads it
+    trained = distributed.wrap(model)
     monitor, higher_is_better = _monitored_metric(objective, eval_batches, plan)
     best_value = _best_so_far(history, monitor, higher_is_better)
     progress = EpochProgress(plan.epochs, quiet=plan.quiet)
     train_seconds, evaluation, epoch = 0.0, None, start_epoch
     try:
         for epoch in range(start_epoch + 1, plan.epochs + 1):
+            _set_epoch(train_batches, epoch - 1)
             progress.start_epoch(epoch, len(train_batches))
             started = time.perf_counter()
-            metrics = train_one_epoch(model, objective, optimizer, train_batches, plan, epoch=epoch,
+            metrics = train_one_epoch(trained, objective, optimizer, train_batches, plan, epoch=epoch,
                                       progress=progress)
+            distributed.share_buffers(model)
             if plan.device.type == "cuda":
                 torch.cuda.synchronize(plan.device)
             train_seconds += time.perf_counter() - started
@@ -219,7 +247,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             _save_epoch(model, optimizer, plan, epoch, history, best=improved)
     except KeyboardInterrupt:
         progress.close()
-        if plan.save is not None:
+        if plan.save is not None and distributed.is_main():
             # Mid-epoch weights, recorded as the last whole epoch so --resume redoes the interrupted one.
             save_checkpoint(plan.save, _payload(model, optimizer, plan, epoch - 1, history))
             say(f"interrupted: checkpoint saved to {plan.save}")
@@ -230,6 +258,14 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             plan.writer.flush()
     return FitResult(history, history[-1] if history else {}, evaluation, train_seconds,
                      len(history), plan.save)
+
+
+def _set_epoch(batches, epoch: int) -> None:
+    """Shuffle this epoch's order from the shared seed and the epoch, so a resumed run goes on as it
+    would have: TensorBatches, or a DataLoader's DistributedSampler."""
+    target = getattr(batches, "sampler", batches)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
 
 
 def _monitored_metric(objective: Objective, eval_batches, plan: FitPlan) -> tuple[str, bool]:
@@ -280,12 +316,16 @@ def _payload(model, optimizer, plan: FitPlan, epoch: int, history) -> dict[str, 
 def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: bool) -> None:
     if plan.save is None:
         return
-    payload = _payload(model, optimizer, plan, epoch, history)
-    save_checkpoint(plan.save, payload)
-    if best:
-        save_checkpoint(best_path(plan.save), payload)
-    if plan.save_every and epoch % plan.save_every == 0:
-        save_checkpoint(plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}"), payload)
+    if distributed.is_main():
+        payload = _payload(model, optimizer, plan, epoch, history)
+        save_checkpoint(plan.save, payload)
+        if best:
+            save_checkpoint(best_path(plan.save), payload)
+        if plan.save_every and epoch % plan.save_every == 0:
+            save_checkpoint(plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}"),
+                            payload)
+    # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
+    distributed.barrier()
 
 
 def _resume(model, optimizer, plan: FitPlan) -> tuple[int, list]:

@@ -17,17 +17,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
+# Under torchrun every process runs the same command; only process 0 talks (errors still show everywhere).
+_muted = False
+
+
+def mute() -> None:
+    """Silence this process's progress, messages, warnings and tables (torchrun processes other than 0)."""
+    global _muted
+    _muted = True
 
 
 def say(message: str, *, quiet: bool = False) -> None:
     """One line of human output on stderr (suppressed by --quiet)."""
-    if not quiet:
+    if not quiet and not _muted:
         console.print(message)
 
 
 def warn(message: str) -> None:
     """A warning stays visible even under --quiet."""
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    if not _muted:
+        console.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
@@ -51,8 +60,8 @@ class EpochProgress:
 
     def __init__(self, epochs: int, *, quiet: bool = False):
         self.epochs = epochs
-        self.quiet = quiet
-        self.live = console.is_terminal and not quiet
+        self.quiet = quiet or _muted
+        self.live = console.is_terminal and not self.quiet
         self._bar: Progress | None = None
         self._task = None
         self._lines_printed = 0
@@ -101,7 +110,7 @@ class EpochProgress:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, quiet: bool = False) -> None:
-    if quiet:
+    if quiet or _muted:
         return
     table = Table(title=title, title_justify="left")
     for column in columns:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchtools import distributed
 from torchtools.devices import resolve_device
 from torchtools.output import emit_summary
 
@@ -33,14 +34,16 @@ class Session:
     @classmethod
     def start(cls, command: str, *, device: str = "auto", seed: int | None = None, json: bool = False,
               quiet: bool = False) -> Session:
-        session = cls(command, resolve_device(device), json=json, quiet=quiet)
+        """Under torchrun this joins the job: the device becomes this process's own (cuda:LOCAL_RANK)."""
+        session = cls(command, distributed.start(resolve_device(device), quiet=quiet), json=json, quiet=quiet)
         if seed is not None:
             seed_everything(seed)
         return session
 
     def finish(self, *, epochs: int = 0, train_seconds: float = 0.0, metrics: dict[str, Any] | None = None,
                checkpoint: Path | None = None, **extra: Any) -> dict[str, Any]:
-        """Build the summary every command ends with; print it as JSON on stdout under --json.
+        """Build the summary every command ends with; print it as JSON on stdout under --json
+        (under torchrun, from process 0 only: one job, one summary).
 
         The keys below are a public contract (README, "JSON summary"): add, never rename.
         """
@@ -52,8 +55,9 @@ class Session:
             "epochs": epochs,
             "metrics": {key: value for key, value in (metrics or {}).items() if value is not None},
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "world_size": distributed.world_size(),
             **extra,
         }
-        if self.json:
+        if self.json and distributed.is_main():
             emit_summary(summary)
         return summary

@@ -13,13 +13,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torchtools import distributed
+
 
 class TensorBatches:
     """Batches of (inputs, targets) sliced from tensors already on the device.
 
-    Each epoch (each `iter`) draws a new permutation from `seed` and the epoch count, so runs repeat
-    exactly. `transform` runs on each whole input batch (normalisation, augmentation) on the device.
-    Under torchrun, `shard(rank, world_size)` makes each process take its strided share of every epoch.
+    Each epoch (each `iter`, or as set by `set_epoch`) draws a new permutation from `seed` and the epoch
+    count, so runs repeat exactly. `transform` runs on each whole input batch (normalisation,
+    augmentation) on the device.
+
+    Under torchrun each process takes its share on construction (see `shard`): every process draws the
+    same permutation and keeps the positions rank, rank + world_size, ... of it. Iterate them in every
+    process alike (fit and evaluate do): a process iterating alone would wait for the others.
     """
 
     def __init__(self, inputs: Tensor, targets: Tensor, *, batch_size: int, shuffle: bool = False,
@@ -30,11 +36,22 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.transform, self.drop_last = transform, drop_last
         self.epoch = 0
-        self.rank, self.world_size = 0, 1
+        self.shard(distributed.rank(), distributed.world_size())
 
-    def shard(self, rank: int, world_size: int) -> TensorBatches:
-        self.rank, self.world_size = rank, world_size
+    def shard(self, rank: int, world_size: int, *, every_sample: bool = False) -> TensorBatches:
+        """Keep only this process's strided share of every epoch's order.
+
+        Shares are equal by default, as DDP training needs (every process takes the same number of
+        steps), so the last len % world_size samples of each epoch's order sit that epoch out; a new
+        permutation picks others next epoch. `every_sample` (evaluation) keeps them: shares then
+        differ by at most one sample and together hold each sample exactly once.
+        """
+        self.rank, self.world_size, self.every_sample = rank, world_size, every_sample
         return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next iteration's order for this (0-based) epoch, e.g. when a run is resumed."""
+        self.epoch = epoch
 
     def _indices(self) -> Tensor:
         count = len(self.targets)
@@ -43,13 +60,14 @@ class TensorBatches:
             order = torch.randperm(count, generator=generator)
         else:
             order = torch.arange(count)
-        # Equal shares for every rank (DDP needs the same number of steps everywhere): drop the tail.
-        per_rank = count // self.world_size
-        order = order[self.rank::self.world_size][:per_rank]
-        return order.to(self.targets.device)
+        return order[self.rank::self.world_size][:self._share()].to(self.targets.device)
+
+    def _share(self) -> int:
+        count = len(self.targets)
+        return len(range(self.rank, count, self.world_size)) if self.every_sample else count // self.world_size
 
     def __len__(self) -> int:
-        samples = len(self.targets) // self.world_size
+        samples = self._share()
         return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:

@@ -1,0 +1,227 @@
+"""torchrun: two CPU processes with gloo on loopback, launched as a user launches them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import Run, assert_user_error
+from test_mnist import pattern, write_mnist
+
+# The course's cnn and SGD (lr 0.01, momentum 0.5): after two epochs about 0.9 test accuracy, not a sure 1.0.
+TRAIN = ("--model", "cnn", "--batch-size", "16", "--no-download", "--json")
+TIMEOUT = 60  # seconds a collective waits for a silent process (TORCHTOOLS_DIST_TIMEOUT)
+
+
+def torchrun(*args, cwd, processes: int = 2) -> Run:
+    """`torchrun --standalone --nproc-per-node N ARGS...`: standalone picks a free port on loopback."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+         *[str(arg) for arg in args]],
+        cwd=cwd, env={**os.environ, "TORCHTOOLS_DIST_TIMEOUT": str(TIMEOUT)}, capture_output=True, text=True,
+        timeout=300)
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_process(rank: int, world_size: int, port: int, args, cwd, timeout: float) -> subprocess.Popen:
+    """One process of a job, with the environment torchrun gives it (as on one node of several)."""
+    env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHTOOLS_DIST_TIMEOUT": str(timeout)}
+    return subprocess.Popen([sys.executable, "-m", "torchtools", *[str(arg) for arg in args]], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen) -> Run:
+    stdout, stderr = process.communicate(timeout=300)
+    return Run(process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One epoch on two processes with --save, then --resume to two epochs, again on two processes."""
+    folder = tmp_path_factory.mktemp("torchrun")
+    data = write_mnist(folder / "data", train=400, test=101)  # 101: the test shares differ by one image
+    first = torchrun("-m", "torchtools", "mnist", "--data", data, "--epochs", "1", "--save", folder / "one.pt",
+                     "--runs-dir", folder / "runs", *TRAIN, cwd=folder)
+    resumed = torchrun("-m", "torchtools", "mnist", "--data", data, "--epochs", "2", "--resume", folder / "one.pt",
+                       "--save", folder / "two.pt", "--no-tensorboard", *TRAIN, cwd=folder)
+    return folder, data, first, resumed
+
+
+def test_sharded_batches_hold_every_sample_once_per_epoch():
+    from torchtools.data.loaders import TensorBatches
+
+    def share(rank, world, count=12, **kwargs):
+        return TensorBatches(torch.zeros(count, 1), torch.arange(count), batch_size=5, shuffle=True, seed=3,
+                             **kwargs).shard(rank, world)
+
+    whole, shares = share(0, 1), [share(rank, 3) for rank in range(3)]
+    for _ in range(2):  # two epochs
+        order = torch.cat([targets for _, targets in whole])
+        taken = [torch.cat([targets for _, targets in part]) for part in shares]
+        assert [len(part) for part in shares] == [1, 1, 1] and all(len(t) == 4 for t in taken)
+        for rank, targets in enumerate(taken):
+            assert torch.equal(targets, order[rank::3])  # strided slices of the same shuffled order
+        assert sorted(torch.cat(taken).tolist()) == list(range(12))
+    assert not torch.equal(order, torch.cat([t for _, t in whole]))  # reshuffled for the next epoch
+
+    # 13 samples: training shares stay equal (one sample sits the epoch out); evaluation keeps them all.
+    uneven = [share(rank, 3, count=13) for rank in range(3)]
+    assert [sum(len(t) for _, t in part) for part in uneven] == [4, 4, 4]
+    complete = [part.shard(rank, 3, every_sample=True) for rank, part in enumerate(uneven)]
+    held = torch.cat([torch.cat([t for _, t in part]) for part in complete])
+    assert sorted(held.tolist()) == list(range(13))
+
+
+def test_two_processes_train_with_one_summary_one_log_and_a_plain_checkpoint(trained):
+    folder, _, first, _ = trained
+    assert first.exit_code == 0, first.stderr
+    assert len(first.stdout.strip().splitlines()) == 1  # only process 0 prints the JSON summary
+    summary = first.summary
+    assert summary["world_size"] == 2 and summary["epochs"] == 1
+    assert sum(map(sum, summary["confusion_matrix"])) == 101  # the whole test set, gathered from both
+    assert summary["metrics"]["test_accuracy"] > 0.3  # chance is 0.1
+    assert first.stderr.count("epoch 1/1") == 1 and first.stderr.count("per-class accuracy") == 1
+    assert len(list((folder / "runs" / "mnist").iterdir())) == 1  # one TensorBoard run, from process 0
+    from torchtools.checkpoints import load_checkpoint
+
+    state = load_checkpoint(folder / "one.pt", command="mnist")["model"]
+    assert state and not any(key.startswith("module.") for key in state)
+
+
+def test_the_checkpoint_reloads_in_one_process_and_predicts(trained, cli, tmp_path):
+    folder, data, _, resumed = trained
+    digit = tmp_path / "three.png"
+    cv2.imwrite(str(digit), pattern(3, np.random.default_rng(7)))
+    run = cli("mnist", "--checkpoint", folder / "two.pt", "--data", data, "--predict", digit, "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["world_size"] == 1 and run.summary["predictions"][0]["label"] == "3"
+    evaluated = cli("mnist", "--checkpoint", folder / "two.pt", "--data", data, "--json")
+    assert evaluated.summary["metrics"]["test_accuracy"] == pytest.approx(resumed.summary["metrics"]["test_accuracy"])
+
+
+def test_resumed_two_process_run_matches_one_process_with_the_same_global_batch(trained, cli):
+    _, data, _, resumed = trained
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and resumed.summary["epochs"] == 2
+    single = cli("mnist", "--data", data, "--epochs", "2", *TRAIN, "--batch-size", "32", "--no-tensorboard")
+    assert single.exit_code == 0, single.stderr
+    # Each step averages the gradients of the same 32 samples either way (the two processes take
+    # alternate samples of one shuffled order), and the resumed epoch reshuffles as an unbroken run
+    # would: only rounding differs.
+    two, one = resumed.summary["metrics"], single.summary["metrics"]
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.02)  # 0.0099 is one image
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
+
+
+CORE_SCRIPT = """
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchtools import distributed
+from torchtools.data.loaders import TensorBatches
+from torchtools.engine import FitPlan, Objective, fit, make_optimizer
+from torchtools.session import Session
+
+session = Session.start("check", device="cpu", seed=0, quiet=True)
+generator = torch.Generator().manual_seed(0)
+inputs = torch.randn(201, 8, generator=generator)  # odd: one sample sits each epoch out
+targets = (inputs[:, 0] + inputs[:, 1] > 0).long()
+dataset = TensorDataset(inputs, targets)
+sampler = distributed.train_sampler(dataset, seed=0)
+ways = {  # in-memory batches, and a DataLoader over a Dataset
+    "tensors": (TensorBatches(inputs, targets, batch_size=10, shuffle=True, seed=0),
+                TensorBatches(inputs, targets, batch_size=64)),
+    "loader": (DataLoader(dataset, batch_size=10, sampler=sampler), DataLoader(dataset, batch_size=64)),
+}
+for way, (train, held_out) in ways.items():
+    torch.manual_seed(100 + distributed.rank())  # each process starts from other weights
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
+    torch.save(model.state_dict(), f"{way}-start{distributed.rank()}.pt")
+    plan = FitPlan("check", 3, session.device, quiet=True)
+    fit(model, Objective.classification(), make_optimizer("sgd", model.parameters(), 0.1, 0.9), train, held_out,
+        plan)
+    torch.save(model.state_dict(), f"{way}-end{distributed.rank()}.pt")
+"""
+
+
+def test_every_process_ends_with_the_same_weights_and_buffers(tmp_path):
+    (tmp_path / "check.py").write_text(textwrap.dedent(CORE_SCRIPT))
+    run = torchrun("check.py", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    for way in ("tensors", "loader"):
+        start = [torch.load(tmp_path / f"{way}-start{rank}.pt") for rank in range(2)]
+        end = [torch.load(tmp_path / f"{way}-end{rank}.pt") for rank in range(2)]
+        assert not torch.equal(start[0]["0.weight"], start[1]["0.weight"])
+        for name, value in end[0].items():
+            assert torch.equal(value, end[1][name]), (way, name)  # parameters and BatchNorm statistics alike
+        assert not torch.equal(end[0]["0.weight"], start[0]["0.weight"])
+
+
+def test_a_failing_process_stops_the_others_with_a_clear_message(tmp_path):
+    data = write_mnist(tmp_path / "data", train=40, test=10)
+    port, started = free_port(), time.perf_counter()
+    common = ("mnist", "--epochs", "1", "--no-tensorboard", "--no-download")
+    good = start_process(0, 2, port, [*common, "--data", data], tmp_path, timeout=TIMEOUT)
+    bad = start_process(1, 2, port, [*common, "--data", tmp_path / "nowhere"], tmp_path, timeout=TIMEOUT)
+    failed, stopped = finished(bad), finished(good)
+    assert time.perf_counter() - started < TIMEOUT  # the peer noticed the failure, not the timeout
+    assert_user_error(failed, "dataset files not found")
+    assert_user_error(stopped, "process 0 of 2 stopped", "another process failed")
+
+
+@pytest.mark.slow
+def test_a_process_that_never_joins_ends_the_job_after_the_timeout(tmp_path):
+    started = time.perf_counter()
+    alone = finished(start_process(0, 2, free_port(), ["mnist", "--data", tmp_path], tmp_path, timeout=3))
+    assert_user_error(alone, "could not join the torchrun job of 2 processes within 3s")
+    assert time.perf_counter() - started < 60
+
+
+def test_the_timeout_must_be_seconds(cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHTOOLS_DIST_TIMEOUT", "soon")
+    assert_user_error(cli("mnist", "--device", "cpu"), "TORCHTOOLS_DIST_TIMEOUT", "seconds")
+
+
+@pytest.mark.slow
+def test_names_rnn_and_cifar_under_torchrun(tmp_path):
+    from test_cifar import write_cifar10_batches
+    from test_names_rnn import SMALL, _names, _write_csv
+
+    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
+    run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *SMALL, "--save",
+                   tmp_path / "names.pt", "--predict", "Ivanov", "--json", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["world_size"] == 2 and run.summary["metrics"]["val_accuracy"] > 0.9
+    assert run.summary["predictions"][0]["top"][0][0] == "Russian"
+
+    data = write_cifar10_batches(tmp_path / "cifar", train=100, test=41)
+    run = torchrun("-m", "torchtools", "cifar", "--data", data, "--model", "resnet", "--epochs", "2",
+                   "--batch-size", "16", "--no-tensorboard", "--no-download", "--save", tmp_path / "c.pt",
+                   "--json", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert sum(map(sum, run.summary["confusion_matrix"])) == 41
+    from torchtools.checkpoints import load_checkpoint
+
+    assert not any(key.startswith("module.") for key in load_checkpoint(tmp_path / "c.pt")["model"])

@@ -1,0 +1,211 @@
+"""Multi-process training under torchrun: join the job, wrap the model in DDP, add up metrics across processes.
+
+torchrun starts one process per device and tells each its place through the environment (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). `Session.start` calls `start`; after that the
+engine wraps the model, TensorBatches take their share of the data, metrics are summed over all
+processes, and only process 0 prints, logs and saves. Outside torchrun (or with one process) every
+function here is a no-op, so single-process runs take exactly the path they always did.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from torchtools import output
+from torchtools.errors import UserError
+
+TIMEOUT_VARIABLE = "TORCHTOOLS_DIST_TIMEOUT"
+# Seconds a collective waits for the other processes before this one gives up. Long enough for
+# process 0 to write a large checkpoint while the others wait; short enough that a dead or stuck
+# process ends the job instead of hanging it.
+DEFAULT_TIMEOUT = 300
+
+
+class LostPeers(UserError):
+    """Another process of the job failed or stopped answering; reported in one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    timeout: float = DEFAULT_TIMEOUT
+
+
+_job = _Job()
+
+
+def rank() -> int:
+    return _job.rank
+
+
+def world_size() -> int:
+    return _job.world_size
+
+
+def is_main() -> bool:
+    """True in the process that prints, writes TensorBoard and saves checkpoints (rank 0, or the only one)."""
+    return _job.rank == 0
+
+
+def start(device: torch.device, *, quiet: bool = False) -> torch.device:
+    """Join the torchrun job this process was started in, if any; return the device it trains on.
+
+    CUDA: one GPU per process, cuda:LOCAL_RANK, with NCCL. CPU: gloo. Every process gets the same
+    seed, so data splits drawn from it agree; DDP then copies process 0's weights to all.
+    """
+    global _job
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1 or _job.world_size > 1:
+        return device if processes <= 1 else _job.device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started process {local_rank} on this machine, which has "
+                            f"{torch.cuda.device_count()} CUDA device(s): pass --nproc-per-node "
+                            f"{torch.cuda.device_count()} or fewer")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise UserError(f"torchrun runs on --device cuda or cpu, not {device.type}")
+    timeout = _timeout_seconds()
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout),
+                                device_id=device if device.type == "cuda" else None)
+    except dist.DistError as error:
+        raise LostPeers(f"could not join the torchrun job of {processes} processes within {timeout:g}s "
+                        f"({_first_line(error)}); check that every node was started") from None
+    _job = _Job(dist.get_rank(), dist.get_world_size(), device, timeout)
+    atexit.register(_stop)
+    if not is_main():
+        output.mute()
+    output.say(f"torchrun: {_job.world_size} processes, {backend} on {device.type}; --batch-size is per process",
+               quiet=quiet)
+    return device
+
+
+def _timeout_seconds() -> float:
+    text = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise UserError(f"{TIMEOUT_VARIABLE}={text!r}: give the collective timeout in seconds, above 0")
+    return seconds
+
+
+def _stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """The model in DistributedDataParallel (which copies process 0's weights to all), or itself."""
+    if _job.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [_job.device.index] if _job.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def share_buffers(model: nn.Module) -> None:
+    """Copy process 0's buffers (BatchNorm running statistics) to all.
+
+    DDP does so before each training forward, so after the last one every process still holds its
+    own; evaluation and the checkpoint must use the same (process 0's) statistics.
+    """
+    if _job.world_size == 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def sum_across(*values: Tensor | float | int) -> list[float]:
+    """Each value summed over all processes, in one all-reduce, as Python numbers.
+
+    Outside torchrun the values come back as they are (tensors read with .item()).
+    """
+    if _job.world_size == 1:
+        return [value.item() if isinstance(value, Tensor) else value for value in values]
+    totals = torch.tensor([float(value) for value in values], dtype=torch.float64, device=_job.device)
+    dist.all_reduce(totals)
+    return totals.tolist()
+
+
+def gather_strided(share: Tensor | None) -> Tensor:
+    """The whole tensor from every process's strided share (process r holds rows r, r + world_size, ...)."""
+    shares: list[Tensor | None] = [None] * _job.world_size
+    dist.all_gather_object(shares, share)
+    present = [(position, part) for position, part in enumerate(shares) if part is not None]
+    first = present[0][1]
+    whole = first.new_empty((sum(len(part) for _, part in present), *first.shape[1:]))
+    for position, part in present:
+        whole[position::_job.world_size] = part
+    return whole
+
+
+def barrier() -> None:
+    if _job.world_size > 1:
+        dist.barrier()
+
+
+def train_sampler(dataset, *, seed: int):
+    """For a DataLoader over a training Dataset: this process's shuffled share of every epoch.
+
+    None outside torchrun (then build the DataLoader with shuffle=True as usual). `fit` calls
+    `set_epoch` on it, so each epoch is reshuffled from the shared seed.
+    """
+    if _job.world_size == 1:
+        return None
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(dataset, num_replicas=_job.world_size, rank=_job.rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
+def reporting_lost_peers(function):
+    """Turn the error a collective raises when another process died or hung into one clear line.
+
+    gloo raises a plain RuntimeError naming its transport, NCCL a DistBackendError; the process that
+    failed first prints its own error, so this one only says it stopped because of it.
+    """
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RuntimeError as error:
+            if _job.world_size == 1 or not _is_communication_error(error):
+                raise
+            raise LostPeers(
+                f"process {_job.rank} of {_job.world_size} stopped: another process failed or did not answer "
+                f"within {_job.timeout:g}s ({TIMEOUT_VARIABLE}); its error is in the log. "
+                f"{_first_line(error)}") from None
+
+    return run
+
+
+def _is_communication_error(error: RuntimeError) -> bool:
+    text = str(error)
+    return isinstance(error, dist.DistError) or "gloo" in text or "pair closure" in text
+
+
+def _first_line(error: BaseException) -> str:
+    """The message's first sentence, without the source location gloo puts first ([/path/pair.cc:561])."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip())
+    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
