@@ -118,7 +118,10 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for row in rows:
         table.add_row(*(_cell(value) for value in row))
     # A table wider than the console (a confusion matrix of many classes) is printed whole, not squashed.
-    console.print(table, width=max(console.width, console.measure(table).maximum))
+    # rich caps measure() and print(width=) at the console's width, so such a table goes through a wider twin.
+    natural = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+    wide = console if natural <= console.width else Console(file=console.file, width=natural, highlight=False)
+    wide.print(table)
 
 
 def _cell(value: Any) -> str:

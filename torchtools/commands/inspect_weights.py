@@ -1,0 +1,99 @@
+"""inspect-weights: every tensor of a weights file or checkpoint; compare with an architecture; diff two files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from torchtools import options
+
+def inspect_weights(
+    file: Annotated[Path, typer.Argument(help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.",
+                                         show_default=False)],
+    filter_: Annotated[Optional[str], typer.Option(
+        "--filter", help="Only tensors whose name matches this regular expression (re.search).",
+        show_default=False)] = None,
+    arch: Annotated[Optional[str], typer.Option(
+        "--arch", help="Compare with this torchvision classifier: matching, missing, unexpected and "
+                       "shape-mismatched keys.", show_default=False)] = None,
+    classes: Annotated[int, typer.Option("--classes", min=1, help="Outputs of the --arch model.")] = 1000,
+    other: Annotated[Optional[Path], typer.Option(
+        "--diff", help="Another weights file: the largest absolute difference of every shared tensor.",
+        show_default=False)] = None,
+    histograms: Annotated[bool, typer.Option(
+        "--histograms", help="Write a weight histogram per tensor to TensorBoard (RUNS_DIR/inspect-weights/...).")
+    ] = False,
+    runs_dir: options.RunsDir = Path("runs"),
+    trust_pickle: options.TrustPickle = False,
+    quiet: options.Quiet = False,
+    json: options.Json = False,
+) -> None:
+    """Show every tensor in a weights file: shape, dtype, size and value statistics, with totals.
+
+    Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
+    checkpoint with its epoch, metrics and config). Loads with weights_only=True.
+    """
+    from torchtools import inspection
+    from torchtools.checkpoints import open_tensorboard
+    from torchtools.models.pretrained import key_summary, read_weights
+    from torchtools.output import print_table, say
+    from torchtools.session import Session
+
+    session = Session.start("inspect-weights", device="cpu", json=json, quiet=quiet)
+    weights = read_weights(file, trust_pickle=trust_pickle)
+    kind, inferred = inspection.describe(weights)
+    say(f"{file}: {kind}", quiet=quiet)
+    checkpoint_info = None
+    if weights.checkpoint is not None:
+        checkpoint_info = {key: weights.checkpoint.get(key) for key in ("command", "epoch", "metrics", "config")}
+        for key in ("metrics", "config"):
+            say(f"{key}: " + ", ".join(f"{name} {value}" for name, value in (checkpoint_info[key] or {}).items()),
+                quiet=quiet)
+    state = inspection.select(weights.state, filter_)
+    rows = [inspection.tensor_row(name, value) for name, value in state.items()]
+    print_table(f"{len(rows)} of {len(weights.state)} tensors", ["name", "shape", "dtype", "params", "kind", "mean",
+                                                                  "std", "min", "max", "zeros"],
+                [(row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['params']:,}",
+                  "buffer" if row["buffer"] else "param", *(_number(row[key]) for key in ("mean", "std", "min", "max")),
+                  _number(row["zeros"], "{:.1%}")) for row in rows], quiet=quiet)
+    total = inspection.totals(state)
+    say(f"total: {total['params']:,} parameters, {total['buffer_values']:,} buffer values, "
+        f"{total['bytes']:,} bytes ({total['bytes'] / 2**20:.1f} MiB)", quiet=quiet)
+
+    comparison = None
+    if arch is not None:
+        comparison = inspection.compare(state, arch, classes)
+        say(f"against {arch} ({classes} classes): {comparison['matching']} matching, "
+            f"{len(comparison['missing'])} missing, {len(comparison['unexpected'])} unexpected, "
+            f"{len(comparison['mismatched'])} shape-mismatched", quiet=quiet)
+        mismatched = [f"{item['name']} (file {item['file_shape']}, {arch} {item['arch_shape']})"
+                      for item in comparison["mismatched"]]
+        for name, keys in (("missing", comparison["missing"]), ("unexpected", comparison["unexpected"]),
+                           ("shape-mismatched", mismatched)):
+            say(f"{name}: {key_summary(keys)}", quiet=quiet)
+    differences = None
+    if other is not None:
+        differences = inspection.diff(state, inspection.select(read_weights(other, trust_pickle=trust_pickle).state,
+                                                               filter_))
+        print_table(f"largest absolute difference, {file} vs {other}", ["name", "max |a - b|"],
+                    [(item["name"], _number(item["max_abs_diff"])) for item in differences["tensors"]], quiet=quiet)
+        for name in ("mismatched", "only_in_file", "only_in_other"):
+            if differences[name]:
+                say(f"{name.replace('_', ' ')}: {key_summary(differences[name])}", quiet=quiet)
+    histogram_dir = None
+    if histograms:
+        writer = open_tensorboard(runs_dir, "inspect-weights")
+        written = inspection.write_histograms(writer, state)
+        writer.close()
+        histogram_dir = writer.log_dir
+        say(f"{written} histograms written: tensorboard --logdir {histogram_dir}", quiet=quiet)
+    session.finish(file_kind=kind, arch=inferred, tensors=rows, total_params=total["params"],
+                   total_bytes=total["bytes"], checkpoint_info=checkpoint_info, comparison=comparison,
+                   diff=differences, histograms=histogram_dir)
+
+
+def _number(value: float | None, template: str = "{:.4g}") -> str:
+    return "-" if value is None else template.format(value)
+
