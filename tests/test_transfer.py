@@ -71,6 +71,8 @@ def test_replace_head_finetunes_everything_saves_and_predicts(cli, tmp_path, fol
     assert "broken.jpg" in run.stderr
     assert set(summary["metrics"]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     assert summary["epochs"] == 2 and "epoch 2/2" in run.stderr
+    assert set(summary["per_class_accuracy"]) == {"ants", "bees"} and sum(map(sum, summary["confusion_matrix"])) == 6
+    assert "per-class accuracy (val)" in run.stderr
 
     best = torch.load(tmp_path / "model.best.pt", weights_only=True)
     assert best["classes"] == ["ants", "bees"] and best["config"]["arch"] == "resnet18"
@@ -86,9 +88,12 @@ def test_replace_head_finetunes_everything_saves_and_predicts(cli, tmp_path, fol
     assert [p for _, p in again["top"]] == pytest.approx([p for _, p in predicted["top"]], abs=1e-5)
     assert f"{picture}: {predicted['label']}" in reloaded.stderr
 
-    evaluated = cli("transfer", "--checkpoint", tmp_path / "model.pt", "--data", folders, "--json")
+    evaluated = cli("transfer", "--checkpoint", tmp_path / "model.pt", "--data", folders, "--plot",
+                    tmp_path / "confusion.png", "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
     assert evaluated.summary["metrics"]["val_accuracy"] == pytest.approx(summary["metrics"]["val_accuracy"])
+    assert evaluated.summary["confusion_matrix"] == summary["confusion_matrix"]
+    assert cv2.imread(str(tmp_path / "confusion.png")) is not None
 
 
 def test_drop_head_freeze_trains_only_the_head_from_a_ddp_checkpoint(cli, tmp_path, folders, resnet18_state):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from torchtools.checkpoints import best_path, load_checkpoint
-from torchtools.classifier import use_channels_last
+from torchtools.classifier import report as class_report, use_channels_last
 from torchtools.data.folders import FolderImages, centre_square, read_folders
 from torchtools.data.imagenet import eval_transform, stored_size, train_transform
 from torchtools.data.images import read_image
@@ -50,7 +50,7 @@ class Settings:
 
 
 def train(settings: Settings, session, *, amp: bool, save: Path | None, save_every: int, resume: Path | None,
-          writer, predict: list[Path] | None, quiet: bool) -> dict[str, Any]:
+          writer, predict: list[Path] | None, plot: Path | None, quiet: bool) -> dict[str, Any]:
     from torchtools.devices import autocast_dtype
 
     device = session.device
@@ -81,6 +81,8 @@ def train(settings: Settings, session, *, amp: bool, save: Path | None, save_eve
     best_epoch, best = max(enumerate(row["val_accuracy"] for row in result.history), key=lambda item: item[1])
     saved = f"; saved to {best_path(save)}" if save else ""
     say(f"best val accuracy {best:.4f} (epoch {best_epoch + 1}){saved}", quiet=quiet)
+    per_class, matrix = class_report(result.evaluation, images.classes, split="val", plot=plot, writer=writer,
+                                     quiet=quiet)
     predictions = predict_images(model, predict, images.classes, settings.image_size, device, quiet=quiet) \
         if predict else None
     return session.finish(
@@ -89,7 +91,7 @@ def train(settings: Settings, session, *, amp: bool, save: Path | None, save_eve
         mode=settings.mode, classes=images.classes, missing_keys=report.missing_keys if settings.weights else None,
         unexpected_keys=report.unexpected_keys if settings.weights else None, train_images=len(images.train_labels),
         val_images=len(images.val_labels), skipped_images=len(images.skipped), trainable_params=trainable,
-        predictions=predictions)
+        per_class_accuracy=per_class, confusion_matrix=matrix, predictions=predictions)
 
 
 def _model(settings: Settings, classes: int, quiet: bool) -> tuple[nn.Module, pretrained.LoadReport]:
@@ -144,7 +146,7 @@ def _config(settings: Settings, arch: str) -> dict[str, Any]:
             "lr_step": settings.lr_step, "lr_gamma": settings.lr_gamma, "data": str(settings.data)}
 
 
-def from_checkpoint(path: Path, session, *, data: Path | None, predict: list[Path] | None,
+def from_checkpoint(path: Path, session, *, data: Path | None, predict: list[Path] | None, plot: Path | None,
                     quiet: bool) -> dict[str, Any]:
     """--checkpoint: label the --predict images, or else evaluate on the val images of --data."""
     state = load_checkpoint(path, command=COMMAND)
@@ -152,7 +154,7 @@ def from_checkpoint(path: Path, session, *, data: Path | None, predict: list[Pat
     model = pretrained.build(config["arch"], len(classes))
     model.load_state_dict(state["model"])
     say(f"loaded {path} ({config['arch']}, {len(classes)} classes, trained {state['epoch']} epochs)", quiet=quiet)
-    device, metrics, predictions = session.device, {}, None
+    device, metrics, predictions, per_class, matrix = session.device, {}, None, None, None
     if predict:
         predictions = predict_images(model, predict, classes, config["image_size"], device, quiet=quiet)
     else:
@@ -167,9 +169,10 @@ def from_checkpoint(path: Path, session, *, data: Path | None, predict: list[Pat
         metrics = {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy}
         say(f"val loss {evaluation.loss:.4f}  val accuracy {evaluation.accuracy:.4f} "
             f"({len(images.val_labels)} images)", quiet=quiet)
+        per_class, matrix = class_report(evaluation, classes, split="val", plot=plot, quiet=quiet)
     return session.finish(metrics=metrics, arch=config["arch"], weights=config["weights"], load=config["load"],
                           mode=config["mode"], classes=classes, missing_keys=None, unexpected_keys=None,
-                          predictions=predictions)
+                          per_class_accuracy=per_class, confusion_matrix=matrix, predictions=predictions)
 
 
 @torch.no_grad()

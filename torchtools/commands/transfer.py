@@ -53,6 +53,9 @@ def transfer(
         "--image-size", min=16, help="Input size: train on random-resized crops of this size, validate on the centre "
                                      "crop after resizing the shorter side to size*256/224.")] = 224,
     predict: options.PredictImages = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="Draw the val confusion matrix as a PNG heatmap to this file.", show_default=False,
+        rich_help_panel=options.OUTPUT)] = None,
     epochs: options.Epochs = 25,
     batch_size: options.BatchSize = 32,
     lr: options.LearningRate = 0.01,
@@ -93,7 +96,7 @@ def transfer(
     if checkpoint is not None:
         if resume is not None:
             raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
-        core.from_checkpoint(checkpoint, session, data=data, predict=predict, quiet=quiet)
+        core.from_checkpoint(checkpoint, session, data=data, predict=predict, plot=plot, quiet=quiet)
         return
     if weights is None:
         raise UserError("pass --weights FILE (a state_dict or checkpoint), or --weights none to train from scratch")
@@ -105,4 +108,4 @@ def transfer(
         trust_pickle=trust_pickle)
     writer = open_tensorboard(runs_dir, "transfer", enabled=not no_tensorboard)
     core.train(settings, session, amp=amp, save=save, save_every=save_every, resume=resume, writer=writer,
-               predict=predict, quiet=quiet)
+               predict=predict, plot=plot, quiet=quiet)
