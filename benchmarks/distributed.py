@@ -2,10 +2,10 @@
 
 Each run is the real CLI in a subprocess (`python -m torchtools mnist ...` and
 `python -m torch.distributed.run --standalone --nproc-per-node N -m torchtools mnist ...`), read back
-through its --json summary: training seconds per epoch, samples per second, test accuracy. The
-single process keeps torch's default threads; torchrun gives each process OMP_NUM_THREADS=1 unless
-set, so on a CPU the N processes share the cores the one process had. The runs alternate, so a busy
-machine slows both alike.
+through its --json summary: training seconds per epoch, samples per second, test accuracy. torchrun
+gives each process OMP_NUM_THREADS=1 unless set, so the single process runs twice: with torch's
+default threads (one per core) and with one thread. The runs alternate, so a busy machine slows all
+alike.
 
     .venv/bin/python benchmarks/distributed.py --data ../shared/data --epochs 1 --repeats 2
 """
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 
-def run(command: list[str], cwd: Path) -> dict:
-    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+def run(command: list[str], env: dict[str, str], cwd: Path) -> dict:
+    completed = subprocess.run(command, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
     if completed.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -40,16 +41,18 @@ def main() -> None:
 
     common = ["mnist", "--data", str(args.data.resolve()), "--model", args.model, "--epochs", str(args.epochs),
               "--device", args.device, "--no-download", "--no-tensorboard", "--json", "--quiet"]
+    single = [sys.executable, "-m", "torchtools", *common, "--batch-size", str(args.global_batch)]
     contenders = {
-        "1 process": [sys.executable, "-m", "torchtools", *common, "--batch-size", str(args.global_batch)],
-        f"torchrun x{args.processes}": [
+        "1 process": (single, {}),
+        "1 proc 1 thr": (single, {"OMP_NUM_THREADS": "1"}),
+        f"torchrun x{args.processes}": ([
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.processes),
-            "-m", "torchtools", *common, "--batch-size", str(args.global_batch // args.processes)],
+            "-m", "torchtools", *common, "--batch-size", str(args.global_batch // args.processes)], {}),
     }
     results: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(args.repeats):
-        for name, command in contenders.items():
-            results[name].append(run(command, Path.cwd()))
+        for name, (command, env) in contenders.items():
+            results[name].append(run(command, env, Path.cwd()))
 
     train_samples = 60_000  # MNIST's training set
     print(f"mnist {args.model}, {args.epochs} epoch(s), global batch {args.global_batch}, device {args.device}, "

@@ -66,8 +66,10 @@ def start(device: torch.device, *, quiet: bool = False) -> torch.device:
     """
     global _job
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes <= 1 or _job.world_size > 1:
-        return device if processes <= 1 else _job.device
+    if processes <= 1:
+        return device
+    if _job.world_size > 1:  # joined already, by an earlier session in this process
+        return _job.device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
