@@ -205,9 +205,12 @@ def test_the_timeout_must_be_seconds(cli, monkeypatch):
 
 
 @pytest.mark.slow
-def test_names_rnn_and_cifar_under_torchrun(tmp_path):
+def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
     from test_cifar import write_cifar10_batches
     from test_names_rnn import SMALL, _names, _write_csv
+    from test_transfer import write_image
+
+    from torchtools.checkpoints import load_checkpoint
 
     names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
     run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *SMALL, "--save",
@@ -222,6 +225,16 @@ def test_names_rnn_and_cifar_under_torchrun(tmp_path):
                    "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     assert sum(map(sum, run.summary["confusion_matrix"])) == 41
-    from torchtools.checkpoints import load_checkpoint
-
     assert not any(key.startswith("module.") for key in load_checkpoint(tmp_path / "c.pt")["model"])
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 5)):
+        for label, name in enumerate(("ants", "bees")):
+            for index in range(count):
+                write_image(tmp_path / "photos" / split / name / f"{index}.png", label, rng)
+    run = torchrun("-m", "torchtools", "transfer", "--weights", "none", "--arch", "resnet18", "--data",
+                   tmp_path / "photos", "--epochs", "2", "--image-size", "32", "--batch-size", "4",
+                   "--no-tensorboard", "--save", tmp_path / "t.pt", "--json", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["world_size"] == 2 and sum(map(sum, run.summary["confusion_matrix"])) == 10
+    assert not any(key.startswith("module.") for key in load_checkpoint(tmp_path / "t.pt")["model"])
