@@ -73,3 +73,16 @@ def assert_user_error(run: Run, *fragments: str) -> None:
     assert sum(line.startswith("error: ") for line in lines) == 1, run.stderr
     for fragment in fragments:
         assert fragment.lower() in lines[-1].lower(), (fragment, lines[-1])
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory) -> tuple[Path, dict]:
+    """A randomly initialised torchvision resnet18 saved as a "pretrained" state_dict (no downloads here)."""
+    import torch
+    from torchvision import models
+
+    torch.manual_seed(0)
+    state = models.resnet18().state_dict()
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(state, path)
+    return path, state

@@ -117,11 +117,14 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "torchtools", "diabetes", "--data", str(data), "--epochs", "100000", "--save",
          str(checkpoint), "--no-tensorboard", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not checkpoint.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.time() + 60
+        while not checkpoint.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never leave a 100,000-epoch run behind if the test fails
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "checkpoint saved" in stderr
     state = torch.load(checkpoint, weights_only=True)

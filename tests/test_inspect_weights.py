@@ -8,19 +8,8 @@ import torch
 from conftest import assert_user_error
 
 
-@pytest.fixture(scope="module")
-def resnet18_file(tmp_path_factory) -> tuple[Path, dict]:
-    from torchvision import models
-
-    torch.manual_seed(0)
-    state = models.resnet18().state_dict()
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
-    torch.save(state, path)
-    return path, state
-
-
-def test_table_totals_and_kind_of_torchvision_weights(cli, resnet18_file):
-    path, state = resnet18_file
+def test_table_totals_and_kind_of_torchvision_weights(cli, resnet18_weights):
+    path, state = resnet18_weights
     run = cli("inspect-weights", path, "--json")
     assert run.exit_code == 0, run.stderr
     summary = run.summary
@@ -53,32 +42,32 @@ def test_resnet34_parameter_count(cli, tmp_path):
     assert run.summary["total_params"] == 21_797_672 and run.summary["arch"] == "resnet34"
 
 
-def test_filter_selects_tensors_and_totals(cli, resnet18_file):
-    run = cli("inspect-weights", resnet18_file[0], "--filter", r"^fc\.", "--json")
+def test_filter_selects_tensors_and_totals(cli, resnet18_weights):
+    run = cli("inspect-weights", resnet18_weights[0], "--filter", r"^fc\.", "--json")
     assert run.exit_code == 0, run.stderr
     assert [row["name"] for row in run.summary["tensors"]] == ["fc.weight", "fc.bias"]
     assert run.summary["total_params"] == 512 * 1000 + 1000
     assert "2 of 122 tensors" in run.stderr
-    assert_user_error(cli("inspect-weights", resnet18_file[0], "--filter", "fc.("), "--filter", "regular expression")
+    assert_user_error(cli("inspect-weights", resnet18_weights[0], "--filter", "fc.("), "--filter", "regular expression")
 
 
-def test_compare_with_an_architecture(cli, resnet18_file):
-    run = cli("inspect-weights", resnet18_file[0], "--arch", "resnet18", "--classes", "2", "--json", "--quiet")
+def test_compare_with_an_architecture(cli, resnet18_weights):
+    run = cli("inspect-weights", resnet18_weights[0], "--arch", "resnet18", "--classes", "2", "--json", "--quiet")
     assert run.exit_code == 0, run.stderr
     comparison = run.summary["comparison"]
     assert comparison["matching"] == 120 and comparison["missing"] == [] and comparison["unexpected"] == []
     assert comparison["mismatched"] == [{"name": "fc.weight", "file_shape": [1000, 512], "arch_shape": [2, 512]},
                                         {"name": "fc.bias", "file_shape": [1000], "arch_shape": [2]}]
-    deeper = cli("inspect-weights", resnet18_file[0], "--arch", "resnet34")
+    deeper = cli("inspect-weights", resnet18_weights[0], "--arch", "resnet34")
     assert deeper.exit_code == 0, deeper.stderr
     counts = "against resnet34 (1000 classes): 122 matching, 80 missing, 0 unexpected, 0 shape-mismatched"
     assert counts in deeper.stderr
     assert "missing: 80 (layer1.2.conv1.weight" in deeper.stderr
-    assert_user_error(cli("inspect-weights", resnet18_file[0], "--arch", "resnet17"), "unknown architecture")
+    assert_user_error(cli("inspect-weights", resnet18_weights[0], "--arch", "resnet17"), "unknown architecture")
 
 
-def test_diff_two_files(cli, tmp_path, resnet18_file):
-    path, state = resnet18_file
+def test_diff_two_files(cli, tmp_path, resnet18_weights):
+    path, state = resnet18_weights
     other = dict(state)
     other["layer3.0.conv1.weight"] = state["layer3.0.conv1.weight"] + 0.5
     del other["fc.bias"]
@@ -93,10 +82,10 @@ def test_diff_two_files(cli, tmp_path, resnet18_file):
     assert "only in file: 1 (fc.bias)" in run.stderr
 
 
-def test_torchtools_checkpoint_and_histograms(cli, tmp_path, resnet18_file):
+def test_torchtools_checkpoint_and_histograms(cli, tmp_path, resnet18_weights):
     from torchtools.checkpoints import save_checkpoint
 
-    save_checkpoint(tmp_path / "run.pt", {"command": "transfer", "model": resnet18_file[1], "epoch": 3,
+    save_checkpoint(tmp_path / "run.pt", {"command": "transfer", "model": resnet18_weights[1], "epoch": 3,
                                           "metrics": {"val_accuracy": 0.9}, "config": {"arch": "resnet18"}})
     run = cli("inspect-weights", tmp_path / "run.pt", "--filter", "^layer1", "--histograms",
               "--runs-dir", tmp_path / "runs", "--json")

@@ -37,26 +37,14 @@ def folders(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def resnet18_state(tmp_path_factory) -> tuple[Path, dict]:
-    """A randomly initialised torchvision resnet18 saved as a "pretrained" state_dict."""
-    from torchvision import models
-
-    torch.manual_seed(0)
-    state = models.resnet18().state_dict()
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
-    torch.save(state, path)
-    return path, state
-
-
 def changed(state: dict, reference: dict) -> set[str]:
     """Floating-point tensors present in both with the same shape whose values differ."""
     return {key for key, value in state.items() if key in reference and value.is_floating_point()
             and value.shape == reference[key].shape and not torch.equal(value, reference[key])}
 
 
-def test_replace_head_finetunes_everything_saves_and_predicts(cli, tmp_path, folders, resnet18_state):
-    weights, pretrained = resnet18_state
+def test_replace_head_finetunes_everything_saves_and_predicts(cli, tmp_path, folders, resnet18_weights):
+    weights, pretrained = resnet18_weights
     picture = folders / "val" / "bees" / "1.png"
     run = cli("transfer", "--weights", weights, "--data", folders, "--epochs", "2", "--save", tmp_path / "model.pt",
               "--predict", picture, *SMALL)
@@ -96,8 +84,8 @@ def test_replace_head_finetunes_everything_saves_and_predicts(cli, tmp_path, fol
     assert cv2.imread(str(tmp_path / "confusion.png")) is not None
 
 
-def test_drop_head_freeze_trains_only_the_head_from_a_ddp_checkpoint(cli, tmp_path, folders, resnet18_state):
-    _, pretrained = resnet18_state
+def test_drop_head_freeze_trains_only_the_head_from_a_ddp_checkpoint(cli, tmp_path, folders, resnet18_weights):
+    _, pretrained = resnet18_weights
     # A checkpoint dict as DataParallel/DDP training writes it; BatchNorm counters absent as in old torchvision files.
     wrapped = {f"module.{key}": value for key, value in pretrained.items() if not key.endswith("num_batches_tracked")}
     weights = tmp_path / "ddp.pt"
@@ -116,13 +104,13 @@ def test_drop_head_freeze_trains_only_the_head_from_a_ddp_checkpoint(cli, tmp_pa
     assert trained["fc.weight"].shape == (2, 512)
 
 
-def test_class_count_must_match_the_folders(cli, folders, resnet18_state):
-    run = cli("transfer", "--weights", resnet18_state[0], "--data", folders, "--classes", "5", *SMALL)
+def test_class_count_must_match_the_folders(cli, folders, resnet18_weights):
+    run = cli("transfer", "--weights", resnet18_weights[0], "--data", folders, "--classes", "5", *SMALL)
     assert_user_error(run, "--classes is 5", "2 class folders")
 
 
-def test_shape_mismatch_outside_the_head_names_the_tensor(cli, tmp_path, folders, resnet18_state):
-    state = dict(resnet18_state[1])
+def test_shape_mismatch_outside_the_head_names_the_tensor(cli, tmp_path, folders, resnet18_weights):
+    state = dict(resnet18_weights[1])
     state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)
     torch.save(state, tmp_path / "odd.pth")
     run = cli("transfer", "--weights", tmp_path / "odd.pth", "--arch", "resnet18", "--data", folders, *SMALL)

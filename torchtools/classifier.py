@@ -147,6 +147,12 @@ def predict_images(model: nn.Module, paths: list[Path], classes: list[str], mean
                                          light_background_inverted=invert_light_background) for path in paths])
     model.to(device).eval()
     probabilities = torch.softmax(model(BatchTransform(mean, std, device)(batch.to(device))).float(), dim=1).cpu()
+    return ranked_predictions(paths, probabilities, classes, top=top, quiet=quiet)
+
+
+def ranked_predictions(paths: list[Path], probabilities: Tensor, classes: list[str], *, top: int,
+                       quiet: bool) -> list[dict[str, Any]]:
+    """Each image's top classes, printed as `IMAGE: label (label p, ...)`; the JSON `predictions` rows."""
     predictions = []
     for path, row in zip(paths, probabilities):
         values, indices = row.topk(min(top, len(classes)))

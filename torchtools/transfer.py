@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from torchtools.checkpoints import best_path, load_checkpoint
-from torchtools.classifier import report as class_report, use_channels_last
+from torchtools.classifier import ranked_predictions, report as class_report, use_channels_last
 from torchtools.data.folders import FolderImages, centre_square, read_folders
 from torchtools.data.imagenet import eval_transform, stored_size, train_transform
 from torchtools.data.images import read_image
@@ -184,10 +184,4 @@ def predict_images(model: nn.Module, paths: list[Path], classes: list[str], imag
     model.to(device).eval()
     output = model(eval_transform(image_size, device, channels_last=False)(batch))
     probabilities = torch.softmax(output.float(), dim=1).cpu()
-    predictions = []
-    for path, row in zip(paths, probabilities):
-        values, indices = row.topk(min(top, len(classes)))
-        ranked = [[classes[index], round(value, 6)] for value, index in zip(values.tolist(), indices.tolist())]
-        predictions.append({"image": str(path), "label": ranked[0][0], "top": ranked})
-        say(f"{path}: {ranked[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in ranked) + ")", quiet=quiet)
-    return predictions
+    return ranked_predictions(paths, probabilities, classes, top=top, quiet=quiet)
