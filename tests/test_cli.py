@@ -7,15 +7,35 @@ from pathlib import Path
 
 from conftest import assert_user_error, run_torchtools
 
-ALL_COMMANDS = ["fit-linear", "fit-logistic", "diabetes"]
+ALL_COMMANDS = ["fit-linear", "fit-logistic", "diabetes", "mnist", "cifar", "transfer", "names-rnn", "conv-demo",
+                "inspect-weights", "to-gpu-bench"]
 
 
 def test_no_arguments_shows_help_listing_every_command(cli):
+    from torchtools.cli import COMMANDS
+
+    assert [name for name, _ in COMMANDS] == ALL_COMMANDS
     run = cli()
     output = run.stdout + run.stderr
     assert "Usage" in output
     for command in ALL_COMMANDS:
         assert command in output
+
+
+def test_every_command_has_help_without_importing_torch():
+    """`torchtools COMMAND --help` answers for all ten commands, and none of them pulls in torch to do it."""
+    code = (
+        "import sys\n"
+        "from torchtools.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        f"for command in {ALL_COMMANDS!r}:\n"
+        "    r = CliRunner().invoke(app, [command, '--help'])\n"
+        "    assert r.exit_code == 0 and 'Usage' in r.stdout, (command, r.output)\n"
+        "print(sorted(name for name in ('torch', 'torchvision', 'cv2', 'numpy') if name in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_version(cli):

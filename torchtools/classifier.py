@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchtools import distributed
 from torchtools.checkpoints import load_checkpoint
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.vision import BatchTransform, ImageSet, image_for_model
@@ -54,7 +55,8 @@ def make_batches(images: ImageSet, mean, std, recipe: Recipe, device: torch.devi
                  seed: int) -> tuple[TensorBatches, TensorBatches]:
     """(train, test) batches sliced from the in-memory images; augmentation only on the training side."""
     train_transform = BatchTransform(mean, std, device, crop_padding=recipe.crop_padding, flip=recipe.flip,
-                                     channels_last=use_channels_last(device), seed=seed)
+                                     channels_last=use_channels_last(device),
+                                     seed=seed + distributed.rank())  # torchrun: each process its own crops
     train_batches = TensorBatches(images.train_images, images.train_labels, batch_size=recipe.batch_size,
                                   shuffle=True, seed=seed, transform=train_transform)
     return train_batches, _eval_batches(images.test_images, images.test_labels, mean, std, device)

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools import __version__
-from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, mnist, names_rnn,
-                                 to_gpu_bench)
+from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, inspect_weights, mnist,
+                                 names_rnn, to_gpu_bench, transfer)
 from torchtools.errors import UserError
 
 app = typer.Typer(
@@ -34,9 +34,11 @@ def _reporting_user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except UserError as error:
+            from rich.markup import escape
+
             from torchtools.output import console
 
-            console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             from torchtools.output import console
@@ -53,8 +55,10 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("diabetes", diabetes.diabetes),
     ("mnist", mnist.mnist),
     ("cifar", cifar.cifar),
+    ("transfer", transfer.transfer),
     ("names-rnn", names_rnn.names_rnn),
     ("conv-demo", conv_demo.conv_demo),
+    ("inspect-weights", inspect_weights.inspect_weights),
     ("to-gpu-bench", to_gpu_bench.to_gpu_bench),
 ]
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchtools import distributed
 from torchtools.checkpoints import best_path, load_checkpoint
 from torchtools.classifier import ranked_predictions, report as class_report, use_channels_last
 from torchtools.data.folders import FolderImages, centre_square, read_folders
@@ -124,8 +125,10 @@ def _batches(images: FolderImages, settings: Settings, device: torch.device,
     batch_size = min(settings.batch_size, count)
     train_batches = TensorBatches(
         images.train_images.to(device), images.train_labels.to(device), batch_size=batch_size, shuffle=True,
-        seed=settings.seed, transform=train_transform(settings.image_size, device, seed=settings.seed,
-                                                      channels_last=channels_last),
+        seed=settings.seed,
+        # Under torchrun each process draws its own crops (the shuffle order stays shared).
+        transform=train_transform(settings.image_size, device, seed=settings.seed + distributed.rank(),
+                                  channels_last=channels_last),
         # A last batch of one image breaks BatchNorm in training mode where the feature maps are 1x1.
         drop_last=count % batch_size == 1)
     val_batches = _eval_batches(images, settings.image_size, device, channels_last)
