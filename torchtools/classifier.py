@@ -208,7 +208,8 @@ def run(task: Task, session, *, config: dict[str, Any], recipe: Recipe, epochs: 
         model = task.build(config)
         result = train_classifier(model, images.to(device), mean, std, recipe, plan, seed=seed)
         evaluation = result.evaluation
-    per_class, matrix = report(evaluation, classes, writer=writer, quiet=quiet) if evaluation is not None else (None, None)
+    per_class, matrix = (report(evaluation, classes, writer=writer, quiet=quiet) if evaluation is not None
+                         else (None, None))
     predictions = None
     if predict:
         predictions = predict_images(model, predict, classes, mean, std, device, size=task.image_size,

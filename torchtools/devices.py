@@ -27,7 +27,8 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError(f"device {name!r} asked for, but CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            count = torch.cuda.device_count()
+            raise UserError(f"device {name!r} asked for, but this machine has {count} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("device 'mps' asked for, but MPS is not available on this machine")
     return device

@@ -29,7 +29,8 @@ def fit_linear(
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad "
              "tensors; nn: nn.Linear + MSELoss + optim.SGD.")] = Method.nn,
     csv: Annotated[Optional[Path], typer.Option(
-        "--csv", "--data", help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
+        "--csv", "--data",
+        help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
              "Default: the course's x=[1,2,3], y=[2,4,6].", show_default=False)] = None,
     predict: Annotated[Optional[list[str]], typer.Option(
         help="Predict y for X (repeatable; 'a,b' for several features).", show_default=False)] = None,

@@ -12,7 +12,8 @@ from torchtools import options
 
 def fit_logistic(
     csv: Annotated[Optional[Path], typer.Option(
-        "--csv", "--data", help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
+        "--csv", "--data",
+        help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
              "Default: the course's hours x=[1,2,3], passed y=[0,0,1].", show_default=False)] = None,
     predict: Annotated[Optional[list[str]], typer.Option(
         help="Probability of class 1 for X (repeatable; 'a,b' for several features).", show_default=False)] = None,

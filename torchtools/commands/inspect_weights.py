@@ -9,6 +9,7 @@ import typer
 
 from torchtools import options
 
+
 def inspect_weights(
     file: Annotated[Path, typer.Argument(help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.",
                                          show_default=False)],
@@ -53,8 +54,8 @@ def inspect_weights(
                 quiet=quiet)
     state = inspection.select(weights.state, filter_)
     rows = [inspection.tensor_row(name, value) for name, value in state.items()]
-    print_table(f"{len(rows)} of {len(weights.state)} tensors", ["name", "shape", "dtype", "params", "kind", "mean",
-                                                                  "std", "min", "max", "zeros"],
+    columns = ["name", "shape", "dtype", "params", "kind", "mean", "std", "min", "max", "zeros"]
+    print_table(f"{len(rows)} of {len(weights.state)} tensors", columns,
                 [(row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['params']:,}",
                   "buffer" if row["buffer"] else "param", *(_number(row[key]) for key in ("mean", "std", "min", "max")),
                   _number(row["zeros"], "{:.1%}")) for row in rows], quiet=quiet)
@@ -96,4 +97,3 @@ def inspect_weights(
 
 def _number(value: float | None, template: str = "{:.4g}") -> str:
     return "-" if value is None else template.format(value)
-

@@ -136,7 +136,7 @@ def _build_model(config: dict):
     from torchtools.models.names import NameClassifier
 
     return NameClassifier(config["vocabulary_size"], config["classes"], hidden=config["hidden"],
-                       layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
+                          layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
 
 
 def _held_out(train_set, test: Path | None, val_split: float, seed: int, quiet: bool):
