@@ -8,8 +8,6 @@ drawn from that square on the device. Files OpenCV cannot read are skipped and c
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchtools.data.images import decode_image, list_image_folder
+from torchtools.data.images import decode_images, list_image_folder
 from torchtools.data.loaders import stratified_split
 from torchtools.errors import UserError
 
@@ -53,13 +51,12 @@ def class_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[i
 
 
 def read_folders(root: Path, size: int, *, val_split: float, seed: int, classes: int | None = None) -> FolderImages:
-    """Decode the folders (in threads: OpenCV releases the GIL); `classes` must match the class folders."""
+    """Decode the folders (in threads); `classes` must match the class folders."""
     train_paths, train_labels, val_paths, val_labels, names, layout = class_folders(root)
     if classes is not None and classes != len(names):
         raise UserError(f"--classes is {classes} but {root} holds {len(names)} class folders ({', '.join(names)})")
     paths = train_paths + val_paths
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda path: _read_square(path, size), paths))
+    decoded = decode_images(paths, lambda image: centre_square(image, size))
     skipped = [path for path, image in zip(paths, decoded) if image is None]
     train = [(image, label) for image, label in zip(decoded, train_labels) if image is not None]
     val = [(image, label) for image, label in zip(decoded[len(train_paths):], val_labels) if image is not None]
@@ -70,14 +67,6 @@ def read_folders(root: Path, size: int, *, val_split: float, seed: int, classes:
         which = "training" if not train else "validation"
         raise UserError(f"no readable {which} images in {layout} ({len(skipped)} unreadable)")
     return FolderImages(*_stack(train), *_stack(val), names, skipped, layout)
-
-
-def _read_square(path: Path, size: int) -> np.ndarray | None:
-    try:
-        image = decode_image(path)
-    except OSError:  # unreadable (permissions, vanished): skipped like an undecodable file
-        return None
-    return None if image is None else centre_square(image, size)
 
 
 def centre_square(image: np.ndarray, size: int) -> np.ndarray:

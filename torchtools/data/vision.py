@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torchtools.data.images import list_image_folder, read_image
+from torchtools.data.images import decode_images, list_image_folder, read_image
 from torchtools.errors import UserError
 
 MNIST_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -186,13 +185,11 @@ def _folder_signature(folder: Path, paths: list[Path], size: int) -> str:
 
 
 def _decode_all(paths: list[Path], size: int) -> Tensor:
-    """Decode in threads (OpenCV releases the GIL); any image of another size is resized to size x size."""
-
-    def decode(path: Path) -> np.ndarray:
-        return fit_size(read_image(path), size)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        images = list(pool.map(decode, paths, chunksize=256))
+    """Decode every image (in threads); any image of another size is resized to size x size."""
+    images = decode_images(paths, lambda image: fit_size(image, size))
+    for path, image in zip(paths, images):
+        if image is None:
+            raise UserError(f"{path} is not an image OpenCV can read")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
