@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.names import Vocabulary, read_names
-from torchtools.engine import FitPlan, Objective, evaluate, train_one_epoch
+from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
 from torchtools.models.names import NameClassifier
 
 HIDDEN, LAYERS, BATCH, CHARS = 100, 2, 256, 128

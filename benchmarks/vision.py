@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from torchtools import classifier
+from torchtools.core import image_classifier as classifier
 from torchtools.data.vision import MNIST_MEAN, MNIST_STD, channel_stats, cifar_dataset_class, load_cifar, load_mnist
-from torchtools.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
+from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
-from torchtools.session import seed_everything
+from torchtools.core.run import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 

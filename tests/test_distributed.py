@@ -98,7 +98,7 @@ def test_two_processes_train_with_one_summary_one_log_and_a_plain_checkpoint(tra
     assert summary["metrics"]["test_accuracy"] > 0.3  # chance is 0.1
     assert first.stderr.count("epoch 1/1") == 1 and first.stderr.count("per-class accuracy") == 1
     assert len(list((folder / "runs" / "mnist").iterdir())) == 1  # one TensorBoard run, from process 0
-    from torchtools.checkpoints import load_checkpoint
+    from torchtools.core.checkpoints import load_checkpoint
 
     state = load_checkpoint(folder / "one.pt", command="mnist")["model"]
     assert state and not any(key.startswith("module.") for key in state)
@@ -137,10 +137,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchtools import distributed
+from torchtools.core import distributed
 from torchtools.data.loaders import TensorBatches
-from torchtools.engine import FitPlan, Objective, fit, make_optimizer
-from torchtools.session import Session
+from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
+from torchtools.core.run import Session
 
 session = Session.start("check", device="cpu", seed=0, quiet=True)
 generator = torch.Generator().manual_seed(0)
@@ -209,7 +209,7 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
     from test_names_rnn import SMALL, _names, _write_csv
     from test_transfer import write_image
 
-    from torchtools.checkpoints import load_checkpoint
+    from torchtools.core.checkpoints import load_checkpoint
 
     names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
     run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *SMALL, "--save",

@@ -83,7 +83,7 @@ def test_diff_two_files(cli, tmp_path, resnet18_weights):
 
 
 def test_torchtools_checkpoint_and_histograms(cli, tmp_path, resnet18_weights):
-    from torchtools.checkpoints import save_checkpoint
+    from torchtools.core.checkpoints import save_checkpoint
 
     save_checkpoint(tmp_path / "run.pt", {"command": "transfer", "model": resnet18_weights[1], "epoch": 3,
                                           "metrics": {"val_accuracy": 0.9}, "config": {"arch": "resnet18"}})

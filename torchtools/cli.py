@@ -14,7 +14,7 @@ import typer
 from torchtools import __version__
 from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, inspect_weights, mnist,
                                  names_rnn, to_gpu_bench, transfer)
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 app = typer.Typer(
     name="torchtools",
@@ -36,12 +36,12 @@ def _reporting_user_errors(command: Callable) -> Callable:
         except UserError as error:
             from rich.markup import escape
 
-            from torchtools.output import console
+            from torchtools.core.output import console
 
             console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            from torchtools.output import console
+            from torchtools.core.output import console
 
             console.print("interrupted")
             raise typer.Exit(130) from None

@@ -13,17 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchtools import distributed
-from torchtools.checkpoints import best_path, load_checkpoint
-from torchtools.classifier import ranked_predictions, report as class_report, use_channels_last
+from torchtools.core import distributed
+from torchtools.core.checkpoints import best_path, load_checkpoint
+from torchtools.core.image_classifier import ranked_predictions, report as class_report, use_channels_last
 from torchtools.data.folders import FolderImages, centre_square, read_folders
 from torchtools.data.imagenet import eval_transform, stored_size, train_transform
 from torchtools.data.images import read_image
 from torchtools.data.loaders import TensorBatches
-from torchtools.engine import FitPlan, Objective, evaluate, fit, make_optimizer
-from torchtools.errors import UserError
+from torchtools.core.engine import FitPlan, Objective, evaluate, fit, make_optimizer
+from torchtools.core.errors import UserError
 from torchtools.models import pretrained
-from torchtools.output import say, warn
+from torchtools.core.output import say, warn
 
 COMMAND = "transfer"
 EVAL_BATCH_SIZE = 64
@@ -52,7 +52,7 @@ class Settings:
 
 def train(settings: Settings, session, *, amp: bool, save: Path | None, save_every: int, resume: Path | None,
           writer, predict: list[Path] | None, plot: Path | None, quiet: bool) -> dict[str, Any]:
-    from torchtools.devices import autocast_dtype
+    from torchtools.core.devices import autocast_dtype
 
     device = session.device
     images = read_folders(settings.data, stored_size(settings.image_size), val_split=settings.val_split,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 class Model(str, Enum):
@@ -75,11 +75,11 @@ def cifar(
     Images are read once into a uint8 tensor on the device (image folders are decoded with OpenCV and
     cached as DIR/<split>/.torchtools-cache-32.pt); normalising and augmenting run on whole batches.
     """
-    from torchtools import classifier
-    from torchtools.checkpoints import open_tensorboard
+    from torchtools.core import image_classifier as classifier
+    from torchtools.core.checkpoints import open_tensorboard
     from torchtools.data.vision import channel_stats, is_image_folder_split, load_cifar, load_image_folders
     from torchtools.models.cifar import build
-    from torchtools.session import Session
+    from torchtools.core.run import Session
 
     session = Session.start("cifar", device=device, seed=seed, json=json, quiet=quiet)
     root = data or options.default_data_root()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 ARITHMETIC = "Output-size formula (arithmetic demo)"
 
@@ -54,8 +54,8 @@ def conv_demo(
 ) -> None:
     """The convolution lessons: sizes, padding modes, corr2d, an edge detector, a learned kernel, pooling,
     and the feature maps of a picture."""
-    from torchtools import convolution
-    from torchtools.session import Session
+    from torchtools.commands import convolution_lessons as convolution
+    from torchtools.core.run import Session
 
     session = Session.start("conv-demo", device="cpu", seed=seed, json=json, quiet=quiet)
     selected = list(dict.fromkeys(demo)) if demo else TEXT_DEMOS
@@ -83,7 +83,7 @@ def conv_demo(
 
 def _matrix(title: str, rows: list[list[float]], quiet: bool) -> None:
     """A matrix as a table: row index, then one column per matrix column; whole numbers print as such."""
-    from torchtools.output import print_table
+    from torchtools.core.output import print_table
 
     whole = all(float(value).is_integer() for row in rows for value in row)
     cells = [[index, *(int(value) if whole else float(value) for value in row)] for index, row in enumerate(rows)]
@@ -91,7 +91,7 @@ def _matrix(title: str, rows: list[list[float]], quiet: bool) -> None:
 
 
 def _show_arithmetic(result: dict, quiet: bool) -> dict:
-    from torchtools.output import print_table, say
+    from torchtools.core.output import print_table, say
 
     _matrix("arithmetic: the notes' 5x5 input", result["input"], quiet)
     _matrix("arithmetic: the 3x3 kernel", result["kernel"], quiet)
@@ -107,7 +107,7 @@ def _show_arithmetic(result: dict, quiet: bool) -> dict:
 
 
 def _show_modes(result: dict, quiet: bool) -> dict:
-    from torchtools.output import print_table
+    from torchtools.core.output import print_table
 
     rows = [[entry["mode"].upper(), entry["kernel"], f"{entry['padding'][0]} / {entry['padding'][1]}",
              entry["output_size"], entry.get("pytorch_output_size", "-")] for entry in result["sizes"]]
@@ -119,7 +119,7 @@ def _show_modes(result: dict, quiet: bool) -> dict:
 
 
 def _show_corr2d(result: dict, quiet: bool) -> dict:
-    from torchtools.output import say
+    from torchtools.core.output import say
 
     _matrix("corr2d: the notes' X", result["example"]["input"], quiet)
     _matrix("corr2d: K", result["example"]["kernel"], quiet)
@@ -133,7 +133,7 @@ def _show_corr2d(result: dict, quiet: bool) -> dict:
 
 
 def _show_edge(result: dict, quiet: bool) -> dict:
-    from torchtools.output import say
+    from torchtools.core.output import say
 
     _matrix("edge: X, ones with a zero stripe", result["input"], quiet)
     _matrix("edge: corr2d(X, [[1, -1]])", result["output"], quiet)
@@ -146,7 +146,7 @@ def _show_edge(result: dict, quiet: bool) -> dict:
 
 
 def _show_learned(result: dict, quiet: bool) -> dict:
-    from torchtools.output import print_table, say
+    from torchtools.core.output import print_table, say
 
     print_table(f"learn-kernel: Conv2d(1, 1, (1, 2)), lr {result['lr']}, summed squared error",
                 ["step", "loss"], [[entry["step"], f"{entry['loss']:.6g}"] for entry in result["losses"]], quiet=quiet)
@@ -167,9 +167,9 @@ def _show_pool(result: dict, quiet: bool) -> dict:
 
 def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out: Path, runs_dir: Path,
                 no_tensorboard: bool, quiet: bool) -> dict:
-    from torchtools import convolution
-    from torchtools.checkpoints import open_tensorboard
-    from torchtools.output import print_table, say
+    from torchtools.commands import convolution_lessons as convolution
+    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.output import print_table, say
 
     picture = convolution.load_picture(path, max_side)
     maps = convolution.feature_maps(picture, channels=channels, seed=seed)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 class Activation(str, Enum):
@@ -48,15 +48,15 @@ def diabetes(
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from torchtools.checkpoints import load_checkpoint, open_tensorboard
+    from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
     from torchtools.data.loaders import stratified_split
     from torchtools.data.tables import read_numeric_csv
-    from torchtools.engine import FitPlan, Objective, fit, make_optimizer
-    from torchtools.errors import UserError
-    from torchtools.metrics import binary_report
+    from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
+    from torchtools.core.errors import UserError
+    from torchtools.core.metrics import binary_report
     from torchtools.models.tabular import mlp
-    from torchtools.output import print_table, say
-    from torchtools.session import Session
+    from torchtools.core.output import print_table, say
+    from torchtools.core.run import Session
 
     session = Session.start("diabetes", device=device, seed=seed, json=json, quiet=quiet)
     widths = _parse_widths(hidden)
@@ -113,7 +113,7 @@ def diabetes(
 
 
 def _data_path(data: Path | None) -> Path:
-    from torchtools.errors import UserError
+    from torchtools.core.errors import UserError
 
     path = data or options.default_data_root() / "diabetes.csv.gz"
     if not path.exists():
@@ -122,7 +122,7 @@ def _data_path(data: Path | None) -> Path:
 
 
 def _parse_widths(text: str) -> list[int]:
-    from torchtools.errors import UserError
+    from torchtools.core.errors import UserError
 
     try:
         widths = [int(part) for part in text.split(",") if part.strip()]
@@ -144,7 +144,7 @@ def _predict(model, path: Path, mean, std, read_numeric_csv, quiet: bool, say) -
     """P(y=1) for each row of a CSV; a trailing label column is ignored."""
     import torch
 
-    from torchtools.errors import UserError
+    from torchtools.core.errors import UserError
 
     table = read_numeric_csv(path)
     features = len(mean)

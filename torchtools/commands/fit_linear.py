@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 class Method(str, Enum):
@@ -57,12 +57,13 @@ def fit_linear(
     """Fit y = w*x + b: the linear-model lessons, on the course's toy data or your CSV."""
     import torch
 
-    from torchtools import linear, plots
-    from torchtools.checkpoints import open_tensorboard
-    from torchtools.engine import FitPlan, Objective
-    from torchtools.errors import UserError
-    from torchtools.output import print_table, say
-    from torchtools.session import Session
+    from torchtools.commands import linear_lessons as linear
+    from torchtools.core import plots
+    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.engine import FitPlan, Objective
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import print_table, say
+    from torchtools.core.run import Session
 
     session = Session.start("fit-linear", device=device, seed=seed, json=json, quiet=quiet)
     points = linear.load_points(csv, [1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
@@ -184,8 +185,8 @@ def _run_lesson(epoch_step, plan, samples: int):
     import math
     import time
 
-    from torchtools.errors import TrainingDiverged
-    from torchtools.output import EpochProgress
+    from torchtools.core.errors import TrainingDiverged
+    from torchtools.core.output import EpochProgress
 
     progress = EpochProgress(plan.epochs, quiet=plan.quiet)
     losses, seconds = [], 0.0
@@ -226,7 +227,7 @@ def _mse(layer, points) -> float:
 def _predictions(layer, inputs, keys: list[str], quiet: bool) -> dict[str, float]:
     import torch
 
-    from torchtools.output import say
+    from torchtools.core.output import say
 
     with torch.no_grad():
         outputs = layer.cpu()(inputs).squeeze(-1).tolist() if len(inputs) else []

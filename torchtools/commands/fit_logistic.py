@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 def fit_logistic(
@@ -37,12 +37,13 @@ def fit_logistic(
     """Fit P(y=1) = sigmoid(w*x + b) with BCE: the course's pass/fail-by-hours lesson, or your CSV."""
     import torch
 
-    from torchtools import linear, plots
-    from torchtools.checkpoints import open_tensorboard
-    from torchtools.engine import FitPlan, Objective
-    from torchtools.errors import UserError
-    from torchtools.output import say
-    from torchtools.session import Session
+    from torchtools.commands import linear_lessons as linear
+    from torchtools.core import plots
+    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.engine import FitPlan, Objective
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import say
+    from torchtools.core.run import Session
 
     session = Session.start("fit-logistic", device=device, seed=seed, json=json, quiet=quiet)
     points = linear.load_points(csv, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0])

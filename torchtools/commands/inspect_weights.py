@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 def inspect_weights(
@@ -36,11 +36,11 @@ def inspect_weights(
     Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
     checkpoint with its epoch, metrics and config). Loads with weights_only=True.
     """
-    from torchtools import inspection
-    from torchtools.checkpoints import open_tensorboard
+    from torchtools.commands import weights_inspection as inspection
+    from torchtools.core.checkpoints import open_tensorboard
     from torchtools.models.pretrained import key_summary, read_weights
-    from torchtools.output import print_table, say
-    from torchtools.session import Session
+    from torchtools.core.output import print_table, say
+    from torchtools.core.run import Session
 
     session = Session.start("inspect-weights", device="cpu", json=json, quiet=quiet)
     weights = read_weights(file, trust_pickle=trust_pickle)

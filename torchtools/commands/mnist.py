@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 class Model(str, Enum):
@@ -58,11 +58,11 @@ def mnist(
     10 epochs. The data stays in memory as one tensor on the device, so an epoch is much faster than
     the course's DataLoader loop with the same numbers.
     """
-    from torchtools import classifier
-    from torchtools.checkpoints import open_tensorboard
+    from torchtools.core import image_classifier as classifier
+    from torchtools.core.checkpoints import open_tensorboard
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_mnist
     from torchtools.models.mnist import build
-    from torchtools.session import Session
+    from torchtools.core.run import Session
 
     session = Session.start("mnist", device=device, seed=seed, json=json, quiet=quiet)
     root = data or options.default_data_root()

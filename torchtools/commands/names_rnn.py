@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 MODEL = "Model"
 TOP_LABELS = 3
@@ -61,13 +61,13 @@ def names_rnn(
 
     Reports overall and per-label accuracy and the confusion matrix; --predict NAME gives the top 3 labels.
     """
-    from torchtools.checkpoints import load_checkpoint, open_tensorboard
-    from torchtools.classifier import report as class_report
+    from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
+    from torchtools.core.image_classifier import report as class_report
     from torchtools.data.names import Vocabulary, read_names
-    from torchtools.engine import FitPlan, Objective, evaluate, fit, make_optimizer
-    from torchtools.errors import UserError
-    from torchtools.output import say
-    from torchtools.session import Session
+    from torchtools.core.engine import FitPlan, Objective, evaluate, fit, make_optimizer
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import say
+    from torchtools.core.run import Session
 
     session = Session.start("names-rnn", device=device, seed=seed, json=json, quiet=quiet)
     writer = None
@@ -143,7 +143,7 @@ def _held_out(train_set, test: Path | None, val_split: float, seed: int, quiet: 
     """(training names, held-out names or None, metric prefix): --test if given, else a stratified split."""
     from torchtools.data.loaders import stratified_split
     from torchtools.data.names import read_names
-    from torchtools.output import say
+    from torchtools.core.output import say
 
     if test is not None:
         test_set = read_names(test)
@@ -170,8 +170,8 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
     import torch
 
     from torchtools.data.loaders import TensorBatches
-    from torchtools.errors import UserError
-    from torchtools.output import warn
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import warn
 
     label_ids = {label: index for index, label in enumerate(labels)}
     unknown = Counter(label for label in names.labels if label not in label_ids)
@@ -193,8 +193,8 @@ def _predict(model, vocabulary, labels: list[str], names: list[str], device, qui
     import torch
 
     from torchtools.data.names import fold, is_junk
-    from torchtools.errors import UserError
-    from torchtools.output import say
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import say
 
     folded = [fold(name) for name in names]
     for name, clean in zip(names, folded):

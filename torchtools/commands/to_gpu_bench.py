@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 
 def to_gpu_bench(
@@ -31,9 +31,9 @@ def to_gpu_bench(
     each on the CPU and the accelerator, as medians after warm-up. Without a GPU it measures the CPU half."""
     import torch
 
-    from torchtools import benchmarking
-    from torchtools.output import print_table, say, warn
-    from torchtools.session import Session
+    from torchtools.commands import gpu_benchmarks as benchmarking
+    from torchtools.core.output import print_table, say, warn
+    from torchtools.core.run import Session
 
     session = Session.start("to-gpu-bench", device=device, seed=0, json=json, quiet=quiet)
     accelerator = session.device if session.device.type != "cpu" else None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools import options
+from torchtools.core import options
 
 MODEL = "Model and weights"
 
@@ -88,9 +88,9 @@ def transfer(
     images, or evaluate on the val images of --data.
     """
     from torchtools import transfer as core
-    from torchtools.checkpoints import open_tensorboard
-    from torchtools.errors import UserError
-    from torchtools.session import Session
+    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.errors import UserError
+    from torchtools.core.run import Session
 
     session = Session.start("transfer", device=device, seed=seed, json=json, quiet=quiet)
     if checkpoint is not None:

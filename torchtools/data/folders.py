@@ -18,7 +18,7 @@ from torch import Tensor
 
 from torchtools.data.images import decode_images, list_image_folder
 from torchtools.data.loaders import stratified_split
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 
 @dataclass

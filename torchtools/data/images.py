@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 

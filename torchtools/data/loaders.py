@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchtools import distributed
+from torchtools.core import distributed
 
 
 class TensorBatches:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from torchtools.data.tables import open_text
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 # The tutorial keeps ASCII letters and " .,;'"; the hyphen of double-barrelled names is kept too.
 NAME_CHARACTERS = frozenset(string.ascii_letters + " .,;'-")

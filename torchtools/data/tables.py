@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from torchtools.data.images import decode_images, list_image_folder, read_image
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 MNIST_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 CIFAR_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
@@ -153,7 +153,7 @@ def load_image_folders(root: Path, size: int, *, cache: bool = True) -> ImageSet
 
 def _read_folder_cached(folder: Path, size: int, cache: bool) -> tuple[Tensor, Tensor, list[str]]:
     """Decode an image folder once; later runs load `.torchtools-cache-<size>.pt` while the files are unchanged."""
-    from torchtools.checkpoints import load_file, save_checkpoint
+    from torchtools.core.checkpoints import load_file, save_checkpoint
 
     paths, labels, classes = list_image_folder(folder)
     signature = _folder_signature(folder, paths, size)

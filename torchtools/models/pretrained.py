@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools.checkpoints import FORMAT, load_file
-from torchtools.errors import UserError
-from torchtools.output import warn
+from torchtools.core.checkpoints import FORMAT, load_file
+from torchtools.core.errors import UserError
+from torchtools.core.output import warn
 
 DEFAULT_ARCH = "resnet34"
 IMAGENET_CLASSES = 1000

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchtools import distributed
-from torchtools.devices import resolve_device
-from torchtools.output import emit_summary
+from torchtools.core import distributed
+from torchtools.core.devices import resolve_device
+from torchtools.core.output import emit_summary
 
 
 def seed_everything(seed: int) -> None:

@@ -4,7 +4,7 @@ Every training command builds a model, an objective, an optimizer and batches, t
 Batches are any re-iterable of (inputs, targets) with a length: a DataLoader or a TensorBatches.
 `inputs` may be a tuple, which is unpacked into the model call (e.g. padded names and their lengths).
 
-Under torchrun (see torchtools.distributed) the same calls train with DistributedDataParallel: each
+Under torchrun (see torchtools.core.distributed) the same calls train with DistributedDataParallel: each
 process takes its share of the batches, metrics are summed over all of them, and only process 0
 shows progress and saves checkpoints, which hold the unwrapped model.
 """
@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools import distributed
-from torchtools.checkpoints import best_path, load_checkpoint, save_checkpoint
+from torchtools.core import distributed
+from torchtools.core.checkpoints import best_path, load_checkpoint, save_checkpoint
 from torchtools.data.loaders import TensorBatches
-from torchtools.errors import TrainingDiverged, UserError
-from torchtools.output import EpochProgress, say
+from torchtools.core.errors import TrainingDiverged, UserError
+from torchtools.core.output import EpochProgress, say
 
 # How many batches pass between progress redraws / TensorBoard step scalars. Reading a running loss
 # forces a device sync, so it is done sparingly rather than every step.

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from torchtools import output
-from torchtools.errors import UserError
+from torchtools.core import output
+from torchtools.core.errors import UserError
 
 TIMEOUT_VARIABLE = "TORCHTOOLS_DIST_TIMEOUT"
 # Seconds a collective waits for the other processes before this one gives up. Long enough for

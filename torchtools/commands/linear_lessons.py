@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from torchtools.checkpoints import load_checkpoint, save_checkpoint
+from torchtools.core.checkpoints import load_checkpoint, save_checkpoint
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.tables import read_numeric_csv
-from torchtools.engine import FitPlan, Objective, fit, make_optimizer
-from torchtools.errors import UserError
+from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
+from torchtools.core.errors import UserError
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from torchtools import distributed
-from torchtools.errors import UserError
+from torchtools.core import distributed
+from torchtools.core.errors import UserError
 
 FORMAT = "torchtools-checkpoint-1"
 

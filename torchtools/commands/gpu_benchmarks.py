@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchtools.devices import autocast_dtype
+from torchtools.core.devices import autocast_dtype
 from torchtools.models import cifar, mnist
 
 RATES = {"GB/s", "GFLOP/s", "samples/s"}  # higher is better; these get speedup ratios

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 from torchtools.models import pretrained
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools import distributed
-from torchtools.checkpoints import load_checkpoint
+from torchtools.core import distributed
+from torchtools.core.checkpoints import load_checkpoint
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.vision import BatchTransform, ImageSet, image_for_model
-from torchtools.engine import EvalResult, FitPlan, FitResult, Objective, evaluate, fit, make_optimizer
-from torchtools.metrics import confusion_matrix, per_class_accuracy
-from torchtools.output import print_table, say
+from torchtools.core.engine import EvalResult, FitPlan, FitResult, Objective, evaluate, fit, make_optimizer
+from torchtools.core.metrics import confusion_matrix, per_class_accuracy
+from torchtools.core.output import print_table, say
 
 EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients: bigger slices, same numbers
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
@@ -104,7 +104,7 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str = "test", p
 
     Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
     """
-    from torchtools import plots
+    from torchtools.core import plots
 
     matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(classes))
     accuracy = dict(zip(classes, per_class_accuracy(matrix)))
@@ -181,8 +181,8 @@ def run(task: Task, session, *, config: dict[str, Any], recipe: Recipe, epochs: 
         predict: list[Path] | None, checkpoint: Path | None, resume: Path | None, save: Path | None,
         save_every: int, writer, quiet: bool) -> dict[str, Any]:
     """Train (or load --checkpoint and evaluate), report per class, predict, and finish the session."""
-    from torchtools.devices import autocast_dtype
-    from torchtools.errors import UserError
+    from torchtools.core.devices import autocast_dtype
+    from torchtools.core.errors import UserError
 
     if checkpoint is not None and resume is not None:
         raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchtools.data.images import read_image
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 # The course notes' F.conv2d example: this 5x5 input and 3x3 kernel give [[10,12,12],[18,16,16],[13,9,3]].
 NOTES_INPUT = [[1, 2, 0, 3, 1], [0, 1, 2, 3, 1], [1, 2, 1, 0, 0], [5, 2, 3, 1, 1], [2, 1, 0, 1, 1]]

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from torchtools.errors import UserError
+from torchtools.core.errors import UserError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
