@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
 
 
 class Model(str, Enum):
@@ -24,11 +27,23 @@ class Dataset(str, Enum):
     kmnist = "kmnist"
 
 
+@dataclass(frozen=True)
+class MnistConfig(Config):
+    model: str
+    dataset: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+
+
+@command("mnist", options.TRAINING_RUN + ("amp", "save_every"))
 def mnist(
     model: Annotated[Model, typer.Option(
         help="mlp: 784-512-256-128-64-10; cnn: two conv + fc 320; inception: two InceptionA, fc 1408; "
              "resnet: two residual blocks, fc 512 (the course's networks).")] = Model.cnn,
-    dataset: Annotated[Dataset, typer.Option(help="Which 28x28 ten-class set (torchvision).")] = Dataset.mnist,
+    dataset: Annotated[Dataset, typer.Option(help="Which 28x28 ten-class set.")] = Dataset.mnist,
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw "
                        "or DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.",
@@ -40,17 +55,8 @@ def mnist(
     lr: options.LearningRate = 0.01,
     optimizer: options.Optimizer = options.OptimizerName.sgd,
     momentum: options.Momentum = 0.5,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
-    amp: options.Amp = True,
-    save: options.Save = None,
-    save_every: options.SaveEvery = 0,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Classify handwritten digits (or clothes, or kana) with the course's networks; predict your own images.
 
@@ -59,27 +65,27 @@ def mnist(
     the course's DataLoader loop with the same numbers.
     """
     from torchtools.core import image_classifier as classifier
-    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.engine import make_optimizer
+    from torchtools.data.transforms import ImageFormat
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_mnist
     from torchtools.models.mnist import build
-    from torchtools.core.run import Session
 
-    session = Session.start("mnist", device=device, seed=seed, json=json, quiet=quiet)
-    root = data or options.default_data_root()
-
-    def load_images(config):
-        images = load_mnist(config["dataset"], root, download=download)
-        if config["dataset"] == Dataset.mnist.value:
+    config = run.config(MnistConfig(model.value, dataset.value, epochs, batch_size, lr, optimizer.value, momentum))
+    pictures = run.inputs(predict, "--predict")
+    fmt = classifier.saved_format(run, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True,
+                                                   invert_light_background=True))
+    images = None
+    if run.trains or not pictures:
+        images = load_mnist(config.dataset, data or options.default_data_root(), download=download)
+        if config.dataset == Dataset.mnist.value:
             images.classes = [str(digit) for digit in range(10)]  # "7", not torchvision's "7 - seven"
-        return images
-
-    task = classifier.Task("mnist", build=lambda config: build(config["model"]), load_images=load_images,
-                           stats=lambda images: (MNIST_MEAN, MNIST_STD), image_size=28, grayscale=True,
-                           invert_light_background=True)
-    recipe = classifier.Recipe(batch_size=batch_size, optimizer=optimizer.value, lr=lr, momentum=momentum)
-    config = {"model": model.value, "dataset": dataset.value, "epochs": epochs, "batch_size": batch_size,
-              "lr": lr, "optimizer": optimizer.value, "momentum": momentum, "seed": seed}
-    writer = None if checkpoint else open_tensorboard(runs_dir, "mnist", enabled=not no_tensorboard)
-    classifier.run(task, session, config=config, recipe=recipe, epochs=epochs, amp=amp, seed=seed,
-                   predict=predict, checkpoint=checkpoint, resume=resume, save=save, save_every=save_every,
-                   writer=writer, quiet=quiet)
+        classifier.describe(images, "test")
+    network = build(config.model)
+    outcome = classifier.fit_or_evaluate(
+        run, config, network, images, fmt,
+        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum))
+    classes = images.classes if images is not None else classifier.saved_classes(run)
+    predictions = classifier.predict(network, pictures, classes, fmt, run.device) if pictures else None
+    run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,
+               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
+               predictions=predictions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
 
 MODEL = "Model and weights"
 
@@ -23,6 +26,24 @@ class Mode(str, Enum):
     freeze = "freeze"
 
 
+@dataclass(frozen=True)
+class TransferConfig(Config):
+    arch: str
+    weights: str | None  # None: trained from scratch
+    load: str
+    mode: str
+    image_size: int
+    val_split: float
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    lr_step: int
+    lr_gamma: float
+
+
+@command("transfer", options.TRAINING_RUN + ("amp", "save_every"))
 def transfer(
     weights: Annotated[Optional[str], typer.Option(
         "--weights", help="Pretrained weights: a torchvision-style state_dict (.pth/.pt) or a checkpoint holding "
@@ -47,8 +68,8 @@ def transfer(
                        "--val-split. Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.",
         show_default=False)] = None,
     val_split: Annotated[float, typer.Option(
-        "--val-split", min=0.0, max=1.0,
-        help="Share of each class held out for validation when DATA has no val/ folder (seeded).")] = 0.2,
+        "--val-split", min=0.0, max=0.9,
+        help="Share of each class held out for validation when DATA has no val/ folder (seeded); 0: none.")] = 0.2,
     image_size: Annotated[int, typer.Option(
         "--image-size", min=16, help="Input size: train on random-resized crops of this size, validate on the centre "
                                      "crop after resizing the shorter side to size*256/224.")] = 224,
@@ -66,18 +87,9 @@ def transfer(
         rich_help_panel=options.TRAINING)] = 7,
     lr_gamma: Annotated[float, typer.Option(
         "--lr-gamma", min=0.0, help="Learning-rate decay factor (StepLR).", rich_help_panel=options.TRAINING)] = 0.1,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
-    amp: options.Amp = True,
-    save: options.Save = None,
-    save_every: options.SaveEvery = 0,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
     trust_pickle: options.TrustPickle = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Fine-tune a pretrained torchvision classifier on your image folders (transfer learning).
 
@@ -87,25 +99,90 @@ def transfer(
     counted) and augmented on the device in whole batches. With --checkpoint, label the --predict
     images, or evaluate on the val images of --data.
     """
-    from torchtools import transfer as core
-    from torchtools.core.checkpoints import open_tensorboard
-    from torchtools.core.errors import UserError
-    from torchtools.core.run import Session
+    import torch
 
-    session = Session.start("transfer", device=device, seed=seed, json=json, quiet=quiet)
-    if checkpoint is not None:
-        if resume is not None:
-            raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
-        core.from_checkpoint(checkpoint, session, data=data, predict=predict, plot=plot, quiet=quiet)
-        return
-    if weights is None:
+    from torchtools.core import image_classifier as classifier
+    from torchtools.core.engine import make_optimizer
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import say
+    from torchtools.data.folders import read_folders
+    from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
+    from torchtools.models import pretrained
+
+    fresh = run.trains and run.resume is None
+    if fresh and weights is None:
         raise UserError("pass --weights FILE (a state_dict or checkpoint), or --weights none to train from scratch")
-    settings = core.Settings(
-        data=data or options.default_data_root() / "hymenoptera_data",
-        weights=None if weights.lower() == "none" else Path(weights), arch=arch, classes=classes, load=load.value,
-        mode=mode.value, image_size=image_size, val_split=val_split, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer.value, lr=lr, momentum=momentum, lr_step=lr_step, lr_gamma=lr_gamma, seed=seed,
-        trust_pickle=trust_pickle)
-    writer = open_tensorboard(runs_dir, "transfer", enabled=not no_tensorboard)
-    core.train(settings, session, amp=amp, save=save, save_every=save_every, resume=resume, writer=writer,
-               predict=predict, plot=plot, quiet=quiet)
+    source = None if weights is None or weights.lower() == "none" else \
+        pretrained.read_weights(Path(weights), trust_pickle=trust_pickle)
+    resolved, inferred = pretrained.resolve_arch(source, arch) if source is not None and fresh else (arch, False)
+    config = run.config(TransferConfig(
+        pretrained.check_arch(resolved or pretrained.DEFAULT_ARCH), str(source.path) if source else None, load.value,
+        mode.value, image_size, val_split, epochs, batch_size, optimizer.value, lr, momentum, lr_step, lr_gamma))
+    if config.mode == Mode.freeze.value and config.weights is None:
+        raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
+    pictures = run.inputs(predict, "--predict")
+    run.check_output(plot, "--plot", suffixes=(".png",))
+    fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
+                      crop=config.image_size, augment="resized-crop-flip")
+    root = data or options.default_data_root() / "hymenoptera_data"
+    images = None
+    if run.trains or not pictures:
+        images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=run.seed)
+        _check_classes(classes if run.trains else len(classifier.saved_classes(run)), images, root)
+        classifier.describe(images, "val")
+    class_names = images.classes if images is not None else classifier.saved_classes(run)
+
+    network, report = _network(config, source if fresh else None, len(class_names), inferred)
+    trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == Mode.freeze.value
+                 else sum(parameter.numel() for parameter in network.parameters()))
+    say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
+    pretrained.check_input_size(network, config.arch, config.image_size)
+    outcome = classifier.fit_or_evaluate(
+        run, config, network, images, fmt, eval_name="val", plot=plot, extra={"data": str(root)},
+        held_out_asked=config.val_split > 0 or len(images.test_labels) > 0 if images is not None else False,
+        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum),
+        schedule=lambda optimizer, _: (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma),
+                                       False))
+    predictions = classifier.predict(network, pictures, class_names, fmt, run.device) if pictures else None
+    loaded_keys = fresh and source is not None
+    run.finish(outcome.result, metrics=outcome.metrics, arch=config.arch, weights=config.weights, load=config.load,
+               mode=config.mode, classes=class_names, missing_keys=report.missing_keys if loaded_keys else None,
+               unexpected_keys=report.unexpected_keys if loaded_keys else None,
+               train_images=len(images.train_labels) if images is not None else 0,
+               val_images=len(images.test_labels) if images is not None else 0,
+               skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable,
+               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
+               predictions=predictions)
+
+
+def _check_classes(expected: int | None, images, root: Path) -> None:
+    from torchtools.core.errors import UserError
+
+    if expected is not None and expected != len(images.classes):
+        raise UserError(f"--classes is {expected} but {root} holds {len(images.classes)} class folders "
+                        f"({', '.join(images.classes)})")
+
+
+def _network(config: TransferConfig, source, classes: int, inferred: bool):
+    """The pretrained model (or, from scratch or to be resumed/loaded, the bare architecture) with a
+    `classes`-way head, and what loading the weights did."""
+    from torchtools.core.output import say, warn
+    from torchtools.models import pretrained
+
+    if source is None:
+        if config.weights is None:
+            warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
+                 "than from pretrained weights")
+        network = pretrained.build(config.arch, classes)
+        return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
+    network, report = pretrained.load_pretrained(source, config.arch, classes,
+                                                 drop_head=config.load == Load.drop_head.value)
+    say(f"{source.path}: {source.kind}, {config.arch}{' (inferred)' if inferred else ''}; head {report.head}: "
+        f"{report.file_classes or 'none'} -> {classes} classes ({config.load})")
+    for name, keys in (("missing keys", report.missing_keys), ("unexpected keys", report.unexpected_keys)):
+        say(f"{name}: {pretrained.key_summary(keys)}")
+    untouched = [key for key in report.missing_keys if not pretrained.in_head(key, report.head)]
+    if untouched:
+        warn(f"{len(untouched)} tensor(s) of {config.arch} outside the head are not in {source.path} and keep "
+             "random values; is --arch right?")
+    return network, report

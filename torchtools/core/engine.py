@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core import distributed
-from torchtools.core.checkpoints import best_path, load_checkpoint, save_checkpoint
+from torchtools.core.checkpoints import best_path, save_checkpoint
 from torchtools.data.loaders import TensorBatches
 from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.output import EpochProgress, say
@@ -79,14 +79,16 @@ class FitPlan:
     extra: dict[str, Any] = field(default_factory=dict)  # command state saved with it (classes, stats...)
     save: Path | None = None
     save_every: int = 0
-    resume: Path | None = None
+    resumed: dict[str, Any] | None = None  # the --resume checkpoint, already loaded and checked by the Run
+    resume_path: Path | None = None
     scheduler: Any = None
     step_scheduler: bool = False  # True: scheduler.step() after every batch (one-cycle), else per epoch
     amp_dtype: torch.dtype | None = None
     writer: Any = None  # a SummaryWriter or None
     log_every: int = 100  # batches between TensorBoard train/loss_step scalars
     eval_name: str = "test"  # metric prefix for the held-out set: test_accuracy, val_loss...
-    quiet: bool = False
+    patience: int | None = None  # stop after this many epochs without improvement of the monitored metric
+    target_accuracy: float | None = None  # stop at the end of the first epoch whose accuracy reaches it
 
 
 @dataclass
@@ -96,7 +98,9 @@ class FitResult:
     evaluation: EvalResult | None
     train_seconds: float
     epochs: int
-    checkpoint: Path | None
+    checkpoint: Path | None  # the --save file, once an epoch has been written to it
+    stopped_early: str | None = None  # None, "patience" or "target"
+    best_epoch: int | None = None
 
 
 def make_optimizer(name: str, parameters: Iterable[Tensor], lr: float, momentum: float = 0.0,
@@ -168,7 +172,8 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, plan: FitPl
 
 @torch.no_grad()
 @distributed.reporting_lost_peers
-def evaluate(model, objective: Objective, batches, plan: FitPlan) -> EvalResult:
+def evaluate(model, objective: Objective, batches, device: torch.device, amp_dtype: torch.dtype | None = None
+             ) -> EvalResult:
     """Loss, accuracy and outputs over all of `batches`.
 
     Under torchrun, TensorBatches are split over the processes (each sample once) and the results
@@ -182,8 +187,8 @@ def evaluate(model, objective: Objective, batches, plan: FitPlan) -> EvalResult:
     outputs, targets_seen = [], []
     loss_sum, seen = 0.0, 0
     for inputs, targets in batches:
-        inputs, targets = to_device(inputs, plan.device), targets.to(plan.device, non_blocking=True)
-        with torch.autocast(plan.device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None):
+        inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = forward(model, inputs)
             loss = objective.loss(output, targets)
         loss_sum += loss.item() * len(targets)
@@ -209,15 +214,17 @@ def evaluate(model, objective: Objective, batches, plan: FitPlan) -> EvalResult:
 def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, train_batches,
         eval_batches, plan: FitPlan) -> FitResult:
     """Train for plan.epochs, evaluating after each epoch; save last/best/periodic checkpoints."""
+    if plan.target_accuracy is not None and objective.predict is None:
+        raise UserError("--target-accuracy needs a classifier; this model has no accuracy")
     history: list[dict[str, float | None]] = []
     start_epoch = 0
-    if plan.resume is not None:
+    if plan.resumed is not None:
         start_epoch, history = _resume(model, optimizer, plan)  # every process loads it
     trained = distributed.wrap(model)
     monitor, higher_is_better = _monitored_metric(objective, eval_batches, plan)
-    best_value = _best_so_far(history, monitor, higher_is_better)
-    progress = EpochProgress(plan.epochs, quiet=plan.quiet)
-    train_seconds, evaluation, epoch = 0.0, None, start_epoch
+    best_epoch = _best_epoch(history, monitor, higher_is_better)
+    progress = EpochProgress(plan.epochs)
+    train_seconds, evaluation, epoch, stopped_early = 0.0, None, start_epoch, None
     try:
         for epoch in range(start_epoch + 1, plan.epochs + 1):
             _set_epoch(train_batches, epoch - 1)
@@ -233,31 +240,40 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             if plan.scheduler is not None and not plan.step_scheduler:
                 plan.scheduler.step()
             if eval_batches is not None:
-                evaluation = evaluate(model, objective, eval_batches, plan)
+                evaluation = evaluate(model, objective, eval_batches, plan.device, plan.amp_dtype)
                 metrics[f"{plan.eval_name}_loss"] = evaluation.loss
                 metrics[f"{plan.eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, plan)
             progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
             history.append(metrics)
             _log_epoch(plan.writer, metrics, epoch)
-            improved = best_value is None or (
-                metrics[monitor] > best_value if higher_is_better else metrics[monitor] < best_value)
+            improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
+                                                     higher_is_better)
             if improved:
-                best_value = metrics[monitor]
+                best_epoch = epoch
             _save_epoch(model, optimizer, plan, epoch, history, best=improved)
+            stopped_early = _stop_reason(plan, history, epoch, best_epoch, monitor)
+            if stopped_early is not None:
+                break
     except KeyboardInterrupt:
         progress.close()
         if plan.save is not None and distributed.is_main():
-            # Mid-epoch weights, recorded as the last whole epoch so --resume redoes the interrupted one.
-            save_checkpoint(plan.save, _payload(model, optimizer, plan, epoch - 1, history))
-            say(f"interrupted: checkpoint saved to {plan.save}")
+            # Weights from inside `epoch`: recorded as after the last whole epoch (so --resume redoes this
+            # one) and marked partial, with no metrics claimed for them.
+            payload = _payload(model, optimizer, plan, epoch - 1, history)
+            save_checkpoint(plan.save, {**payload, "metrics": {}, "partial_epoch": epoch})
+            say(f"checkpoint saved to {plan.save}: weights from inside epoch {epoch}; "
+                f"--resume {plan.save} redoes epoch {epoch}")
         raise
     finally:
         progress.close()
         if plan.writer is not None:
             plan.writer.flush()
-    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds,
-                     len(history), plan.save)
+    if stopped_early is not None:
+        say(_stop_message(stopped_early, plan, history, best_epoch, monitor))
+    saved = plan.save if plan.save is not None and plan.save.is_file() else None
+    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history), saved,
+                     stopped_early, best_epoch)
 
 
 def _set_epoch(batches, epoch: int) -> None:
@@ -275,16 +291,44 @@ def _monitored_metric(objective: Objective, eval_batches, plan: FitPlan) -> tupl
     return f"{prefix}_loss", False
 
 
-def _best_so_far(history, monitor: str, higher_is_better: bool) -> float | None:
-    values = [row[monitor] for row in history if row.get(monitor) is not None]
-    if not values:
-        return None
-    return max(values) if higher_is_better else min(values)
+def _better(value: float, best: float, higher_is_better: bool) -> bool:
+    return value > best if higher_is_better else value < best
+
+
+def _best_epoch(history, monitor: str, higher_is_better: bool) -> int | None:
+    """The 1-based epoch of the best monitored value so far (the first, on ties), or None."""
+    best = None
+    for epoch, row in enumerate(history, start=1):
+        if row.get(monitor) is not None and (best is None or _better(row[monitor], history[best - 1][monitor],
+                                                                     higher_is_better)):
+            best = epoch
+    return best
+
+
+def _stop_reason(plan: FitPlan, history, epoch: int, best_epoch: int, monitor: str) -> str | None:
+    """"target" once the monitored accuracy reaches --target-accuracy; "patience" after --patience epochs
+    without improvement. Every torchrun process sees the same metrics, so all stop together."""
+    if plan.target_accuracy is not None and history[-1][monitor] >= plan.target_accuracy:
+        return "target"
+    if plan.patience is not None and epoch - best_epoch >= plan.patience and epoch < plan.epochs:
+        return "patience"
+    return None
+
+
+def _stop_message(reason: str, plan: FitPlan, history, best_epoch: int, monitor: str) -> str:
+    epoch, best = len(history), history[best_epoch - 1][monitor]
+    kept = f"; the best is kept as {best_path(plan.save)}" if plan.save is not None else ""
+    if reason == "target":
+        return (f"stopped after epoch {epoch}: {monitor} {history[-1][monitor]:.4f} reached --target-accuracy "
+                f"{plan.target_accuracy}{kept}")
+    return (f"stopped after epoch {epoch}: {monitor} has not improved for {plan.patience} epoch(s) "
+            f"(best {best:.4f} in epoch {best_epoch}){kept}")
 
 
 def _check_finite(value: float, epoch: int, plan: FitPlan) -> None:
     if not math.isfinite(value):
-        kept = f"the last good checkpoint is {plan.save}" if plan.save else "nothing was saved (no --save)"
+        last = plan.save if plan.save is not None and distributed.is_main() and plan.save.is_file() else None
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value} in epoch {epoch}; training stopped ({kept}). "
                                "Try a lower --lr")
 
@@ -329,13 +373,20 @@ def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: b
 
 
 def _resume(model, optimizer, plan: FitPlan) -> tuple[int, list]:
-    checkpoint = load_checkpoint(plan.resume, command=plan.command)
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if plan.scheduler is not None and checkpoint.get("scheduler") is not None:
-        plan.scheduler.load_state_dict(checkpoint["scheduler"])
+    """Load the --resume checkpoint's model, optimizer and schedule. The Run has checked its config
+    against this run's, so a failure here means a damaged or hand-edited file."""
+    checkpoint, path = plan.resumed, plan.resume_path
     epoch = int(checkpoint["epoch"])
     if epoch >= plan.epochs:
-        raise UserError(f"{plan.resume} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
-    say(f"resumed from {plan.resume} after epoch {epoch}", quiet=plan.quiet)
+        raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if plan.scheduler is not None and checkpoint.get("scheduler") is not None:
+            plan.scheduler.load_state_dict(checkpoint["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} does not fit this model and optimizer: {first}") from None
+    partial = checkpoint.get("partial_epoch")
+    say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
     return epoch, list(checkpoint.get("history", []))

@@ -1,12 +1,15 @@
-"""Image classifiers end to end: train on an in-memory ImageSet, report per class, reload, predict.
+"""The one image-classifier flow of mnist, cifar and transfer: train or load, evaluate, report per class, predict.
 
-This is the flow `mnist` and `cifar` share; each command only picks its model, data and recipe.
+A command brings its data (an ImageSet), its model, its ImageFormat (how a picture becomes an input)
+and its optimizer; everything after that is the same for the three: batches sliced from uint8 tensors
+on the device, the engine's fit, the per-class report, and batched prediction of the user's pictures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,76 +18,147 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core import distributed
-from torchtools.core.checkpoints import load_checkpoint
-from torchtools.data.loaders import TensorBatches
-from torchtools.data.vision import BatchTransform, ImageSet, image_for_model
-from torchtools.core.engine import EvalResult, FitPlan, FitResult, Objective, evaluate, fit, make_optimizer
+from torchtools.core.engine import EvalResult, FitResult, Objective, evaluate, fit
+from torchtools.core.errors import UserError
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
-from torchtools.core.output import print_table, say
+from torchtools.core.output import print_table, say, warn
+from torchtools.core.run import Run
+from torchtools.data.images import decode_images
+from torchtools.data.loaders import TensorBatches
+from torchtools.data.transforms import ImageFormat
+from torchtools.data.vision import ImageSet
 
-EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients: bigger slices, same numbers
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
+PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
+SKIPPED_SHOWN = 3
 
 
 @dataclass
-class Recipe:
-    """How to train: the optimizer and its schedule, and the augmentation."""
+class Outcome:
+    """What training (or loading) produced, for the report and the summary."""
 
-    batch_size: int
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    one_cycle: bool = False  # lr rises to `lr` then anneals, stepped every batch
-    crop_padding: int = 0  # random crop after reflect-padding this many pixels; 0 = none
-    flip: bool = False  # random left-right mirror
+    result: FitResult | None  # None when a --checkpoint was loaded
+    evaluation: EvalResult | None
+    metrics: dict[str, float | None]
+    per_class_accuracy: dict[str, float | None] | None = None
+    confusion_matrix: list[list[int]] | None = None
 
 
-def use_channels_last(device: torch.device) -> bool:
+def channels_last(device: torch.device) -> bool:
     """channels_last (NHWC) convolutions: faster on CUDA and, measured here, about 1.5x on CPU (oneDNN)."""
     return device.type in ("cpu", "cuda")
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move the model to the device, in the memory format its batches will come in."""
-    return model.to(device, memory_format=torch.channels_last if use_channels_last(device) else torch.contiguous_format)
+    return model.to(device, memory_format=torch.channels_last if channels_last(device) else torch.contiguous_format)
 
 
-def make_batches(images: ImageSet, mean, std, recipe: Recipe, device: torch.device, *,
-                 seed: int) -> tuple[TensorBatches, TensorBatches]:
-    """(train, test) batches sliced from the in-memory images; augmentation only on the training side."""
-    train_transform = BatchTransform(mean, std, device, crop_padding=recipe.crop_padding, flip=recipe.flip,
-                                     channels_last=use_channels_last(device),
-                                     seed=seed + distributed.rank())  # torchrun: each process its own crops
-    train_batches = TensorBatches(images.train_images, images.train_labels, batch_size=recipe.batch_size,
-                                  shuffle=True, seed=seed, transform=train_transform)
-    return train_batches, _eval_batches(images.test_images, images.test_labels, mean, std, device)
+def saved_format(run: Run, fmt: ImageFormat) -> ImageFormat:
+    """The format a --checkpoint model was trained with (its normalisation too), else `fmt`."""
+    return ImageFormat(**run.loaded["image_format"]) if not run.trains else fmt
 
 
-def train_classifier(model: nn.Module, images: ImageSet, mean, std, recipe: Recipe, plan: FitPlan, *,
-                     seed: int) -> FitResult:
-    """Fit `model` on images.train_*, evaluating on images.test_* each epoch (images already on plan.device)."""
-    prepare_model(model, plan.device)
-    train_batches, test_batches = make_batches(images, mean, std, recipe, plan.device, seed=seed)
-    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
-    if recipe.one_cycle:
-        plan.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=plan.epochs * len(train_batches), pct_start=0.25)
-        plan.step_scheduler = True
-    _log_inputs(plan.writer, model, images.train_images[:64], test_batches.transform)
-    return fit(model, Objective.classification(recipe.label_smoothing), optimizer, train_batches, test_batches, plan)
+def saved_classes(run: Run) -> list[str]:
+    return list(run.loaded["classes"])
 
 
-def evaluate_classifier(model: nn.Module, images: ImageSet, mean, std, plan: FitPlan) -> EvalResult:
-    prepare_model(model, plan.device)
-    batches = _eval_batches(images.test_images, images.test_labels, mean, std, plan.device)
-    return evaluate(model, Objective.classification(), batches, plan)
+def describe(images: ImageSet, eval_name: str) -> None:
+    say(f"{images.source}: {len(images.train_labels):,} train and {len(images.test_labels):,} {eval_name} images, "
+        f"{len(images.classes)} classes")
+    if images.skipped:
+        shown = ", ".join(str(path) for path in images.skipped[:SKIPPED_SHOWN])
+        warn(f"skipped {len(images.skipped)} file(s) OpenCV cannot read: {shown}"
+             + (" ..." if len(images.skipped) > SKIPPED_SHOWN else ""))
 
 
-def _eval_batches(images: Tensor, labels: Tensor, mean, std, device: torch.device) -> TensorBatches:
-    transform = BatchTransform(mean, std, device, channels_last=use_channels_last(device))
-    return TensorBatches(images, labels, batch_size=EVAL_BATCH_SIZE, transform=transform)
+def check_trainable(images: ImageSet, *, held_out_asked: bool) -> None:
+    """Refuse training that cannot learn anything, before any epoch."""
+    if len(images.classes) < 2:
+        raise UserError(f"{images.source} holds one class ({images.classes[0]}): a classifier needs two or more")
+    if len(images.train_labels) == 0:
+        raise UserError(f"{images.source} leaves no training images")
+    if held_out_asked and len(images.test_labels) == 0:
+        raise UserError(f"{images.source}: the held-out split came out empty ({len(images.train_labels)} images); "
+                        "add images, or pass --val-split 0 to hold none out")
+
+
+def eval_batch_size(fmt: ImageFormat) -> int:
+    """Evaluation needs no gradients: bigger batches, same numbers (small for photo-sized inputs)."""
+    return 1024 if fmt.size <= 64 else 64
+
+
+def fit_or_evaluate(run: Run, config, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
+                    optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+                    schedule: Callable[[torch.optim.Optimizer, int], tuple[Any, bool]] | None = None,
+                    label_smoothing: float = 0.0, eval_name: str = "test", held_out_asked: bool = True,
+                    extra: dict[str, Any] | None = None, plot: Path | None = None) -> Outcome:
+    """Train `model` on images (--resume included), or load the --checkpoint weights into it and evaluate
+    on `images` where given; then report per class. `schedule(optimizer, steps_per_epoch)` returns
+    (scheduler, stepped every batch?)."""
+    device = run.device
+    prepare_model(model, device)
+    if run.trains:
+        check_trainable(images, held_out_asked=held_out_asked)
+        run.check_resumed("classes", images.classes, "the class list")
+        train_batches, eval_batches = batches(images.to(device), fmt, device, batch_size=config.batch_size,
+                                              seed=run.seed)
+        trained = optimizer([parameter for parameter in model.parameters() if parameter.requires_grad])
+        scheduler, per_step = schedule(trained, len(train_batches)) if schedule else (None, False)
+        state = {"classes": images.classes, "image_format": dataclasses.asdict(fmt), **(extra or {})}
+        plan = run.plan(config, extra=state, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name)
+        _log_inputs(plan.writer, model, images.train_images[:64], fmt.eval_transform(device, channels_last=False))
+        result = fit(model, Objective.classification(label_smoothing), trained, train_batches, eval_batches, plan)
+        evaluation, metrics = result.evaluation, dict(result.metrics)
+    else:
+        load_weights(run, model)
+        result, evaluation, metrics = None, None, {}
+        if images is not None:
+            evaluation = evaluate_images(model, images, fmt, device)
+            metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
+            say(f"{eval_name} loss {evaluation.loss:.4f}  {eval_name} accuracy {evaluation.accuracy:.4f} "
+                f"({len(images.test_labels):,} images)")
+    outcome = Outcome(result, evaluation, metrics)
+    if evaluation is not None:
+        classes = images.classes if images is not None else saved_classes(run)
+        outcome.per_class_accuracy, outcome.confusion_matrix = report(
+            evaluation, classes, split=eval_name, plot=plot, writer=run.writer)
+    return outcome
+
+
+def batches(images: ImageSet, fmt: ImageFormat, device: torch.device, *, batch_size: int,
+            seed: int) -> tuple[TensorBatches, TensorBatches | None]:
+    """(train, held-out) batches sliced from the in-memory images; augmentation only on the training side."""
+    count = len(images.train_labels)
+    batch_size = min(batch_size, count)
+    train = TensorBatches(images.train_images, images.train_labels, batch_size=batch_size, shuffle=True, seed=seed,
+                          # Under torchrun each process draws its own augmentation (the order stays shared).
+                          transform=fmt.train_transform(device, seed=seed + distributed.rank(),
+                                                        channels_last=channels_last(device)),
+                          # A last batch of one image breaks BatchNorm in training mode where maps are 1x1.
+                          drop_last=count % batch_size == 1)
+    held_out = None
+    if len(images.test_labels):
+        held_out = TensorBatches(images.test_images, images.test_labels, batch_size=eval_batch_size(fmt),
+                                 transform=fmt.eval_transform(device, channels_last=channels_last(device)))
+    return train, held_out
+
+
+def evaluate_images(model: nn.Module, images: ImageSet, fmt: ImageFormat, device: torch.device) -> EvalResult:
+    images = images.to(device)
+    held_out = TensorBatches(images.test_images, images.test_labels, batch_size=eval_batch_size(fmt),
+                             transform=fmt.eval_transform(device, channels_last=channels_last(device)))
+    return evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
+
+
+def load_weights(run: Run, model: nn.Module) -> None:
+    try:
+        model.load_state_dict(run.loaded["model"])
+    except RuntimeError as error:
+        raise UserError(f"{run.checkpoint} does not fit the model its config describes: "
+                        f"{str(error).strip().splitlines()[0]}") from None
+    epochs = run.loaded.get("epoch")
+    say(f"loaded {run.checkpoint} (trained {epochs} epoch(s), {len(run.loaded['classes'])} classes)")
 
 
 def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
@@ -95,11 +169,11 @@ def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[T
     model.eval()
     with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
         warnings.simplefilter("ignore")
-        writer.add_graph(model, transform(sample[:8]))
+        writer.add_graph(model, transform(sample[:8].to(next(model.parameters()).device)))
 
 
-def report(evaluation: EvalResult, classes: list[str], *, split: str = "test", plot: Path | None = None,
-           writer=None, quiet: bool) -> tuple[dict[str, float | None], list]:
+def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path | None = None,
+           writer=None) -> tuple[dict[str, float | None], list]:
     """Per-class accuracy and the confusion matrix: rich tables, optional PNG heatmap and TensorBoard figure.
 
     Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
@@ -111,18 +185,18 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str = "test", p
     totals = matrix.sum(dim=1).tolist()
     rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
             for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
-    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows, quiet=quiet)
+    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows)
     if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
         # Many classes: 4-letter column heads keep the matrix inside a terminal; rows keep the full names.
         heads = [name[:4] for name in classes] if len(classes) > 10 else classes
         print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true \\ predicted", *heads],
-                    [(name, *row) for name, row in zip(classes, matrix.tolist())], quiet=quiet)
+                    [(name, *row) for name, row in zip(classes, matrix.tolist())])
     else:
-        say(f"confusion matrix: {len(classes)} classes, in the --json summary", quiet=quiet)
+        say(f"confusion matrix: {len(classes)} classes, in the --json summary")
     title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%})"
     if plot is not None:
         plots.heatmap(plot, matrix.numpy(), classes, title=title)
-        say(f"confusion matrix drawn to {plot}", quiet=quiet)
+        say(f"confusion matrix drawn to {plot}")
     if writer is not None:
         writer.add_figure(f"{split}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), classes, title=title))
         for name, value in accuracy.items():
@@ -132,93 +206,47 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str = "test", p
     return accuracy, matrix.tolist()
 
 
-def load_classifier(path: Path, command: str, build: Callable[[dict[str, Any]], nn.Module]) -> tuple[nn.Module, dict]:
-    """Rebuild a trained model from its checkpoint's config; returns (model, checkpoint)."""
-    checkpoint = load_checkpoint(path, command=command)
-    model = build(checkpoint["config"])
-    model.load_state_dict(checkpoint["model"])
-    return model, checkpoint
-
-
 @torch.no_grad()
-def predict_images(model: nn.Module, paths: list[Path], classes: list[str], mean, std, device: torch.device, *,
-                   size: int, grayscale: bool, invert_light_background: bool = False, top: int = 3,
-                   quiet: bool = False) -> list[dict[str, Any]]:
-    """Label each picture: read with OpenCV, resize to the training size, normalise like training."""
-    batch = torch.stack([image_for_model(path, size, grayscale=grayscale,
-                                         light_background_inverted=invert_light_background) for path in paths])
-    model.to(device).eval()
-    probabilities = torch.softmax(model(BatchTransform(mean, std, device)(batch.to(device))).float(), dim=1).cpu()
-    return ranked_predictions(paths, probabilities, classes, top=top, quiet=quiet)
+def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageFormat, device: torch.device, *,
+            top: int = 3) -> list[dict[str, Any]]:
+    """Label each picture as held-out images are seen (read with OpenCV, prepared, normalised), in chunks
+    of PREDICT_CHUNK so memory stays bounded; unreadable files are skipped and named."""
+    model = prepare_model(model, device).eval()
+    transform = fmt.eval_transform(device, channels_last=channels_last(device))
+    predictions, skipped = [], []
+    for start in range(0, len(paths), PREDICT_CHUNK):
+        chunk = paths[start:start + PREDICT_CHUNK]
+        decoded = decode_images(chunk, fmt.prepare, grayscale=fmt.grayscale)
+        skipped += [path for path, image in zip(chunk, decoded) if image is None]
+        kept = [(path, image) for path, image in zip(chunk, decoded) if image is not None]
+        if not kept:
+            continue
+        batch = torch.from_numpy(_stack([image for _, image in kept], fmt.grayscale)).to(device)
+        probabilities = torch.softmax(model(transform(batch)).float(), dim=1).cpu()
+        predictions += ranked_predictions([path for path, _ in kept], probabilities, classes, top=top)
+    if skipped and not predictions:
+        raise UserError(f"none of the {len(paths)} picture(s) to label can be read: "
+                        + ", ".join(str(path) for path in skipped[:SKIPPED_SHOWN]))
+    if skipped:
+        warn(f"skipped {len(skipped)} file(s) OpenCV cannot read: "
+             + ", ".join(str(path) for path in skipped[:SKIPPED_SHOWN]) + (" ..." if len(skipped) > SKIPPED_SHOWN else ""))
+    return predictions
 
 
-def ranked_predictions(paths: list[Path], probabilities: Tensor, classes: list[str], *, top: int,
-                       quiet: bool) -> list[dict[str, Any]]:
+def _stack(images: list, grayscale: bool):
+    import numpy as np
+
+    stacked = np.stack(images)
+    return stacked[:, None] if grayscale else np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
+
+
+def ranked_predictions(paths: list[Path], probabilities: Tensor, classes: list[str], *,
+                       top: int) -> list[dict[str, Any]]:
     """Each image's top classes, printed as `IMAGE: label (label p, ...)`; the JSON `predictions` rows."""
     predictions = []
     for path, row in zip(paths, probabilities):
         values, indices = row.topk(min(top, len(classes)))
         ranked = [[classes[index], round(value, 6)] for value, index in zip(values.tolist(), indices.tolist())]
         predictions.append({"image": str(path), "label": ranked[0][0], "top": ranked})
-        say(f"{path}: {ranked[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in ranked) + ")", quiet=quiet)
+        say(f"{path}: {ranked[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in ranked) + ")")
     return predictions
-
-
-@dataclass
-class Task:
-    """What a vision command supplies to `run`: how to build its model and read its data."""
-
-    command: str
-    build: Callable[[dict[str, Any]], nn.Module]  # config -> untrained model
-    load_images: Callable[[dict[str, Any]], ImageSet]  # config -> the dataset, on the CPU
-    stats: Callable[[ImageSet], tuple[tuple[float, ...], tuple[float, ...]]]  # -> normalisation mean, std
-    image_size: int
-    grayscale: bool
-    invert_light_background: bool = False
-
-
-def run(task: Task, session, *, config: dict[str, Any], recipe: Recipe, epochs: int, amp: bool, seed: int,
-        predict: list[Path] | None, checkpoint: Path | None, resume: Path | None, save: Path | None,
-        save_every: int, writer, quiet: bool) -> dict[str, Any]:
-    """Train (or load --checkpoint and evaluate), report per class, predict, and finish the session."""
-    from torchtools.core.devices import autocast_dtype
-    from torchtools.core.errors import UserError
-
-    if checkpoint is not None and resume is not None:
-        raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
-    device = session.device
-    plan = FitPlan(task.command, epochs, device, config=config, save=save, save_every=save_every, resume=resume,
-                   amp_dtype=autocast_dtype(device) if amp else None, writer=writer, quiet=quiet)
-    evaluation, result = None, None
-    if checkpoint is not None:
-        model, state = load_classifier(checkpoint, task.command, task.build)
-        config, classes, mean, std = state["config"], state["classes"], state["mean"], state["std"]
-        say(f"loaded {checkpoint} ({config['model']}, trained {state['epoch']} epochs)", quiet=quiet)
-        if not predict:
-            evaluation = evaluate_classifier(model, task.load_images(config).to(device), mean, std, plan)
-            say(f"test loss {evaluation.loss:.4f}  test accuracy {evaluation.accuracy:.4f}", quiet=quiet)
-    else:
-        images = task.load_images(config)
-        classes = images.classes
-        say(f"{images.source}: {len(images.train_labels):,} train and {len(images.test_labels):,} test images, "
-            f"{len(classes)} classes", quiet=quiet)
-        mean, std = task.stats(images)
-        config["num_classes"] = len(classes)
-        plan.extra = {"classes": classes, "mean": mean, "std": std}
-        model = task.build(config)
-        result = train_classifier(model, images.to(device), mean, std, recipe, plan, seed=seed)
-        evaluation = result.evaluation
-    per_class, matrix = (report(evaluation, classes, writer=writer, quiet=quiet) if evaluation is not None
-                         else (None, None))
-    predictions = None
-    if predict:
-        predictions = predict_images(model, predict, classes, mean, std, device, size=task.image_size,
-                                     grayscale=task.grayscale, invert_light_background=task.invert_light_background,
-                                     quiet=quiet)
-    metrics = dict(result.metrics) if result else {}
-    if result is None and evaluation is not None:
-        metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
-    return session.finish(
-        epochs=result.epochs if result else 0, train_seconds=result.train_seconds if result else 0.0, metrics=metrics,
-        checkpoint=save if result else None, model=config["model"], dataset=config["dataset"], classes=classes,
-        per_class_accuracy=per_class, confusion_matrix=matrix, predictions=predictions)

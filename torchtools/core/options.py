@@ -59,6 +59,14 @@ Resume = Annotated[Optional[Path], typer.Option(
     rich_help_panel=OUTPUT)]
 RunsDir = Annotated[Path, typer.Option(
     "--runs-dir", help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.", rich_help_panel=OUTPUT)]
+Patience = Annotated[Optional[int], typer.Option(
+    "--patience", min=1, help="Stop when the held-out metric (accuracy, else loss) has not improved for N epochs; "
+                              "the best checkpoint is kept. Default: off.", show_default=False,
+    rich_help_panel=TRAINING)]
+TargetAccuracy = Annotated[Optional[float], typer.Option(
+    "--target-accuracy", min=0.0, max=1.0, help="Stop at the end of the first epoch whose held-out accuracy "
+                                                "reaches this (0..1). Default: off.", show_default=False,
+    rich_help_panel=TRAINING)]
 NoTensorboard = Annotated[bool, typer.Option(
     "--no-tensorboard", help="Write no TensorBoard logs.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option(
@@ -78,3 +86,25 @@ Download = Annotated[bool, typer.Option(
 PredictImages = Annotated[Optional[list[Path]], typer.Option(
     "--predict", help="Label this image (repeatable), with the --checkpoint model or the one just trained.",
     show_default=False)]
+
+
+# The options every command of a kind shares, with their defaults: `run.command` adds the ones a command
+# asks for to its signature and collects them into its Run. The names are the Run's fields.
+SHARED: dict[str, tuple[object, object]] = {
+    "device": (Device, "auto"),
+    "seed": (Seed, 0),
+    "amp": (Amp, True),
+    "save": (Save, None),
+    "save_every": (SaveEvery, 0),
+    "checkpoint": (Checkpoint, None),
+    "resume": (Resume, None),
+    "patience": (Patience, None),
+    "target_accuracy": (TargetAccuracy, None),
+    "runs_dir": (RunsDir, Path("runs")),
+    "no_tensorboard": (NoTensorboard, False),
+    "quiet": (Quiet, False),
+    "json": (Json, False),
+}
+# A training command's shared options; `amp` and `save_every` are added by the commands that use them.
+TRAINING_RUN = ("device", "seed", "save", "checkpoint", "resume", "patience", "target_accuracy", "runs_dir",
+                "no_tensorboard", "quiet", "json")

@@ -10,33 +10,51 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
-# Under torchrun every process runs the same command; only process 0 talks (errors still show everywhere).
-_muted = False
+
+
+@dataclass
+class _Mode:
+    quiet: bool = False  # --quiet: only warnings and errors
+    json: bool = False  # --json: the summary goes to stdout
+    muted: bool = False  # torchrun processes other than 0: silent (errors still show everywhere)
+
+
+# The output mode is set once per command (configure), and read here; nothing passes it down.
+_mode = _Mode()
+
+
+def configure(*, quiet: bool, json: bool) -> None:
+    _mode.quiet, _mode.json = quiet, json
 
 
 def mute() -> None:
     """Silence this process's progress, messages, warnings and tables (torchrun processes other than 0)."""
-    global _muted
-    _muted = True
+    _mode.muted = True
 
 
-def say(message: str, *, quiet: bool = False) -> None:
+def is_quiet() -> bool:
+    return _mode.quiet or _mode.muted
+
+
+def say(message: str) -> None:
     """One line of human output on stderr (suppressed by --quiet)."""
-    if not quiet and not _muted:
+    if not is_quiet():
         console.print(message)
 
 
 def warn(message: str) -> None:
     """A warning stays visible even under --quiet."""
-    if not _muted:
-        console.print(f"[yellow]warning:[/yellow] {message}")
+    if not _mode.muted:
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
@@ -58,9 +76,9 @@ class EpochProgress:
 
     PLAIN_LINES = 50
 
-    def __init__(self, epochs: int, *, quiet: bool = False):
+    def __init__(self, epochs: int):
         self.epochs = epochs
-        self.quiet = quiet or _muted
+        self.quiet = is_quiet()
         self.live = console.is_terminal and not self.quiet
         self._bar: Progress | None = None
         self._task = None
@@ -109,8 +127,8 @@ class EpochProgress:
             self._bar = None
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, quiet: bool = False) -> None:
-    if quiet or _muted:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    if is_quiet():
         return
     table = Table(title=title, title_justify="left")
     for column in columns:
@@ -131,10 +149,12 @@ def _cell(value: Any) -> str:
 
 
 def emit_summary(summary: dict[str, Any]) -> None:
-    """Print the `--json` summary: exactly one JSON object on one line of stdout.
+    """Under --json, print the summary: exactly one JSON object on one line of stdout.
 
     Non-finite floats become null so the line stays valid JSON for every parser.
     """
+    if not _mode.json or _mode.muted:
+        return
     sys.stdout.write(json.dumps(_json_safe(summary), separators=(",", ":")) + "\n")
     sys.stdout.flush()
 

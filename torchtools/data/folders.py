@@ -1,86 +1,116 @@
-"""Image-classification folders (ImageFolder layout), decoded once into square uint8 tensors.
+"""The one image-folder reader: class folders decoded once into an in-memory ImageSet, cached outside them.
 
-DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* split by a seeded per-class hold-out.
-Every image is read once with the one OpenCV reader, its shorter side resized to `size` and the centre
-size x size kept: the val transform (resize + centre crop) is then a slice, and training crops are
-drawn from that square on the device. Files OpenCV cannot read are skipped and counted, never fatal.
+Layouts: DIR/train/<class>/* with DIR/val/<class>/* or DIR/test/<class>/*, or DIR/<class>/* split by a
+seeded per-class hold-out. Every file goes through the one OpenCV reader and the command's `prepare`
+(resize, crop) once; files that cannot be read are skipped, counted and named, never fatal. The decoded
+tensors are cached under the cache folder (see `cache_folder`), never inside the user's dataset folder,
+and reused while the files (names, sizes, modification times) are unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from torch import Tensor
 
+from torchtools.core.errors import UserError
 from torchtools.data.images import decode_images, list_image_folder
 from torchtools.data.loaders import stratified_split
-from torchtools.core.errors import UserError
+from torchtools.data.vision import ImageSet
+
+HELD_OUT_FOLDERS = ("val", "test")
+CACHE_VARIABLE = "TORCHTOOLS_CACHE"
 
 
-@dataclass
-class FolderImages:
-    train_images: Tensor  # (N, 3, size, size) uint8
-    train_labels: Tensor
-    val_images: Tensor
-    val_labels: Tensor
-    classes: list[str]
-    skipped: list[Path]  # files that could not be decoded
-    layout: str  # how the split was made, for the user
+def cache_folder() -> Path:
+    """$TORCHTOOLS_CACHE, else $XDG_CACHE_HOME/torchtools, else ~/.cache/torchtools."""
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torchtools"
 
 
-def class_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str], str]:
-    """List (train paths, labels, val paths, labels, classes, layout) without decoding anything.
+def is_split_layout(root: Path) -> bool:
+    """True where root holds train/ beside val/ or test/."""
+    root = Path(root)
+    return (root / "train").is_dir() and any((root / name).is_dir() for name in HELD_OUT_FOLDERS)
 
-    With no val/ folder the val lists are empty: the caller splits the readable training images.
+
+def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str], str]:
+    """(train paths, labels, held-out paths, labels, classes, layout) without decoding anything.
+
+    With no val/ or test/ folder the held-out lists are empty: the caller splits the training images.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
     train_root = root / "train" if (root / "train").is_dir() else root
     train_paths, train_labels, classes = list_image_folder(train_root)
-    if not (root / "val").is_dir():
+    held_root = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
+    if train_root == root or held_root is None:
         return train_paths, train_labels, [], [], classes, f"{train_root} split by --val-split"
-    val_paths, val_labels, val_classes = list_image_folder(root / "val")
-    if val_classes != classes:
-        raise UserError(f"{train_root} and {root / 'val'} hold different class folders: {classes} vs {val_classes}")
-    return train_paths, train_labels, val_paths, val_labels, classes, f"{train_root} and {root / 'val'}"
+    held_paths, held_labels, held_classes = list_image_folder(held_root)
+    if held_classes != classes:
+        raise UserError(f"{train_root} and {held_root} hold different class folders: {classes} vs {held_classes}")
+    return train_paths, train_labels, held_paths, held_labels, classes, f"{train_root} and {held_root}"
 
 
-def read_folders(root: Path, size: int, *, val_split: float, seed: int, classes: int | None = None) -> FolderImages:
-    """Decode the folders (in threads); `classes` must match the class folders."""
-    train_paths, train_labels, val_paths, val_labels, names, layout = class_folders(root)
-    if classes is not None and classes != len(names):
-        raise UserError(f"--classes is {classes} but {root} holds {len(names)} class folders ({', '.join(names)})")
-    paths = train_paths + val_paths
-    decoded = decode_images(paths, lambda image: centre_square(image, size))
-    skipped = [path for path, image in zip(paths, decoded) if image is None]
-    train = [(image, label) for image, label in zip(decoded, train_labels) if image is not None]
-    val = [(image, label) for image, label in zip(decoded[len(train_paths):], val_labels) if image is not None]
-    if not val_paths:
-        train_index, val_index = stratified_split([label for _, label in train], val_split, seed)
-        train, val = [train[i] for i in train_index], [train[i] for i in val_index]
-    if not train or not val:
-        which = "training" if not train else "validation"
-        raise UserError(f"no readable {which} images in {layout} ({len(skipped)} unreadable)")
-    return FolderImages(*_stack(train), *_stack(val), names, skipped, layout)
+def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,
+                 val_split: float = 0.2, seed: int = 0) -> ImageSet:
+    """Decode (or load from the cache) every image under root; split off a held-out share if the layout
+    has none. `key` names what `prepare` does (e.g. "square-256"), so caches of other sizes stay apart."""
+    train_paths, train_labels, held_paths, held_labels, classes, layout = list_folders(root)
+    paths, labels = train_paths + held_paths, train_labels + held_labels
+    images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}",
+                                     grayscale=grayscale)
+    kept_labels = torch.tensor([labels[i] for i in kept], dtype=torch.long)
+    in_train = torch.tensor([i < len(train_paths) for i in kept], dtype=torch.bool)
+    if held_paths:
+        train_index, held_index = torch.nonzero(in_train).squeeze(1), torch.nonzero(~in_train).squeeze(1)
+    elif val_split > 0:
+        train_index, held_index = (torch.from_numpy(part) for part in
+                                   stratified_split(kept_labels.numpy(), val_split, seed))
+    else:
+        train_index, held_index = torch.arange(len(kept)), torch.arange(0)
+        layout = f"{root} (nothing held out: --val-split 0)"
+    return ImageSet(images[train_index], kept_labels[train_index], images[held_index], kept_labels[held_index],
+                    classes, layout, skipped=skipped)
 
 
-def centre_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` (area filter when shrinking), keep the centre size x size."""
-    height, width = image.shape[:2]
-    scale = size / min(height, width)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_height, new_width) != (height, width):
-        filter_ = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_width, new_height), interpolation=filter_)
-    top, left = (new_height - size) // 2, (new_width - size) // 2
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
+def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool) -> tuple[torch.Tensor, list[int], list[Path]]:
+    """(uint8 images (N, C, H, W) of the readable files, their indices into paths, the unreadable files)."""
+    from torchtools.core.checkpoints import load_file, save_checkpoint
+
+    signature = _signature(paths, key)
+    cache = cache_folder() / f"images-{signature}.pt"
+    if cache.is_file():
+        try:
+            cached = load_file(cache)
+            return cached["images"], cached["kept"], [Path(path) for path in cached["skipped"]]
+        except (UserError, KeyError, TypeError):
+            pass  # a torn or foreign cache file is rebuilt below
+    decoded = decode_images(paths, prepare, grayscale=grayscale)
+    kept = [index for index, image in enumerate(decoded) if image is not None]
+    skipped = [paths[index] for index, image in enumerate(decoded) if image is None]
+    if not kept:
+        raise UserError(f"none of the {len(paths)} images under {paths[0].parents[1]} can be read")
+    stacked = np.stack([decoded[index] for index in kept])
+    images = torch.from_numpy(stacked).unsqueeze(1) if grayscale else torch.from_numpy(stacked).permute(0, 3, 1, 2)
+    images = images.contiguous()
+    try:
+        save_checkpoint(cache, {"images": images, "kept": kept, "skipped": [str(path) for path in skipped]})
+    except OSError:
+        pass  # no writable cache folder: decode again next time
+    return images, kept, skipped
 
 
-def _stack(pairs: list[tuple[np.ndarray, int]]) -> tuple[Tensor, Tensor]:
-    images = torch.from_numpy(np.stack([image for image, _ in pairs])).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor([label for _, label in pairs], dtype=torch.long)
+def _signature(paths: list[Path], key: str) -> str:
+    """Changes whenever a file is added, removed, renamed, rewritten, or prepared differently."""
+    digest = hashlib.sha1(key.encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

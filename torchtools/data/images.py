@@ -31,13 +31,14 @@ def decode_image(path: Path, *, grayscale: bool = False) -> np.ndarray | None:
     return image if grayscale else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def decode_images(paths: Sequence[Path], prepare: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray | None]:
+def decode_images(paths: Sequence[Path], prepare: Callable[[np.ndarray], np.ndarray], *,
+                  grayscale: bool = False) -> list[np.ndarray | None]:
     """`decode_image` over many files in threads (OpenCV releases the GIL), each result passed through
     `prepare` (resize, crop); None where a file cannot be read or decoded."""
 
     def decode(path: Path) -> np.ndarray | None:
         try:
-            image = decode_image(path)
+            image = decode_image(path, grayscale=grayscale)
         except OSError:  # unreadable (permissions, vanished): like an undecodable file
             return None
         return None if image is None else prepare(image)
