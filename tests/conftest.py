@@ -33,6 +33,12 @@ class Run:
         return json.loads(lines[-1])
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Decoded-image caches go to the test's own folder, never the user's ~/.cache."""
+    monkeypatch.setenv("TORCHTOOLS_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     """Run `torchtools ARGS...` in-process, from a temp folder (so runs/ and data/ land there)."""

@@ -111,7 +111,7 @@ def test_predict_needs_a_readable_image(cli, tmp_path):
 
 def test_the_fast_loader_yields_every_sample_once_per_epoch():
     from torchtools.data.loaders import TensorBatches
-    from torchtools.data.vision import BatchTransform
+    from torchtools.data.transforms import BatchTransform
 
     images = torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1)
     batches = TensorBatches(images, torch.arange(103), batch_size=10, shuffle=True, seed=3,
@@ -131,7 +131,8 @@ def test_normalising_on_the_device_matches_totensor_normalize():
     from PIL import Image
     from torchvision import transforms
 
-    from torchtools.data.vision import MNIST_MEAN, MNIST_STD, BatchTransform
+    from torchtools.data.transforms import BatchTransform
+    from torchtools.data.vision import MNIST_MEAN, MNIST_STD
 
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MNIST_MEAN, MNIST_STD)])
