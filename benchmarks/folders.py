@@ -2,8 +2,8 @@
 
 Generates folders of photo-sized JPEGs (500x375, two classes, train/ and val/), then trains transfer
 (resnet18 from scratch, 224 px, one epoch) on each, once per loader, each run its own process. For
-each it reports the child's peak resident memory (from the kernel's rusage of that one process), the
-training images per second (the summary's train_images / train_seconds) and the whole run's wall
+each it reports the child's peak resident memory (and the most it held together with its decoding
+workers), the training images per second (the summary's train_images / train_seconds) and the whole run's wall
 time (which includes memory's up-front decoding). memory's peak grows with the folder; stream's must
 not.
 
@@ -76,31 +76,62 @@ class ChildRun:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss: int  # bytes: the child's high-water resident memory
+    peak_rss: int  # bytes: the child's own high-water resident memory (VmHWM)
+    peak_tree_rss: int  # bytes: the most the child and its descendants (decoding workers) held at once
     seconds: float
 
     def summary(self) -> dict:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
 
-def run_measured(command: list[str], *, cwd: Path) -> ChildRun:
-    """Run `command`, returning its output, wall time and peak RSS.
+def run_measured(command: list[str], *, cwd: Path, interval: float = 0.05) -> ChildRun:
+    """Run `command`, returning its output, wall time and peak memory, sampled every `interval` seconds.
 
-    os.wait4 gives the rusage of that one child, where RUSAGE_CHILDREN would report the largest of
-    every child so far (an earlier, bigger run would mask a later one).
+    The child's own peak is the kernel's high-water mark of its address space, read until it exits.
+    Not rusage: Linux carries the parent's RSS at fork/exec into the child's ru_maxrss, so a large
+    parent would hide a small child. DataLoader workers are separate processes: the tree figure adds
+    up their RSS at each sample (pages shared with the parent count in each, so it is an upper bound).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    peak = tree_peak = 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
+        while not (finished := os.wait4(child.pid, os.WNOHANG))[0]:
+            peak = max(peak, _status_bytes(child.pid, "VmHWM"))
+            tree_peak = max(tree_peak, sum(_status_bytes(pid, "VmRSS") for pid in _process_tree(child.pid)))
+            time.sleep(interval)
         seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        child.returncode = os.waitstatus_to_exitcode(finished[1])  # reaped here: Popen must not wait again
+        if not peak:  # gone before the first sample, or no /proc: rusage (kB on Linux, bytes on macOS)
+            peak = finished[2].ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         out.seek(0)
         err.seek(0)
-        # ru_maxrss is in kilobytes on Linux, bytes on macOS.
-        peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-        return ChildRun(child.returncode, out.read(), err.read(), peak, seconds)
+        return ChildRun(child.returncode, out.read(), err.read(), peak, max(tree_peak, peak), seconds)
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    """A /proc/PID/status memory field in bytes; 0 once the process is gone (or has no such field)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from each thread's children list)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for children in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            try:
+                tree.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the thread or process ended meanwhile
+                pass
+        index += 1
+    return tree
 
 
 def torchtools(*args: str, cwd: Path) -> ChildRun:
@@ -145,8 +176,8 @@ def train_once(folder: Path, loader: str, args: argparse.Namespace, workdir: Pat
                      "--no-tensorboard", "--json", "--quiet", cwd=workdir)
     summary = run.summary()
     rate = summary["train_images"] / summary["train_seconds"] if summary["train_seconds"] else float("nan")
-    return [loader, f"{summary['train_images']:,}", mib(run.peak_rss), f"{rate:,.1f}", f"{run.seconds:,.1f}",
-            f"{summary['metrics'].get('val_accuracy', float('nan')):.3f}"]
+    return [loader, f"{summary['train_images']:,}", mib(run.peak_rss), mib(run.peak_tree_rss), f"{rate:,.1f}",
+            f"{run.seconds:,.1f}", f"{summary['metrics'].get('val_accuracy', float('nan')):.3f}"]
 
 
 def main() -> None:
@@ -171,7 +202,8 @@ def main() -> None:
             for loader in args.loaders.split(","):
                 rows.append([f"{size:,}", *train_once(folder, loader, args, Path(scratch))])
                 print("  ".join(rows[-1]), flush=True)  # as they come: a long run shows progress
-    print(table(["folder", "loader", "train images", "peak RSS MiB", "train img/s", "wall s", "val acc"], rows))
+    print(table(["folder", "loader", "train images", "peak RSS MiB", "with workers MiB", "train img/s", "wall s",
+                 "val acc"], rows))
 
 
 if __name__ == "__main__":

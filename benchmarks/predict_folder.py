@@ -51,9 +51,9 @@ def main() -> None:
         with output.open(newline="") as file:
             rows = sum(1 for _ in csv.DictReader(file))
     print(f"transfer --predict DIR --output FILE.csv with {checkpoint.name}; CPU: {cpu_model()}")
-    print(table(["photos", "CSV rows", "images/s", "wall s", "peak RSS MiB"],
+    print(table(["photos", "CSV rows", "images/s", "wall s", "peak RSS MiB", "with workers MiB"],
                 [[f"{args.count:,}", f"{rows:,}", f"{rows / run.seconds:,.1f}", f"{run.seconds:,.1f}",
-                  mib(run.peak_rss)]]))
+                  mib(run.peak_rss), mib(run.peak_tree_rss)]]))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,22 @@ def test_generated_photos_are_photo_sized_jpegs_in_a_train_val_layout(tmp_path):
     assert not files[0].exists()
 
 
-def test_peak_memory_is_measured_per_child_not_the_largest_so_far(tmp_path):
-    big = run_measured([sys.executable, "-c", "block = bytearray(300 * 2 ** 20); print('done')"], cwd=tmp_path)
-    small = run_measured([sys.executable, "-c", "print('done')"], cwd=tmp_path)
-    assert big.returncode == small.returncode == 0 and big.stdout.strip() == "done"
-    assert big.peak_rss > 300 * 2 ** 20 > small.peak_rss
+# Allocate, then stay long enough to be sampled.
+BIG = "import time; block = bytearray(300 * 2 ** 20); block[::4096] = b'x' * len(block[::4096]); time.sleep(0.4)"
+SMALL = "import time; time.sleep(0.4)"
+# A small process whose forked worker holds the 300 MiB (as DataLoader workers hold batches).
+WITH_WORKER = ("import os, sys, time; pid = os.fork()\nif pid == 0:\n    exec(sys.argv[1]); os._exit(0)\n"
+               "os.waitpid(pid, 0)")
+
+
+def test_peak_memory_is_the_childs_own_not_this_process_s(tmp_path):
+    big = run_measured([sys.executable, "-c", BIG], cwd=tmp_path)
+    small = run_measured([sys.executable, "-c", SMALL], cwd=tmp_path)  # this pytest process holds far more
+    assert big.returncode == small.returncode == 0
+    assert big.peak_rss > 300 * 2 ** 20 > 100 * 2 ** 20 > small.peak_rss
+
+
+def test_the_tree_figure_adds_the_workers_memory(tmp_path):
+    run = run_measured([sys.executable, "-c", WITH_WORKER, BIG], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.peak_rss < 100 * 2 ** 20 and run.peak_tree_rss > 300 * 2 ** 20
