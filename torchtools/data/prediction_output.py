@@ -1,0 +1,135 @@
+"""--output FILE.csv / FILE.jsonl: one row per predicted image, written atomically, for pipelines.
+
+CSV (a header row, then one row an image; the csv module quotes paths holding commas, quotes or
+newlines):
+
+    path,label,probability,label_2,probability_2,label_3,probability_3
+    photos/cat 1.jpg,cat,0.912345,dog,0.081234,bird,0.006421
+
+`label`/`probability` are the top class; label_N/probability_N the next ones, up to --top-k (cells
+stay empty where the model has fewer classes). Probabilities have 6 decimals.
+
+JSON Lines (one object a line): {"path": ..., "label": ..., "probability": ..., "top": [[label, p], ...]}
+with `top` holding the --top-k classes, best first, the first being label/probability.
+
+The rows go to a hidden temp file beside the target, renamed over it when every image is done: a
+reader (the next pipeline step, a cron job's rsync) never sees half a file, and a failed or
+interrupted run leaves the previous output as it was. The first `keep` rows also stay in memory for
+the JSON summary, whose `predictions` list is capped there (`predictions_capped` says so).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torchtools.core.errors import UserError
+
+FORMATS = (".csv", ".jsonl")
+KEEP_IN_SUMMARY = 100
+
+
+def check_output_path(path: Path) -> Path:
+    """Refuse, before any work, an --output the run could not write: wrong suffix, a folder, no permission."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise UserError(f"--output {path}: name a .csv or .jsonl file (the suffix picks the format)")
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder: name a .csv or .jsonl file in it")
+    folder = path.parent
+    while not folder.exists():  # the writer creates missing folders: the nearest existing one must allow it
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--output {path}: cannot write in {folder}")
+    return path
+
+
+def _csv_header(top_k: int) -> list[str]:
+    ranks = [f"{name}_{rank}" for rank in range(2, top_k + 1) for name in ("label", "probability")]
+    return ["path", "label", "probability", *ranks]
+
+
+class PredictionWriter:
+    """Collect predictions one image at a time; with a path, stream them to a .csv or .jsonl file.
+
+        with PredictionWriter(output, top_k) as writer:
+            for path, probabilities in ...:
+                writer.add(path, classes, probabilities)
+            writer.skip(unreadable_paths)
+        session.finish(**writer.summary())
+
+    `path` None keeps rows for the summary only (the small-input case without --output).
+    """
+
+    def __init__(self, path: Path | None, top_k: int, *, keep: int = KEEP_IN_SUMMARY):
+        self.path = None if path is None else check_output_path(path)
+        self.top_k, self.keep = top_k, keep
+        self.rows: list[dict[str, Any]] = []
+        self.count = 0
+        self.skipped: list[Path] = []
+        self._file = self._temp_name = self._csv = None
+
+    def __enter__(self) -> PredictionWriter:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, self._temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                                       dir=self.path.parent)
+            self._file = os.fdopen(handle, "w", newline="", encoding="utf-8")
+            if self.path.suffix.lower() == ".csv":
+                self._csv = csv.writer(self._file)
+                self._csv.writerow(_csv_header(self.top_k))
+        return self
+
+    def add(self, path: Path | str, labels: list[str], probabilities: list[float]) -> None:
+        """One image: class names and their probabilities, in any order (all classes, or the top ones)."""
+        ranked = sorted(zip(labels, probabilities), key=lambda pair: -pair[1])[:self.top_k]
+        top = [[label, round(float(probability), 6)] for label, probability in ranked]
+        if self._csv is not None:
+            cells = [str(path)] + [f"{probability:.6f}" if column % 2 else label
+                                   for label, probability in top for column in (0, 1)]
+            self._csv.writerow(cells + [""] * (len(_csv_header(self.top_k)) - len(cells)))
+        elif self._file is not None:
+            row = {"path": str(path), "label": top[0][0], "probability": top[0][1], "top": top}
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if self.count < self.keep:
+            # The summary's rows keep the shape of the JSON summary's `predictions` (image, label, top).
+            self.rows.append({"image": str(path), "label": top[0][0], "probability": top[0][1], "top": top})
+        self.count += 1
+
+    def skip(self, paths: list[Path]) -> None:
+        """Files that could not be read: named in the summary, no row in the file."""
+        self.skipped.extend(paths)
+
+    def summary(self) -> dict[str, Any]:
+        """Keys for the JSON summary: counts, the output path, the (capped) rows, the skipped files."""
+        return {"predicted_images": self.count, "skipped_images": len(self.skipped),
+                "skipped": [str(path) for path in self.skipped], "output": str(self.path) if self.path else None,
+                "predictions": self.rows, "predictions_capped": self.count > len(self.rows)}
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if self._file is None:
+            return
+        committed = False
+        try:
+            if error_type is None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+            if error_type is None:
+                os.chmod(self._temp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
+                os.replace(self._temp_name, self.path)
+                committed = True
+        finally:
+            if not committed:  # an error in the block or while finishing: no partial file anywhere
+                Path(self._temp_name).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
