@@ -41,7 +41,7 @@ echo "ok: test accuracy $accuracy (threshold $THRESHOLD)"
 "${TORCHTOOLS[@]}" mnist --checkpoint "$OUT/mnist.pt" --predict "$FOLDER" --output "$OUT/predictions.csv" \
     --json --quiet > "$OUT/predict.json"
 counts=$(tail -n 1 "$OUT/predict.json" | python3 -c \
-    'import json, sys; s = json.load(sys.stdin); print(s["predicted_images"], "labelled,", s["skipped_images"], "unreadable")')
+    'import json, sys; s = json.load(sys.stdin); print(s["predicted_images"], "labelled,", len(s["unreadable_images"]), "unreadable")')
 
 echo "predictions: $OUT/predictions.csv ($counts)"
 echo "checkpoint:  $OUT/mnist.pt"

@@ -10,7 +10,7 @@ import torch
 
 from image_files import messy_folder, picture, write
 from torchtools.core.errors import UserError
-from torchtools.data.folders import centre_square
+from torchtools.data.transforms import centre_square
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
 
 

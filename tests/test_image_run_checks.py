@@ -38,7 +38,7 @@ def assert_nothing_trained(run, *paths):
 def test_predict_of_a_missing_picture_stops_before_training(cli, tmp_path, mnist_run):
     data, _ = mnist_run
     run = cli("mnist", "--data", data, "--predict", tmp_path / "missing.png", "--save", tmp_path / "m.pt", *FAST)
-    assert_user_error(run, "--predict", "missing.png", "not found")
+    assert_user_error(run, "--predict", "missing.png", "no images found")
     assert_nothing_trained(run, tmp_path / "m.pt")
 
 

@@ -61,15 +61,15 @@ def test_the_summary_counts_everything_but_keeps_only_the_first_rows(tmp_path):
     assert [row["image"] for row in summary["predictions"]] == [str(ODD_NAME), "b.png"]
     assert summary["predictions"][0] == {"image": str(ODD_NAME), "label": "bee", "probability": 0.7,
                                          "top": [["bee", 0.7]]}
-    assert summary["skipped"] == ["broken.jpg"] and summary["skipped_images"] == 1
-    assert summary["output"] == str(tmp_path / "p.csv")
+    assert summary["unreadable_images"] == ["broken.jpg"]
+    assert summary["predictions_output"] == str(tmp_path / "p.csv")
 
 
 def test_without_a_file_rows_are_kept_for_the_summary_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with PredictionWriter(None, top_k=3) as writer:
         write_three(writer)
-    assert writer.summary()["output"] is None and writer.summary()["predictions_capped"] is False
+    assert writer.summary()["predictions_output"] is None and writer.summary()["predictions_capped"] is False
     assert os.listdir(tmp_path) == []
 
 

@@ -10,7 +10,7 @@ import torch
 from image_files import labelled_folder, messy_folder
 from torchtools.core.errors import UserError
 from torchtools.data import budget
-from torchtools.data.folders import centre_square
+from torchtools.data.transforms import centre_square
 from torchtools.data.images import decode_image
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.streaming import StreamedImages

@@ -71,6 +71,9 @@ def cifar(
         show_default=False)] = None,
     download: options.Download = True,
     predict: options.PredictImages = None,
+    output: options.PredictOutput = None,
+    top_k: options.TopK = 3,
+    loader: options.Loader = options.LoaderName.auto,
     epochs: options.Epochs = 10,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", "-b", min=1, help="Samples per batch. Default: 64 (quick), 512 (resnet).",
@@ -106,15 +109,15 @@ def cifar(
     config = run.config(CifarConfig(model.value, IMAGE_FOLDERS if folders else dataset.value, epochs,
                                     optimizer=optimizer.value, **{**RECIPES[model], **{
                                         name: value for name, value in given.items() if value is not None}}))
-    pictures = run.inputs(predict, "--predict")
+    pictures = classifier.pictures(predict, output)
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None
     if run.trains or not pictures:
-        images = (read_folders(root, fmt.prepare, key=fmt.key) if folders
+        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=loader.value, size=IMAGE_SIZE) if folders
                   else load_cifar(config.dataset, root, download=download))
         classifier.describe(images, "test")
         if run.trains:
-            mean, std = channel_stats(images.train_images)
+            mean, std = channel_stats(classifier.training_sample(images, fmt))
             fmt = ImageFormat(IMAGE_SIZE, mean=mean, std=std, augment=config.augment)
     fmt = classifier.saved_format(run, fmt)
     classes = images.classes if images is not None else classifier.saved_classes(run)
@@ -129,7 +132,7 @@ def cifar(
         optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum,
                                                     config.weight_decay),
         schedule=one_cycle if config.one_cycle else None)
-    predictions = classifier.predict(network, pictures, classes, fmt, run.device) if pictures else None
+    predicted = classifier.predict(network, pictures, classes, fmt, run.device, output=output, top_k=top_k)
     run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               predictions=predictions)
+               **predicted)

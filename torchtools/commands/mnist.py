@@ -50,6 +50,8 @@ def mnist(
         show_default=False)] = None,
     download: options.Download = True,
     predict: options.PredictImages = None,
+    output: options.PredictOutput = None,
+    top_k: options.TopK = 3,
     epochs: options.Epochs = 10,
     batch_size: options.BatchSize = 64,
     lr: options.LearningRate = 0.01,
@@ -71,7 +73,7 @@ def mnist(
     from torchtools.models.mnist import build
 
     config = run.config(MnistConfig(model.value, dataset.value, epochs, batch_size, lr, optimizer.value, momentum))
-    pictures = run.inputs(predict, "--predict")
+    pictures = classifier.pictures(predict, output)
     fmt = classifier.saved_format(run, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True,
                                                    invert_light_background=True))
     images = None
@@ -85,7 +87,7 @@ def mnist(
         run, config, network, images, fmt,
         optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum))
     classes = images.classes if images is not None else classifier.saved_classes(run)
-    predictions = classifier.predict(network, pictures, classes, fmt, run.device) if pictures else None
+    predicted = classifier.predict(network, pictures, classes, fmt, run.device, output=output, top_k=top_k)
     run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               predictions=predictions)
+               **predicted)

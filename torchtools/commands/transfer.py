@@ -74,6 +74,9 @@ def transfer(
         "--image-size", min=16, help="Input size: train on random-resized crops of this size, validate on the centre "
                                      "crop after resizing the shorter side to size*256/224.")] = 224,
     predict: options.PredictImages = None,
+    output: options.PredictOutput = None,
+    top_k: options.TopK = 3,
+    loader: options.Loader = options.LoaderName.auto,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Draw the val confusion matrix as a PNG heatmap to this file.", show_default=False,
         rich_help_panel=options.OUTPUT)] = None,
@@ -120,14 +123,15 @@ def transfer(
         mode.value, image_size, val_split, epochs, batch_size, optimizer.value, lr, momentum, lr_step, lr_gamma))
     if config.mode == Mode.freeze.value and config.weights is None:
         raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
-    pictures = run.inputs(predict, "--predict")
+    pictures = classifier.pictures(predict, output)
     run.check_output(plot, "--plot", suffixes=(".png",))
     fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
                       crop=config.image_size, augment="resized-crop-flip")
     root = data or options.default_data_root() / "hymenoptera_data"
     images = None
     if run.trains or not pictures:
-        images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=run.seed)
+        images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=run.seed,
+                              loader=loader.value, size=fmt.size)
         _check_classes(classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
@@ -143,7 +147,7 @@ def transfer(
         optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum),
         schedule=lambda optimizer, _: (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma),
                                        False))
-    predictions = classifier.predict(network, pictures, class_names, fmt, run.device) if pictures else None
+    predicted = classifier.predict(network, pictures, class_names, fmt, run.device, output=output, top_k=top_k)
     loaded_keys = fresh and source is not None
     run.finish(outcome.result, metrics=outcome.metrics, arch=config.arch, weights=config.weights, load=config.load,
                mode=config.mode, classes=class_names, missing_keys=report.missing_keys if loaded_keys else None,
@@ -152,7 +156,7 @@ def transfer(
                val_images=len(images.test_labels) if images is not None else 0,
                skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               predictions=predictions)
+               **predicted)
 
 
 def _check_classes(expected: int | None, images, root: Path) -> None:

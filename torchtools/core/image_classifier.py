@@ -23,13 +23,17 @@ from torchtools.core.errors import UserError
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
 from torchtools.core.output import print_table, say, warn
 from torchtools.core.run import Run
-from torchtools.data.images import decode_images
+from torchtools.data.image_inputs import expand_image_inputs, image_batches
+from torchtools.data.folders import FolderFiles
 from torchtools.data.loaders import TensorBatches
+from torchtools.data.prediction_output import PredictionWriter, check_output_path
+from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
 from torchtools.data.vision import ImageSet
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
 PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
+PRINTED_PREDICTIONS = 20  # more go to --output and the summary, not the terminal
 SKIPPED_SHOWN = 3
 
 
@@ -72,6 +76,15 @@ def describe(images: ImageSet, eval_name: str) -> None:
              + (" ..." if len(images.skipped) > SKIPPED_SHOWN else ""))
 
 
+def training_sample(images: ImageSet | FolderFiles, fmt: ImageFormat, count: int = 5000) -> Tensor:
+    """Training images as one uint8 tensor: all of them in memory, or the first `count` streamed files
+    (enough for per-channel statistics)."""
+    if isinstance(images.train_images, Tensor):
+        return images.train_images
+    batches = image_batches(images.train_images[:count], fmt.prepare, grayscale=fmt.grayscale, batch_size=512)
+    return torch.cat([batch for readable, batch, _ in batches if readable])
+
+
 def check_trainable(images: ImageSet, *, held_out_asked: bool) -> None:
     """Refuse training that cannot learn anything, before any epoch."""
     if len(images.classes) < 2:
@@ -107,8 +120,10 @@ def fit_or_evaluate(run: Run, config, model: nn.Module, images: ImageSet | None,
         scheduler, per_step = schedule(trained, len(train_batches)) if schedule else (None, False)
         state = {"classes": images.classes, "image_format": dataclasses.asdict(fmt), **(extra or {})}
         plan = run.plan(config, extra=state, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name)
-        _log_inputs(plan.writer, model, images.train_images[:64], fmt.eval_transform(device, channels_last=False))
+        sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
+        _log_inputs(plan.writer, model, sample, fmt.eval_transform(device, channels_last=False))
         result = fit(model, Objective.classification(label_smoothing), trained, train_batches, eval_batches, plan)
+        _note_skipped(images, train_batches, eval_batches)
         evaluation, metrics = result.evaluation, dict(result.metrics)
     else:
         load_weights(run, model)
@@ -126,29 +141,52 @@ def fit_or_evaluate(run: Run, config, model: nn.Module, images: ImageSet | None,
     return outcome
 
 
-def batches(images: ImageSet, fmt: ImageFormat, device: torch.device, *, batch_size: int,
+def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *, batch_size: int,
             seed: int) -> tuple[TensorBatches, TensorBatches | None]:
-    """(train, held-out) batches sliced from the in-memory images; augmentation only on the training side."""
+    """(train, held-out) batches, sliced from the in-memory images or decoded from streamed files;
+    augmentation only on the training side."""
     count = len(images.train_labels)
     batch_size = min(batch_size, count)
-    train = TensorBatches(images.train_images, images.train_labels, batch_size=batch_size, shuffle=True, seed=seed,
-                          # Under torchrun each process draws its own augmentation (the order stays shared).
-                          transform=fmt.train_transform(device, seed=seed + distributed.rank(),
-                                                        channels_last=channels_last(device)),
-                          # A last batch of one image breaks BatchNorm in training mode where maps are 1x1.
-                          drop_last=count % batch_size == 1)
-    held_out = None
-    if len(images.test_labels):
-        held_out = TensorBatches(images.test_images, images.test_labels, batch_size=eval_batch_size(fmt),
-                                 transform=fmt.eval_transform(device, channels_last=channels_last(device)))
-    return train, held_out
+    train = _slices(images.train_images, images.train_labels, fmt, device, batch_size=batch_size, shuffle=True,
+                    seed=seed,
+                    # Under torchrun each process draws its own augmentation (the order stays shared).
+                    transform=fmt.train_transform(device, seed=seed + distributed.rank(),
+                                                  channels_last=channels_last(device)),
+                    # A last batch of one image breaks BatchNorm in training mode where maps are 1x1.
+                    drop_last=count % batch_size == 1)
+    return train, held_out_batches(images, fmt, device)
 
 
-def evaluate_images(model: nn.Module, images: ImageSet, fmt: ImageFormat, device: torch.device) -> EvalResult:
-    images = images.to(device)
-    held_out = TensorBatches(images.test_images, images.test_labels, batch_size=eval_batch_size(fmt),
-                             transform=fmt.eval_transform(device, channels_last=channels_last(device)))
-    return evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
+def held_out_batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device) -> TensorBatches | None:
+    if not len(images.test_labels):
+        return None
+    return _slices(images.test_images, images.test_labels, fmt, device, batch_size=eval_batch_size(fmt),
+                   transform=fmt.eval_transform(device, channels_last=channels_last(device)))
+
+
+def _slices(inputs, labels: Tensor, fmt: ImageFormat, device: torch.device, **batching) -> TensorBatches:
+    """TensorBatches over uint8 images already in memory, or StreamedImages decoding files in workers."""
+    if isinstance(inputs, Tensor):
+        return TensorBatches(inputs, labels, **batching)
+    return StreamedImages(inputs, labels.tolist(), fmt.prepare, grayscale=fmt.grayscale, device=device, **batching)
+
+
+def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat,
+                    device: torch.device) -> EvalResult:
+    held_out = held_out_batches(images.to(device), fmt, device)
+    evaluation = evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
+    _note_skipped(images, held_out)
+    return evaluation
+
+
+def _note_skipped(images: ImageSet | FolderFiles, *streams) -> None:
+    """Streamed files turn out unreadable only as epochs meet them: add them to the set's list, and say so."""
+    found = [path for stream in streams for path in getattr(stream, "skipped", [])]
+    new = [path for path in dict.fromkeys(found) if path not in images.skipped]
+    if new:
+        images.skipped.extend(new)
+        warn(f"skipped {len(new)} file(s) OpenCV cannot read: " + ", ".join(map(str, new[:SKIPPED_SHOWN]))
+             + (" ..." if len(new) > SKIPPED_SHOWN else ""))
 
 
 def load_weights(run: Run, model: nn.Module) -> None:
@@ -206,47 +244,46 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     return accuracy, matrix.tolist()
 
 
+def pictures(items: list[str] | None, output: Path | None) -> list[Path]:
+    """The --predict pictures (files, folders walked recursively, quoted globs) and --output, checked
+    before any work."""
+    if output is not None and not items:
+        raise UserError("--output writes the --predict results: pass --predict FILE, FOLDER or GLOB too")
+    if output is not None:
+        check_output_path(output)
+    return expand_image_inputs(items) if items else []
+
+
 @torch.no_grad()
 def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageFormat, device: torch.device, *,
-            top: int = 3) -> list[dict[str, Any]]:
-    """Label each picture as held-out images are seen (read with OpenCV, prepared, normalised), in chunks
-    of PREDICT_CHUNK so memory stays bounded; unreadable files are skipped and named."""
+            output: Path | None = None, top_k: int = 3) -> dict[str, Any]:
+    """Label each picture as held-out images are seen (read with OpenCV, prepared, normalised), PREDICT_CHUNK
+    at a time so memory stays bounded; unreadable files are skipped and named. Returns the summary keys."""
     model = prepare_model(model, device).eval()
     transform = fmt.eval_transform(device, channels_last=channels_last(device))
-    predictions, skipped = [], []
-    for start in range(0, len(paths), PREDICT_CHUNK):
-        chunk = paths[start:start + PREDICT_CHUNK]
-        decoded = decode_images(chunk, fmt.prepare, grayscale=fmt.grayscale)
-        skipped += [path for path, image in zip(chunk, decoded) if image is None]
-        kept = [(path, image) for path, image in zip(chunk, decoded) if image is not None]
-        if not kept:
-            continue
-        batch = torch.from_numpy(_stack([image for _, image in kept], fmt.grayscale)).to(device)
-        probabilities = torch.softmax(model(transform(batch)).float(), dim=1).cpu()
-        predictions += ranked_predictions([path for path, _ in kept], probabilities, classes, top=top)
-    if skipped and not predictions:
-        raise UserError(f"none of the {len(paths)} picture(s) to label can be read: "
-                        + ", ".join(str(path) for path in skipped[:SKIPPED_SHOWN]))
-    if skipped:
-        warn(f"skipped {len(skipped)} file(s) OpenCV cannot read: "
-             + ", ".join(str(path) for path in skipped[:SKIPPED_SHOWN]) + (" ..." if len(skipped) > SKIPPED_SHOWN else ""))
-    return predictions
-
-
-def _stack(images: list, grayscale: bool):
-    import numpy as np
-
-    stacked = np.stack(images)
-    return stacked[:, None] if grayscale else np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
-
-
-def ranked_predictions(paths: list[Path], probabilities: Tensor, classes: list[str], *,
-                       top: int) -> list[dict[str, Any]]:
-    """Each image's top classes, printed as `IMAGE: label (label p, ...)`; the JSON `predictions` rows."""
-    predictions = []
-    for path, row in zip(paths, probabilities):
-        values, indices = row.topk(min(top, len(classes)))
-        ranked = [[classes[index], round(value, 6)] for value, index in zip(values.tolist(), indices.tolist())]
-        predictions.append({"image": str(path), "label": ranked[0][0], "top": ranked})
-        say(f"{path}: {ranked[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in ranked) + ")")
-    return predictions
+    workers = 0 if len(paths) <= PREDICT_CHUNK else None  # worker processes pay off only for many pictures
+    with PredictionWriter(output, top_k) as writer:
+        for readable, batch, unreadable in image_batches(paths, fmt.prepare, grayscale=fmt.grayscale,
+                                                          batch_size=PREDICT_CHUNK, workers=workers):
+            writer.skip(unreadable)
+            if not readable:
+                continue
+            probabilities = torch.softmax(model(transform(batch.to(device))).float(), dim=1).cpu()
+            for path, row in zip(readable, probabilities.tolist()):
+                writer.add(path, classes, row)
+                if writer.count <= PRINTED_PREDICTIONS:
+                    top = writer.rows[-1]["top"]
+                    say(f"{path}: {top[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in top) + ")")
+        if paths and not writer.count:
+            raise UserError(f"none of the {len(paths)} picture(s) to label can be read: "
+                            + ", ".join(str(path) for path in writer.skipped[:SKIPPED_SHOWN]))
+    if writer.skipped:
+        warn(f"skipped {len(writer.skipped)} picture(s) OpenCV cannot read: "
+             + ", ".join(map(str, writer.skipped[:SKIPPED_SHOWN])) + (" ..." if len(writer.skipped) > SKIPPED_SHOWN
+                                                                      else ""))
+    if writer.count > PRINTED_PREDICTIONS:
+        say(f"... {writer.count:,} pictures labelled" + (f", written to {output}" if output else ""))
+    summary = writer.summary()
+    if not paths:
+        summary["predictions"] = None
+    return summary

@@ -17,6 +17,12 @@ TRAINING = "Training"
 OUTPUT = "Output and checkpoints"
 
 
+class LoaderName(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    stream = "stream"
+
+
 class OptimizerName(str, Enum):
     sgd = "sgd"
     adam = "adam"
@@ -83,9 +89,18 @@ SaveEvery = Annotated[int, typer.Option(
     rich_help_panel=OUTPUT)]
 Download = Annotated[bool, typer.Option(
     "--download/--no-download", help="Download the dataset (torchvision) when its files are absent under --data.")]
-PredictImages = Annotated[Optional[list[Path]], typer.Option(
-    "--predict", help="Label this image (repeatable), with the --checkpoint model or the one just trained.",
-    show_default=False)]
+PredictImages = Annotated[Optional[list[str]], typer.Option(
+    "--predict", help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted glob, "
+                      "with the --checkpoint model or the one just trained.", show_default=False)]
+PredictOutput = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="Write one row per predicted picture to FILE.csv or FILE.jsonl (atomically).",
+    show_default=False, rich_help_panel=OUTPUT)]
+TopK = Annotated[int, typer.Option(
+    "--top-k", min=1, help="Classes (with probabilities) given per prediction.", rich_help_panel=OUTPUT)]
+Loader = Annotated[LoaderName, typer.Option(
+    "--loader", help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
+                     "processes; memory stays flat) or auto (memory while the decoded set fits "
+                     "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).", rich_help_panel=TRAINING)]
 
 
 # The options every command of a kind shares, with their defaults: `run.command` adds the ones a command

@@ -12,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from torchtools.core.errors import UserError
+from torchtools.core.output import say
+from torchtools.data.budget import choose_loader
 from torchtools.data.images import decode_images, list_image_folder
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
@@ -59,25 +63,56 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
 
 
 def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,
-                 val_split: float = 0.2, seed: int = 0) -> ImageSet:
-    """Decode (or load from the cache) every image under root; split off a held-out share if the layout
-    has none. `key` names what `prepare` does (e.g. "square-256"), so caches of other sizes stay apart."""
+                 val_split: float = 0.2, seed: int = 0, loader: str = "memory", size: int = 0) -> ImageSet | FolderFiles:
+    """Every image under root, decoded (or loaded from the cache) into an ImageSet, or with loader "stream"
+    listed as FolderFiles to decode batch by batch; "auto" picks by the memory budget (data.budget).
+    A held-out share is split off (seeded, per class) if the layout has none. `key` names what `prepare`
+    does (e.g. "centre-256"), so caches of other sizes stay apart."""
     train_paths, train_labels, held_paths, held_labels, classes, layout = list_folders(root)
     paths, labels = train_paths + held_paths, train_labels + held_labels
+    chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size)
+    say(f"loader {reason}")
+    if chosen == "stream":
+        train_index, held_index, layout = _split(len(train_paths), labels, held_paths, val_split, seed, layout, root)
+        return FolderFiles([paths[i] for i in train_index], torch.tensor([labels[i] for i in train_index], dtype=torch.long),
+                           [paths[i] for i in held_index], torch.tensor([labels[i] for i in held_index],
+                                                                        dtype=torch.long), classes, layout)
     images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}",
                                      grayscale=grayscale)
-    kept_labels = torch.tensor([labels[i] for i in kept], dtype=torch.long)
-    in_train = torch.tensor([i < len(train_paths) for i in kept], dtype=torch.bool)
-    if held_paths:
-        train_index, held_index = torch.nonzero(in_train).squeeze(1), torch.nonzero(~in_train).squeeze(1)
-    elif val_split > 0:
-        train_index, held_index = (torch.from_numpy(part) for part in
-                                   stratified_split(kept_labels.numpy(), val_split, seed))
-    else:
-        train_index, held_index = torch.arange(len(kept)), torch.arange(0)
-        layout = f"{root} (nothing held out: --val-split 0)"
+    kept_labels = [labels[i] for i in kept]
+    train_count = sum(i < len(train_paths) for i in kept)  # kept is sorted: train files come first
+    train_index, held_index, layout = _split(train_count, kept_labels, held_paths, val_split, seed, layout, root)
+    kept_labels = torch.tensor(kept_labels, dtype=torch.long)
     return ImageSet(images[train_index], kept_labels[train_index], images[held_index], kept_labels[held_index],
                     classes, layout, skipped=skipped)
+
+
+@dataclass
+class FolderFiles:
+    """An image folder to stream: the same splits as an ImageSet, as file lists (see data.streaming)."""
+
+    train_images: list[Path]
+    train_labels: Tensor
+    test_images: list[Path]
+    test_labels: Tensor
+    classes: list[str]
+    source: str
+    skipped: list[Path] = field(default_factory=list)  # filled in as epochs meet unreadable files
+
+    def to(self, device: torch.device) -> FolderFiles:
+        return self  # decoded batches are moved to the device as they come
+
+
+def _split(train_count: int, labels: list[int], held_paths: list, val_split: float, seed: int, layout: str,
+           root: Path) -> tuple[Tensor, Tensor, str]:
+    """(train indices, held-out indices, layout): the first train_count items are the training files;
+    the rest the held-out folder's, or else a seeded stratified share of the training files."""
+    if held_paths:
+        return torch.arange(train_count), torch.arange(train_count, len(labels)), layout
+    if val_split > 0:
+        train_index, held_index = stratified_split(labels[:train_count], val_split, seed)
+        return torch.from_numpy(train_index), torch.from_numpy(held_index), layout
+    return torch.arange(train_count), torch.arange(0), f"{root} (nothing held out: --val-split 0)"
 
 
 def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool) -> tuple[torch.Tensor, list[int], list[Path]]:

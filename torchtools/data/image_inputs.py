@@ -38,7 +38,7 @@ def expand_image_inputs(items: Sequence[str | Path]) -> list[Path]:
             empty.append(str(item))
         found.update(dict.fromkeys(paths))
     if empty:
-        raise UserError(f"no images found at {', '.join(empty)} (give image files, folders holding images, "
+        raise UserError(f"--predict: no images found at {', '.join(empty)} (give image files, folders holding images, "
                         f"or quoted globs such as 'photos/**/*.jpg')")
     return list(found)
 

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from torchtools.core.errors import UserError
+from torchtools.core.paths import check_writable_file
 
 FORMATS = (".csv", ".jsonl")
 KEEP_IN_SUMMARY = 100
@@ -35,17 +35,8 @@ KEEP_IN_SUMMARY = 100
 
 def check_output_path(path: Path) -> Path:
     """Refuse, before any work, an --output the run could not write: wrong suffix, a folder, no permission."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise UserError(f"--output {path}: name a .csv or .jsonl file (the suffix picks the format)")
-    if path.is_dir():
-        raise UserError(f"--output {path} is a folder: name a .csv or .jsonl file in it")
-    folder = path.parent
-    while not folder.exists():  # the writer creates missing folders: the nearest existing one must allow it
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"--output {path}: cannot write in {folder}")
-    return path
+    check_writable_file(path, "--output", suffixes=FORMATS)
+    return Path(path)
 
 
 def _csv_header(top_k: int) -> list[str]:
@@ -106,9 +97,9 @@ class PredictionWriter:
 
     def summary(self) -> dict[str, Any]:
         """Keys for the JSON summary: counts, the output path, the (capped) rows, the skipped files."""
-        return {"predicted_images": self.count, "skipped_images": len(self.skipped),
-                "skipped": [str(path) for path in self.skipped], "output": str(self.path) if self.path else None,
-                "predictions": self.rows, "predictions_capped": self.count > len(self.rows)}
+        return {"predicted_images": self.count, "unreadable_images": [str(path) for path in self.skipped],
+                "predictions_output": str(self.path) if self.path else None, "predictions": self.rows,
+                "predictions_capped": self.count > len(self.rows)}
 
     def __exit__(self, error_type, error, traceback) -> None:
         if self._file is None:
