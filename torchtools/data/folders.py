@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -73,10 +74,17 @@ def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key
     chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size)
     say(f"loader {reason}")
     if chosen == "stream":
-        train_index, held_index, layout = _split(len(train_paths), labels, held_paths, val_split, seed, layout, root)
+        # A cheap signature check leaves out empty and foreign files now, so both loaders train on the same
+        # files; a file that passes it and still fails to decode is skipped by the batch that meets it.
+        readable = [index for index, path in enumerate(paths) if cv2.haveImageReader(str(path))]
+        kept = set(readable)
+        skipped = [path for index, path in enumerate(paths) if index not in kept]
+        train_count = sum(index < len(train_paths) for index in readable)
+        paths, labels = [paths[index] for index in readable], [labels[index] for index in readable]
+        train_index, held_index, layout = _split(train_count, labels, held_paths, val_split, seed, layout, root)
         return FolderFiles([paths[i] for i in train_index], torch.tensor([labels[i] for i in train_index], dtype=torch.long),
                            [paths[i] for i in held_index], torch.tensor([labels[i] for i in held_index],
-                                                                        dtype=torch.long), classes, layout)
+                                                                        dtype=torch.long), classes, layout, skipped)
     images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}",
                                      grayscale=grayscale)
     kept_labels = [labels[i] for i in kept]

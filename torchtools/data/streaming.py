@@ -131,7 +131,8 @@ class StreamedImages(TensorBatches):
         loader = decoding_loader(self.files, self._epoch_batches(), workers=self.workers, pin_memory=cuda)
         for batch in loader:
             self._record(batch.failed)
-            if not batch.paths:
+            # Unreadable files can leave a training batch of one image, which BatchNorm cannot normalise.
+            if len(batch.paths) < (2 if self.shuffle else 1):
                 continue
             images = batch.images.to(self.device, non_blocking=cuda)
             labels = batch.labels.to(self.device, non_blocking=cuda)
