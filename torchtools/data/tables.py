@@ -114,12 +114,12 @@ def check_binary_labels(labels: np.ndarray, path: Path) -> None:
 
 
 def check_split_sizes(path: Path, train_rows: int, held_out_rows: int, val_split: float) -> None:
-    """Enough rows for a training set (two at least: one row has no spread to standardise by) and, when
-    --val-split asks for one, a non-empty held-out set."""
+    """Enough rows to train on (two at least: one row has no spread to standardise by) and, when --val-split
+    asks for one, a non-empty held-out set."""
     total = train_rows + held_out_rows
-    if train_rows < 2:
-        raise UserError(f"{path} has {total} data row(s): too few for training (at least 2 are needed"
-                        f"{' beside the held-out rows' if held_out_rows else ''})")
-    if val_split > 0 and held_out_rows == 0:
+    if val_split > 0 and (held_out_rows == 0 or train_rows < 2):
         raise UserError(f"{path} has {total} data row(s): too few for a training and a held-out split "
-                        f"(--val-split {val_split:g} holds out none); add rows or pass --val-split 0")
+                        f"(--val-split {val_split:g} leaves {train_rows} to train on, {held_out_rows} held out); "
+                        f"add rows or pass --val-split 0")
+    if train_rows < 2:
+        raise UserError(f"{path} has {total} data row(s): too few to train on (at least 2 are needed)")
