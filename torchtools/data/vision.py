@@ -23,6 +23,8 @@ from torchtools.data import cifar_batches, downloads, roots
 from torchtools.data.idx import read_idx
 from torchtools.data.images import decode_images, list_image_folder, read_image
 
+MNIST_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+CIFAR_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 # The course's MNIST normalisation (the training set's mean and std), used for all three MNIST-style sets.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -51,7 +53,7 @@ def load_mnist(kind: str, root: Path, *, download: bool) -> ImageSet:
     """
     import torchvision.datasets as datasets
 
-    dataset_class = getattr(datasets, roots.MNIST_FOLDERS[kind])
+    dataset_class = getattr(datasets, MNIST_CLASSES[kind])
     raw = roots.mnist_raw_folder(root, kind)
     missing = [(name, md5) for name, md5 in dataset_class.resources if not _idx_path(raw, Path(name).stem).is_file()]
     if missing:
@@ -100,7 +102,7 @@ def load_cifar(kind: str, root: Path, *, download: bool) -> ImageSet:
     files = [*layout.train, layout.test, layout.meta]
     missing = [name for name in files if not (folder / name).is_file()]
     if missing:
-        source = getattr(datasets, {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[kind])
+        source = getattr(datasets, CIFAR_CLASSES[kind])  # for its download address and checksum
         _download(downloads.archive_fetcher(source.url, source.filename, source.tgz_md5, layout.folder),
                   download, folder, files, missing)
     classes = cifar_batches.read_class_names(folder, layout)
