@@ -1,6 +1,7 @@
 """Time torchtools' vision fast path against the course's DataLoader loop, in one run, on the real data.
 
-Reference (the course's way): torchvision dataset + per-sample ToTensor/Normalize + DataLoader(batch 64,
+Reference (the course's way): a dataset doing what torchvision's MNIST/CIFAR10 do per sample (uint8 array
+-> PIL image) + per-sample ToTensor/Normalize + DataLoader(batch 64,
 shuffle) + the lesson's training loop. torchtools: the same model, optimizer, batch size and epochs,
 with the data as one uint8 tensor on the device, batch normalisation, channels_last and the engine.
 The two alternate epoch by epoch, so both see the same machine load.
@@ -19,17 +20,34 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from torchtools.core import image_classifier as classifier
-from torchtools.data.vision import MNIST_MEAN, MNIST_STD, channel_stats, cifar_dataset_class, load_cifar, load_mnist
+from torchtools.data.vision import MNIST_MEAN, MNIST_STD, channel_stats, load_cifar, load_mnist
 from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
 from torchtools.core.run import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class CourseDataset(Dataset):
+    """torchvision's MNIST/CIFAR10 __getitem__ over tensors already read (its classes would unpickle the
+    batches unrestricted and want MNIST's IDX files unpacked): uint8 image -> PIL -> transform."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels)), int(self.labels[index])
 
 
 class CourseLoop:
@@ -90,14 +108,12 @@ class FastPath:
 
 
 def mnist_pair(data: Path, model_name: str, seed: int):
-    import torchvision.datasets as datasets
-
     load_started = time.perf_counter()
     images = load_mnist("mnist", data, download=False)
     load_seconds = time.perf_counter() - load_started
     course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MNIST_MEAN, MNIST_STD)])
-    train_set = datasets.MNIST(str(data), train=True, transform=course)
-    test_set = datasets.MNIST(str(data), train=False, transform=course)
+    train_set = CourseDataset(images.train_images, images.train_labels, course)
+    test_set = CourseDataset(images.test_images, images.test_labels, course)
     seed_everything(seed)
     reference = CourseLoop(mnist_models.build(model_name), train_set, test_set, 0.01, 0.5, seed)
     seed_everything(seed)
@@ -111,9 +127,8 @@ def cifar_pair(batches_root: Path, seed: int):
     mean, std = channel_stats(images.train_images)
     load_seconds = time.perf_counter() - load_started
     course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    dataset_class = cifar_dataset_class("cifar10")
-    train_set = dataset_class(str(batches_root), train=True, transform=course)
-    test_set = dataset_class(str(batches_root), train=False, transform=course)
+    train_set = CourseDataset(images.train_images, images.train_labels, course)
+    test_set = CourseDataset(images.test_images, images.test_labels, course)
     seed_everything(seed)
     reference = CourseLoop(cifar_models.build("quick"), train_set, test_set, 0.01, 0.0, seed)
     seed_everything(seed)

@@ -91,13 +91,13 @@ def test_missing_files_name_the_folder_and_the_four_files(cli, tmp_path):
 
 
 def test_offline_download_failure_is_one_clear_error(cli, tmp_path, monkeypatch):
-    import torchvision.datasets.mnist as tv_mnist
+    import torchvision.datasets.utils as tv_utils
     from urllib.error import URLError
 
     def offline(*args, **kwargs):
         raise URLError("no network")
 
-    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(tv_utils, "download_url", offline)
     run = cli("mnist", "--data", tmp_path / "empty")
     assert_user_error(run, "download failed", "train-images-idx3-ubyte.gz", str(tmp_path / "empty" / "MNIST" / "raw"))
 

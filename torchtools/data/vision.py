@@ -5,18 +5,16 @@ Image folders are read by torchtools.data.folders into the same ImageSet.
 
 from __future__ import annotations
 
-import gzip
-import os
-import tempfile
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from torchtools.core.errors import UserError
+from torchtools.data import cifar_batches, downloads, roots
+from torchtools.data.idx import read_idx
 
 MNIST_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 CIFAR_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
@@ -43,90 +41,67 @@ class ImageSet:
 
 
 def load_mnist(kind: str, root: Path, *, download: bool) -> ImageSet:
-    """MNIST, Fashion-MNIST or KMNIST from root/<Name>/raw (the IDX files, plain or .gz)."""
+    """MNIST, Fashion-MNIST or KMNIST: the four IDX files (plain or .gz) read where they lie.
+
+    `root` is the data root (files in root/<Name>/raw), the <Name> folder or the raw folder itself. Nothing
+    is written there; missing files are downloaded into it, all or nothing.
+    """
     import torchvision.datasets as datasets
 
     dataset_class = getattr(datasets, MNIST_CLASSES[kind])
-    raw = Path(root) / dataset_class.__name__ / "raw"
-    names = [Path(url).stem for url, _ in dataset_class.resources]  # the unpacked IDX file names
-    _unpack_gzip(raw, names)
-    if not all((raw / name).is_file() for name in names):
-        _download(lambda: dataset_class(str(root), train=True, download=True), download, raw,
-                  [f"{name}.gz" for name in names])
-    train, test = (dataset_class(str(root), train=split, download=False) for split in (True, False))
-    return ImageSet(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
-                    list(train.classes), str(raw))
+    raw = roots.mnist_raw_folder(root, kind)
+    missing = [(name, md5) for name, md5 in dataset_class.resources if not _idx_path(raw, Path(name).stem).is_file()]
+    if missing:
+        _download(downloads.mirror_fetcher(dataset_class.mirrors, missing), download, raw,
+                  [name for name, _ in dataset_class.resources], [name for name, _ in missing])
+    train_images, train_labels, test_images, test_labels = (_idx_path(raw, name) for name in roots.MNIST_FILES)
+    classes = list(dataset_class.classes)
+    train = _mnist_split(train_images, train_labels, len(classes))
+    test = _mnist_split(test_images, test_labels, len(classes))
+    return ImageSet(*train, *test, classes, str(raw))
 
 
-def _unpack_gzip(folder: Path, names: list[str]) -> None:
-    """Unpack NAME.gz beside itself where NAME is absent, as torchvision would, without its md5 check.
-
-    torchvision only unpacks files matching the published checksums; re-compressed or hand-made IDX
-    files are fine to read. The write is atomic, so concurrent runs never see half a file.
-    """
-    for name in names:
-        packed, target = folder / f"{name}.gz", folder / name
-        if target.is_file() or not packed.is_file():
-            continue
-        temp_name = None
-        try:
-            handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-            with os.fdopen(handle, "wb") as out, gzip.open(packed, "rb") as source:
-                out.write(source.read())
-            os.replace(temp_name, target)
-        except OSError as error:  # BadGzipFile is an OSError too
-            if temp_name is not None:
-                Path(temp_name).unlink(missing_ok=True)
-            reason = "not a readable gzip file" if isinstance(error, gzip.BadGzipFile) else error.strerror or error
-            raise UserError(f"cannot unpack {packed} into {folder}: {reason}") from None
-        except EOFError:
-            Path(temp_name).unlink(missing_ok=True)
-            raise UserError(f"cannot unpack {packed}: the file is truncated") from None
+def _idx_path(folder: Path, name: str) -> Path:
+    """NAME where it exists (torchvision's unpacked copy), else NAME.gz."""
+    plain = folder / name
+    return plain if plain.is_file() else folder / f"{name}.gz"
 
 
-def _download(make_dataset, download: bool, folder: Path, files: list[str]) -> None:
-    """Let torchvision download missing files; offline (or with --no-download) say what to put where."""
-    wanted = f"put {', '.join(files)} in {folder}"
+def _mnist_split(images_path: Path, labels_path: Path, classes: int) -> tuple[Tensor, Tensor]:
+    images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise UserError(f"{images_path} holds {len(images):,} images but {labels_path} holds {len(labels):,} labels")
+    if len(labels) and int(labels.max()) >= classes:
+        raise UserError(f"{labels_path} holds label {int(labels.max())}; labels must lie in 0..{classes - 1}")
+    return images.unsqueeze(1), labels.long()
+
+
+def _download(fetch, download: bool, folder: Path, files: list[str], missing: list[str]) -> None:
+    """Fetch the missing files into `folder` (all or nothing); with --no-download say what to put where."""
     if not download:
-        raise UserError(f"dataset files not found in {folder}: {wanted} (downloading is off: --no-download)")
-    try:
-        make_dataset()
-    except Exception as error:  # urllib, SSL, socket and md5 failures all mean "not downloadable here"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"dataset files not found in {folder} and the download failed ({reason}): {wanted}") from None
-
-
-def cifar_dataset_class(kind: str) -> type:
-    """torchvision's CIFAR10/100 class, reading present files whatever their md5 (downloads stay checked).
-
-    Batches rebuilt from other sources (e.g. from the CIFAR-10 JPEGs) are valid data that the
-    published checksums would refuse.
-    """
-    import torchvision.datasets as datasets
-
-    base_class = getattr(datasets, CIFAR_CLASSES[kind])
-    return type(base_class.__name__, (base_class,), {
-        "train_list": [[name, None] for name, _ in base_class.train_list],
-        "test_list": [[name, None] for name, _ in base_class.test_list],
-        "meta": {**base_class.meta, "md5": None},
-    })
+        raise UserError(f"dataset files not found in {folder}: put {', '.join(files)} there "
+                        f"(downloading is off: --no-download)")
+    downloads.fetch_files(folder, missing, fetch)
 
 
 def load_cifar(kind: str, root: Path, *, download: bool) -> ImageSet:
-    """CIFAR-10/100 in torchvision's python-pickle layout under root (cifar-10-batches-py, cifar-100-python)."""
-    dataset_class = cifar_dataset_class(kind)
-    base_class = dataset_class.__base__
-    folder = Path(root) / base_class.base_folder
-    files = [name for name, _ in base_class.train_list + base_class.test_list] + [base_class.meta["filename"]]
-    if not all((folder / name).is_file() for name in files):
-        _download(lambda: dataset_class(str(root), train=True, download=True), download, folder, files)
-    try:
-        train, test = (dataset_class(str(root), train=split, download=False) for split in (True, False))
-    except (KeyError, ValueError, EOFError, OSError) as error:
-        raise UserError(f"{folder} holds unreadable CIFAR batches ({type(error).__name__}: {error})") from None
+    """CIFAR-10/100 pickle batches (cifar-10-batches-py, cifar-100-python) under root, or that folder itself.
 
-    def as_tensor(dataset) -> tuple[Tensor, Tensor]:
-        images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
-        return images, torch.tensor(dataset.targets, dtype=torch.long)
+    The batches are read with an unpickler that builds arrays and nothing else (cifar_batches); their
+    checksums are not compared, so batches rebuilt from other sources (the CIFAR-10 JPEGs) are fine.
+    """
+    import torchvision.datasets as datasets
 
-    return ImageSet(*as_tensor(train), *as_tensor(test), list(train.classes), str(folder))
+    layout = cifar_batches.LAYOUTS[kind]
+    folder = roots.cifar_batches_folder(root, kind)
+    files = [*layout.train, layout.test, layout.meta]
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        source = getattr(datasets, CIFAR_CLASSES[kind])  # for its download address and checksum
+        _download(downloads.archive_fetcher(source.url, source.filename, source.tgz_md5, layout.folder),
+                  download, folder, files, missing)
+    classes = cifar_batches.read_class_names(folder, layout)
+    train = cifar_batches.read_split(folder, layout.train, layout, len(classes))
+    test = cifar_batches.read_split(folder, (layout.test,), layout, len(classes))
+    return ImageSet(torch.from_numpy(train.images), torch.from_numpy(train.labels), torch.from_numpy(test.images),
+                    torch.from_numpy(test.labels), classes, str(folder))
