@@ -116,8 +116,12 @@ def test_resnet_recipe_runs_with_augmentation(cli, tmp_path):
 
 
 def test_missing_cifar_files_name_the_folder(cli, tmp_path):
-    run = cli("cifar", "--data", tmp_path / "nowhere", "--no-download")
-    assert_user_error(run, str(tmp_path / "nowhere" / "cifar-10-batches-py"), "data_batch_1")
+    (tmp_path / "empty").mkdir()
+    run = cli("cifar", "--data", tmp_path / "empty", "--no-download")
+    assert_user_error(run, str(tmp_path / "empty" / "cifar-10-batches-py"), "data_batch_1")
+    # A --data folder that does not exist is named as such: no download is tried, no folder is left behind.
+    assert_user_error(cli("cifar", "--data", tmp_path / "nowhere"), "--data", "nowhere", "no such")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_mismatched_train_and_test_classes_are_a_user_error(cli, tmp_path):

@@ -382,6 +382,7 @@ def test_cifar_download_is_all_or_nothing(tmp_path, monkeypatch):
 
 
 def test_missing_cifar100_files_without_download(cli, tmp_path):
+    (tmp_path / "data").mkdir()
     run = cli("cifar", "--data", tmp_path / "data", "--dataset", "cifar100", "--no-download")
     assert_user_error(run, str(tmp_path / "data" / "cifar-100-python"), "train, test, meta")
 

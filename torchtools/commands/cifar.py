@@ -98,13 +98,14 @@ def cifar(
 
     from torchtools.core import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
-    from torchtools.data.folders import is_split_layout, read_folders
+    from torchtools.data import roots
+    from torchtools.data.folders import read_folders
     from torchtools.data.transforms import ImageFormat, channel_stats
     from torchtools.data.vision import load_cifar
     from torchtools.models.cifar import build
 
-    root = data or options.default_data_root()
-    folders = is_split_layout(root)
+    layout, root = roots.cifar_source(data, dataset.value)
+    folders = layout == "images"
     given = {"batch_size": batch_size, "lr": lr, "momentum": momentum}
     config = run.config(CifarConfig(model.value, IMAGE_FOLDERS if folders else dataset.value, epochs,
                                     optimizer=optimizer.value, **{**RECIPES[model], **{

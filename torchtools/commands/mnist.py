@@ -68,6 +68,7 @@ def mnist(
     """
     from torchtools.core import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
+    from torchtools.data import roots
     from torchtools.data.transforms import ImageFormat
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_mnist
     from torchtools.models.mnist import build
@@ -78,7 +79,7 @@ def mnist(
                                                    invert_light_background=True))
     images = None
     if run.trains or not pictures:
-        images = load_mnist(config.dataset, data or options.default_data_root(), download=download)
+        images = load_mnist(config.dataset, data or roots.default_root(), download=download)
         if config.dataset == Dataset.mnist.value:
             images.classes = [str(digit) for digit in range(10)]  # "7", not torchvision's "7 - seven"
         classifier.describe(images, "test")

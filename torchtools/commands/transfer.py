@@ -108,6 +108,7 @@ def transfer(
     from torchtools.core.engine import make_optimizer
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
+    from torchtools.data import roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
     from torchtools.models import pretrained
@@ -127,9 +128,9 @@ def transfer(
     run.check_output(plot, "--plot", suffixes=(".png",))
     fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
                       crop=config.image_size, augment="resized-crop-flip")
-    root = data or options.default_data_root() / "hymenoptera_data"
     images = None
     if run.trains or not pictures:
+        root = roots.transfer_folder(data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=run.seed,
                               loader=loader.value, size=fmt.size)
         _check_classes(classes if run.trains else len(classifier.saved_classes(run)), images, root)
@@ -142,7 +143,7 @@ def transfer(
     say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
     pretrained.check_input_size(network, config.arch, config.image_size)
     outcome = classifier.fit_or_evaluate(
-        run, config, network, images, fmt, eval_name="val", plot=plot, extra={"data": str(root)},
+        run, config, network, images, fmt, eval_name="val", plot=plot,
         held_out_asked=config.val_split > 0 or len(images.test_labels) > 0 if images is not None else False,
         optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum),
         schedule=lambda optimizer, _: (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma),

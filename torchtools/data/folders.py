@@ -38,12 +38,6 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torchtools"
 
 
-def is_split_layout(root: Path) -> bool:
-    """True where root holds train/ beside val/ or test/."""
-    root = Path(root)
-    return (root / "train").is_dir() and any((root / name).is_dir() for name in HELD_OUT_FOLDERS)
-
-
 def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str], str]:
     """(train paths, labels, held-out paths, labels, classes, layout) without decoding anything.
 

@@ -81,7 +81,7 @@ def mnist_raw_folder(data: Path | None, kind: str) -> Path:
 
 def cifar_source(data: Path | None, kind: str) -> tuple[str, Path]:
     """("images", tree) for a train/ + test/ image-folder tree, else ("batches", the pickle batches folder)."""
-    root = Path(data) if data is not None else default_root()
+    root = _existing(data) if data is not None else default_root()
     if (root / "train").is_dir() and (root / "test").is_dir():
         return "images", root
     return "batches", cifar_batches_folder(root, kind)
