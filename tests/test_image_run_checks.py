@@ -113,6 +113,9 @@ def test_transfer_resume_with_another_arch(cli, tmp_path):
     assert trained.exit_code == 0, trained.stderr
     run = cli("transfer", "--arch", "resnet34", "--resume", checkpoint, "--data", folders, "--epochs", "2", *small)
     assert_user_error(run, "--arch resnet34", "--arch resnet18")
+    resumed = cli("transfer", "--resume", checkpoint, "--data", folders, "--epochs", "2", "--json", *small)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.summary["arch"] == "resnet18" and resumed.summary["epochs"] == 2
 
 
 def test_one_class_or_empty_splits_are_refused(cli, tmp_path):
