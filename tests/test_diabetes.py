@@ -116,7 +116,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     checkpoint = tmp_path / "model.pt"
     process = subprocess.Popen(
         [sys.executable, "-m", "torchtools", "diabetes", "--data", str(data), "--epochs", "100000", "--save",
-         str(checkpoint), "--no-tensorboard", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+         str(checkpoint), "--no-tensorboard"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while not checkpoint.exists() and time.time() < deadline:
