@@ -24,9 +24,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from torchtools.core import output
+from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.names import Vocabulary, read_names
-from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
 from torchtools.models.names import NameClassifier
 
 HIDDEN, LAYERS, BATCH, CHARS = 100, 2, 256, 128
@@ -116,10 +117,11 @@ class TorchtoolsLoop:
         self.train_batches = TensorBatches(*self._tensors(train, labels, vocabulary), batch_size=BATCH,
                                            shuffle=True, seed=seed)
         self.test_batches = TensorBatches(*self._tensors(test, labels, vocabulary), batch_size=BATCH)
-        self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS)
-        self.model.stepwise = not packed  # packed: nn.GRU on packed sequences, the other correct way
+        # packed: nn.GRU on packed sequences, the other correct way
+        self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS,
+                                    fast_cpu_gru=not packed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"), quiet=True)
+        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"))
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -133,7 +135,7 @@ class TorchtoolsLoop:
                                epoch=self.epoch)["train_loss"]
 
     def test_accuracy(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
 
 
 def main() -> None:
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--no-packed", action="store_true", help="Skip the packed torchtools contender.")
     args = parser.parse_args()
 
+    output.configure(quiet=True, json=False)  # the engine's progress lines would interleave with the table
     torch.manual_seed(args.seed)
     loops = {"course": CourseLoop(args.data), "torchtools": TorchtoolsLoop(args.data, packed=False, seed=args.seed)}
     if not args.no_packed:

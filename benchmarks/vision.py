@@ -25,11 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from torchtools.core import image_classifier as classifier
-from torchtools.data.vision import MNIST_MEAN, MNIST_STD, channel_stats, load_cifar, load_mnist
+from torchtools.core import output
 from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
+from torchtools.core.run import seed_everything
+from torchtools.data.transforms import ImageFormat, channel_stats
+from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
-from torchtools.core.run import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,15 +87,15 @@ class CourseLoop:
 
 
 class FastPath:
-    """torchtools' way: classifier.make_batches + the engine's train_one_epoch/evaluate."""
+    """torchtools' way: classifier.batches + the engine's train_one_epoch/evaluate."""
 
-    def __init__(self, model, images, mean, std, lr, momentum, seed):
+    def __init__(self, model, images, fmt: ImageFormat, lr, momentum, seed):
         device = torch.device("cpu")
         self.model = classifier.prepare_model(model, device)
-        recipe = classifier.Recipe(batch_size=64, optimizer="sgd", lr=lr, momentum=momentum)
-        self.train_batches, self.test_batches = classifier.make_batches(images, mean, std, recipe, device, seed=seed)
+        self.train_batches, self.test_batches = classifier.batches(images.to(device), fmt, device, batch_size=64,
+                                                                   seed=seed)
         self.optimizer = make_optimizer("sgd", model.parameters(), lr, momentum)
-        self.plan = FitPlan("benchmark", 1, device, quiet=True)
+        self.plan = FitPlan("benchmark", 1, device)
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -104,7 +106,7 @@ class FastPath:
         return time.perf_counter() - started
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
 
 
 def mnist_pair(data: Path, model_name: str, seed: int):
@@ -117,7 +119,8 @@ def mnist_pair(data: Path, model_name: str, seed: int):
     seed_everything(seed)
     reference = CourseLoop(mnist_models.build(model_name), train_set, test_set, 0.01, 0.5, seed)
     seed_everything(seed)
-    fast = FastPath(mnist_models.build(model_name), images, MNIST_MEAN, MNIST_STD, 0.01, 0.5, seed)
+    fast = FastPath(mnist_models.build(model_name), images, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True),
+                    0.01, 0.5, seed)
     return reference, fast, len(images.train_labels), load_seconds
 
 
@@ -132,7 +135,7 @@ def cifar_pair(batches_root: Path, seed: int):
     seed_everything(seed)
     reference = CourseLoop(cifar_models.build("quick"), train_set, test_set, 0.01, 0.0, seed)
     seed_everything(seed)
-    fast = FastPath(cifar_models.build("quick"), images, mean, std, 0.01, 0.0, seed)
+    fast = FastPath(cifar_models.build("quick"), images, ImageFormat(32, mean, std), 0.01, 0.0, seed)
     return reference, fast, len(images.train_labels), load_seconds
 
 
@@ -147,6 +150,7 @@ def main() -> None:
                         help="root holding cifar-10-batches-py (built from the JPEG tar)")
     args = parser.parse_args()
 
+    output.configure(quiet=True, json=False)  # the engine's progress lines would interleave with the table
     if args.task == "mnist":
         reference, fast, samples, load_seconds = mnist_pair(args.data, args.model, args.seed)
         title = f"MNIST, course {args.model}, SGD lr 0.01 momentum 0.5, batch 64"

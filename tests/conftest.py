@@ -92,3 +92,13 @@ def resnet18_weights(tmp_path_factory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
     torch.save(state, path)
     return path, state
+
+
+def assert_refused_before_training(run: Run, folder: Path, *fragments: str, created: tuple[Path, ...] = ()) -> None:
+    """A user error caught before any work: no epoch ran, no TensorBoard run folder under `folder` (the cli
+    fixture's working folder), and none of the `created` paths (checkpoints, plots) was written."""
+    assert_user_error(run, *fragments)
+    assert "epoch 1" not in run.stderr, run.stderr
+    assert not (folder / "runs").exists()
+    for path in created:
+        assert not Path(path).exists(), path

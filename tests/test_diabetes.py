@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error
+from conftest import assert_refused_before_training, assert_user_error
 
 FAST = ("--epochs", "15", "--no-tensorboard", "--json")
 
@@ -116,7 +116,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     checkpoint = tmp_path / "model.pt"
     process = subprocess.Popen(
         [sys.executable, "-m", "torchtools", "diabetes", "--data", str(data), "--epochs", "100000", "--save",
-         str(checkpoint), "--no-tensorboard", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+         str(checkpoint), "--no-tensorboard"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while not checkpoint.exists() and time.time() < deadline:
@@ -136,3 +136,77 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
 def test_real_course_table_reaches_75_percent(cli, shared_data):
     run = cli("diabetes", "--data", shared_data / "diabetes" / "diabetes.csv.gz", "--json", "--no-tensorboard")
     assert run.summary["metrics"]["val_accuracy"] >= 0.75
+
+
+def test_resume_refuses_changed_widths_and_optimizer_naming_both_values(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    checkpoint = tmp_path / "model.pt"
+    assert cli("diabetes", "--data", data, "--epochs", 2, "--optimizer", "sgd", "--save", checkpoint,
+               "--no-tensorboard").exit_code == 0
+    resumed = ("diabetes", "--data", data, "--epochs", 4, "--resume", checkpoint)
+    assert_refused_before_training(cli(*resumed, "--hidden", "8"), tmp_path, "--hidden 8", "--hidden 6,4")
+    assert_refused_before_training(cli(*resumed, "--optimizer", "adam"), tmp_path, "--optimizer adam",
+                                   "--optimizer sgd")
+    assert_refused_before_training(cli(*resumed, "--lr", "1e6"), tmp_path, "--lr 1000000.0", "--lr 0.01")
+
+
+def test_resume_on_a_table_with_other_columns_is_one_error(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    checkpoint = tmp_path / "model.pt"
+    assert cli("diabetes", "--data", data, "--epochs", 2, "--save", checkpoint, "--no-tensorboard").exit_code == 0
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("".join(",".join(line.split(",")[1:]) for line in data.read_text().splitlines(True)))
+    run = cli("diabetes", "--data", narrow, "--epochs", 4, "--resume", checkpoint)
+    assert_refused_before_training(run, tmp_path, "number of feature columns", "gives 7", "trained on 8")
+
+
+def test_predict_file_is_checked_before_training(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    run = cli("diabetes", "--data", data, "--predict", tmp_path / "missing.csv", "--save", tmp_path / "m.pt")
+    assert_refused_before_training(run, tmp_path, "--predict", "missing.csv", "not found",
+                                   created=(tmp_path / "m.pt",))
+
+
+def test_val_split_0_holds_nothing_out(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    run = cli("diabetes", "--data", data, "--val-split", "0", *FAST)
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["confusion_matrix"] is None
+    assert set(summary["metrics"]) == {"train_loss", "train_accuracy", "lr"}
+    assert "nothing held out" in run.stderr and "confusion matrix" not in run.stderr
+
+
+@pytest.mark.parametrize("labels, fragment", [([1] * 30, "every label is 1"), ([0] * 29 + [1], "too few rows")])
+def test_tables_a_classifier_cannot_learn_from_are_refused(cli, tmp_path, labels, fragment):
+    data = tmp_path / "table.csv"
+    data.write_text("".join(f"{index},{index % 7},0,0,0,0,0,0,{label}\n" for index, label in enumerate(labels)))
+    run = cli("diabetes", "--data", data, "--save", tmp_path / "m.pt")
+    assert_refused_before_training(run, tmp_path, fragment, created=(tmp_path / "m.pt",))
+
+
+def test_divergence_in_epoch_1_claims_no_checkpoint(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    checkpoint = tmp_path / "m.pt"
+    run = cli("diabetes", "--data", data, "--lr", "1e12", "--optimizer", "sgd", "--activation", "relu",
+              "--save", checkpoint, "--no-tensorboard")
+    assert_user_error(run, "in epoch 1", "no checkpoint was written")
+    assert str(checkpoint) not in run.stderr and not checkpoint.exists()
+
+
+def test_patience_and_target_accuracy_stop_early(cli, tmp_path):
+    data = write_table(tmp_path / "table.csv")
+    patient = cli("diabetes", "--data", data, "--epochs", 200, "--patience", 3, "--no-tensorboard", "--json").summary
+    assert patient["stopped_early"] == "patience" and patient["epochs"] < 200
+    target = cli("diabetes", "--data", data, "--epochs", 200, "--target-accuracy", "0.8", "--no-tensorboard",
+                 "--json").summary
+    assert target["stopped_early"] == "target" and target["epochs"] < 200
+    assert target["metrics"]["val_accuracy"] >= 0.8
+    full = cli("diabetes", "--data", data, "--epochs", 2, "--no-tensorboard", "--json").summary
+    assert full["stopped_early"] is None and full["epochs"] == 2
+
+
+def test_runs_dir_that_is_a_file_is_refused_before_reading_data(cli, tmp_path):
+    (tmp_path / "tb").write_text("not a folder")
+    run = cli("diabetes", "--data", write_table(tmp_path / "table.csv"), "--runs-dir", tmp_path / "tb")
+    assert_refused_before_training(run, tmp_path, "--runs-dir", "is a file")

@@ -140,9 +140,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchtools.core import distributed
 from torchtools.data.loaders import TensorBatches
 from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
-from torchtools.core.run import Session
+from torchtools.core.run import Run
 
-session = Session.start("check", device="cpu", seed=0, quiet=True)
+run = Run.start("check", device="cpu", quiet=True)
 generator = torch.Generator().manual_seed(0)
 inputs = torch.randn(201, 8, generator=generator)  # odd: one sample sits each epoch out
 targets = (inputs[:, 0] + inputs[:, 1] > 0).long()
@@ -157,7 +157,7 @@ for way, (train, held_out) in ways.items():
     torch.manual_seed(100 + distributed.rank())  # each process starts from other weights
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
     torch.save(model.state_dict(), f"{way}-start{distributed.rank()}.pt")
-    plan = FitPlan("check", 3, session.device, quiet=True)
+    plan = FitPlan("check", 3, run.device)
     fit(model, Objective.classification(), make_optimizer("sgd", model.parameters(), 0.1, 0.9), train, held_out,
         plan)
     torch.save(model.state_dict(), f"{way}-end{distributed.rank()}.pt")

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from conftest import assert_user_error
+from conftest import assert_refused_before_training, assert_user_error
 
 
 def _least_squares(x, y):
@@ -130,3 +130,79 @@ def test_minibatches_adam_and_resume_for_nn(cli, tmp_path):
 
 def test_nn_only_options_are_refused_for_the_lesson_loops(cli):
     assert_user_error(cli("fit-linear", "--method", "gd", "--batch-size", 2), "--method nn")
+
+
+def test_save_onto_a_folder_is_refused_before_training(cli, tmp_path):
+    (tmp_path / "models").mkdir()
+    assert_refused_before_training(cli("fit-linear", "--save", tmp_path / "models"), tmp_path, "--save",
+                                   "is a folder")
+
+
+@pytest.mark.parametrize("place", ["/proc/torchtools-test/x.pt", "file/x.pt"])
+def test_save_where_nothing_can_be_written_is_refused_before_training(cli, tmp_path, place):
+    (tmp_path / "file").write_text("a regular file, not a folder")
+    folder = place.rsplit("/", 1)[0]
+    assert_refused_before_training(cli("fit-linear", "--save", place), tmp_path, f"--save {folder}",
+                                   created=(tmp_path / "file" / "x.pt",))
+
+
+def test_plot_must_be_a_png_in_a_writable_place(cli, tmp_path):
+    assert_refused_before_training(cli("fit-linear", "--plot", "out.txt"), tmp_path, "--plot out.txt", ".png",
+                                   created=(tmp_path / "out.txt",))
+    assert_refused_before_training(cli("fit-linear", "--plot", "/proc/torchtools-test/out.png"), tmp_path,
+                                   "--plot", "cannot write")
+
+
+def test_runs_dir_that_is_a_file_is_refused_before_training(cli, tmp_path):
+    (tmp_path / "tb").write_text("not a folder")
+    run = cli("fit-linear", "--runs-dir", tmp_path / "tb", "--save", tmp_path / "x.pt")
+    assert_refused_before_training(run, tmp_path, "--runs-dir", "is a file", created=(tmp_path / "x.pt",))
+
+
+def test_checkpoint_and_resume_together_are_refused(cli, tmp_path):
+    checkpoint = tmp_path / "linear.pt"
+    assert cli("fit-linear", "--epochs", 5, "--save", checkpoint, "--no-tensorboard").exit_code == 0
+    run = cli("fit-linear", "--checkpoint", checkpoint, "--resume", checkpoint, "--epochs", 10)
+    assert_refused_before_training(run, tmp_path, "--checkpoint", "--resume")
+
+
+def test_resume_refuses_a_changed_lr_or_optimizer_naming_both_values(cli, tmp_path):
+    checkpoint = tmp_path / "linear.pt"
+    assert cli("fit-linear", "--epochs", 5, "--save", checkpoint, "--no-tensorboard").exit_code == 0
+    run = cli("fit-linear", "--resume", checkpoint, "--epochs", 10, "--lr", "1e6")
+    assert_refused_before_training(run, tmp_path, "--lr 1000000.0", "--lr 0.05")
+    run = cli("fit-linear", "--resume", checkpoint, "--epochs", 10, "--optimizer", "adam")
+    assert_refused_before_training(run, tmp_path, "--optimizer adam", "--optimizer sgd")
+
+
+def test_resume_of_another_commands_checkpoint_is_refused(cli, tmp_path):
+    checkpoint = tmp_path / "logistic.pt"
+    assert cli("fit-logistic", "--epochs", 5, "--save", checkpoint, "--no-tensorboard").exit_code == 0
+    run = cli("fit-linear", "--resume", checkpoint, "--epochs", 10)
+    assert_refused_before_training(run, tmp_path, "torchtools fit-logistic", "not `torchtools fit-linear`")
+
+
+def test_exhaustive_save_writes_the_found_w_for_checkpoint(cli, tmp_path):
+    checkpoint = tmp_path / "grid.pt"
+    found = cli("fit-linear", "--method", "exhaustive", "--save", checkpoint, "--json", "--no-tensorboard").summary
+    assert found["checkpoint"] == str(checkpoint) and found["w"] == 2.0
+    loaded = cli("fit-linear", "--checkpoint", checkpoint, "--predict", "5", "--json").summary
+    assert loaded["w"] == 2.0 and loaded["predictions"]["5.0"] == pytest.approx(10.0)
+    assert_user_error(cli("fit-linear", "--resume", checkpoint, "--epochs", 5), "no optimizer state")
+
+
+def test_a_diverged_lesson_claims_no_checkpoint(cli, tmp_path):
+    checkpoint = tmp_path / "diverged.pt"
+    run = cli("fit-linear", "--method", "gd", "--lr", "1e10", "--save", checkpoint, "--no-tensorboard")
+    assert_user_error(run, "loss became", "no checkpoint was written")
+    assert str(checkpoint) not in run.stderr and not checkpoint.exists()
+
+
+def test_target_accuracy_is_refused_for_a_regression(cli, tmp_path):
+    run = cli("fit-linear", "--target-accuracy", "0.9", "--save", tmp_path / "x.pt")
+    assert_refused_before_training(run, tmp_path, "--target-accuracy", "regression", created=(tmp_path / "x.pt",))
+
+
+def test_patience_stops_nn_once_the_loss_stops_falling(cli):
+    summary = cli("fit-linear", "--epochs", 5000, "--lr", "0.1", "--patience", 3, "--json", "--no-tensorboard").summary
+    assert summary["stopped_early"] == "patience" and summary["epochs"] < 5000

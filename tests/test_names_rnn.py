@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from conftest import assert_user_error, run_torchtools
+from conftest import assert_refused_before_training, assert_user_error, run_torchtools
 from torchtools.data.names import Vocabulary, fold
 from torchtools.models.names import NameClassifier
 
@@ -99,11 +99,12 @@ def test_the_cpu_gru_trains_exactly_like_nn_gru_on_packed_sequences(bidirectiona
     vocabulary = Vocabulary.from_names(names)
     codes, targets = vocabulary.encode(names), torch.tensor([0, 1, 2, 3, 0, 1, 2])
     torch.manual_seed(0)
-    model = NameClassifier(len(vocabulary), 4, hidden=8, layers=3, bidirectional=bidirectional).double()
+    weights = NameClassifier(len(vocabulary), 4, hidden=8, layers=3, bidirectional=bidirectional).state_dict()
     results = []
-    for stepwise in (True, False):  # False: nn.GRU over pack_padded_sequence, PyTorch's own way
-        model.stepwise = stepwise
-        model.zero_grad()
+    for fast in (True, False):  # False: nn.GRU over pack_padded_sequence, PyTorch's own way
+        model = NameClassifier(len(vocabulary), 4, hidden=8, layers=3, bidirectional=bidirectional,
+                               fast_cpu_gru=fast).double()
+        model.load_state_dict(weights)
         logits = model(codes)
         torch.nn.functional.cross_entropy(logits, targets).backward()
         results.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
@@ -164,3 +165,62 @@ def test_course_split_reaches_80_percent_in_5_epochs(cli, shared_data):
               "--epochs", "5", "--no-tensorboard", "--json")
     assert run.exit_code == 0, run.stderr
     assert run.summary["metrics"]["test_accuracy"] >= 0.80
+
+
+def test_predict_names_are_checked_before_training(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--epochs", "1", *SMALL[:-1], "--predict", "Ivanov", "--predict", "😀😀",
+              "--save", tmp_path / "names.pt")
+    assert_refused_before_training(run, tmp_path, "--predict", "😀😀", "no letters", created=(tmp_path / "names.pt",))
+
+
+def test_plot_must_be_a_png(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, *SMALL[:-1], "--plot", "out.txt")
+    assert_refused_before_training(run, tmp_path, "--plot out.txt", ".png", created=(tmp_path / "out.txt",))
+
+
+def test_resume_refuses_changed_model_and_optimizer_naming_both_values(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    checkpoint = tmp_path / "names.pt"
+    assert cli("names-rnn", "--data", train, "--epochs", "1", *SMALL, "--optimizer", "sgd", "--momentum", "0.9",
+               "--save", checkpoint).exit_code == 0
+    resumed = ("names-rnn", "--data", train, "--epochs", "2", "--resume", checkpoint)
+    assert_refused_before_training(cli(*resumed, "--hidden", "50"), tmp_path, "--hidden 50", "--hidden 16")
+    assert_refused_before_training(cli(*resumed, "--optimizer", "adam"), tmp_path, "--optimizer adam",
+                                   "--optimizer sgd")
+    assert_refused_before_training(cli(*resumed, "--lr", "1e6"), tmp_path, "--lr 1000000.0", "--lr 0.02")
+    two_labels = _write_csv(tmp_path / "two.csv", [row for row in _names(0) if row[1] != "Japanese"],
+                            gzipped=False)
+    run = cli("names-rnn", "--data", two_labels, "--epochs", "2", "--resume", checkpoint)
+    assert_refused_before_training(run, tmp_path, "the label list", "Russian,Spanish", "Japanese,Russian,Spanish")
+    resumed = cli(*resumed, "--no-tensorboard", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "epoch 2/2" in resumed.stderr and resumed.summary["epochs"] == 2
+
+
+def test_resume_of_another_commands_checkpoint_is_refused(cli, tmp_path):
+    checkpoint = tmp_path / "linear.pt"
+    assert cli("fit-linear", "--epochs", "5", "--save", checkpoint, "--no-tensorboard").exit_code == 0
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--epochs", "2", "--resume", checkpoint)
+    assert_refused_before_training(run, tmp_path, "torchtools fit-linear", "not `torchtools names-rnn`")
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ([(name, "Russian") for name, _ in _names(0)], "1 label(s) (Russian)"),
+    ([("Ivanov", "Russian"), ("Garcia", "Spanish"), ("Tanaka", "Japanese")], "held-out split came out empty"),
+])
+def test_data_a_classifier_cannot_learn_or_be_scored_on_is_refused(cli, tmp_path, rows, fragment):
+    train = _write_csv(tmp_path / "train.csv", rows, gzipped=False)
+    run = cli("names-rnn", "--data", train, *SMALL[:-1], "--save", tmp_path / "names.pt")
+    assert_refused_before_training(run, tmp_path, fragment, created=(tmp_path / "names.pt",))
+
+
+def test_target_accuracy_stops_early(cli, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--epochs", "30", *SMALL, "--target-accuracy", "0.6", "--json")
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["stopped_early"] == "target" and summary["epochs"] < 30
+    assert summary["metrics"]["val_accuracy"] >= 0.6

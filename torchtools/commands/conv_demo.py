@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
 
 ARITHMETIC = "Output-size formula (arithmetic demo)"
 
@@ -26,6 +27,7 @@ class Demo(str, Enum):
 TEXT_DEMOS = [Demo.arithmetic, Demo.modes, Demo.corr2d, Demo.edge, Demo.learn_kernel, Demo.pool]
 
 
+@command("conv-demo", ("seed", "runs_dir", "no_tensorboard", "quiet", "json"))
 def conv_demo(
     demo: Annotated[Optional[list[Demo]], typer.Option(
         "--demo", "-d", help="Which demo (repeatable). Default: every demo but image, in turn.",
@@ -46,127 +48,126 @@ def conv_demo(
     channels: Annotated[int, typer.Option(min=1, max=64, help="image demo: channels of the random Conv2d.")] = 6,
     out: Annotated[Path, typer.Option(help="image demo: write the PNG grids of feature maps here.",
                                       rich_help_panel=options.OUTPUT)] = Path("conv-demo"),
-    seed: options.Seed = 0,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """The convolution lessons: sizes, padding modes, corr2d, an edge detector, a learned kernel, pooling,
     and the feature maps of a picture."""
     from torchtools.commands import convolution_lessons as convolution
-    from torchtools.core.run import Session
+    from torchtools.core.run import check_writable_folder
 
-    session = Session.start("conv-demo", device="cpu", seed=seed, json=json, quiet=quiet)
+    seed = run.seed
     selected = list(dict.fromkeys(demo)) if demo else TEXT_DEMOS
+    if Demo.image in selected and not run.no_tensorboard:  # only the image demo writes a TensorBoard run
+        check_writable_folder(run.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
     results = {}
     for name in selected:
         if name is Demo.arithmetic:
-            results[name.value] = _show_arithmetic(
-                convolution.arithmetic(input_size, kernel, stride, padding, dilation), quiet)
+            results[name.value] = _show_arithmetic(convolution.arithmetic(input_size, kernel, stride, padding,
+                                                                          dilation))
         elif name is Demo.modes:
-            results[name.value] = _show_modes(convolution.modes(input_size, sorted({2, 3, 4, 5, kernel})), quiet)
+            results[name.value] = _show_modes(convolution.modes(input_size, sorted({2, 3, 4, 5, kernel})))
         elif name is Demo.corr2d:
-            results[name.value] = _show_corr2d(convolution.corr2d_check(seed), quiet)
+            results[name.value] = _show_corr2d(convolution.corr2d_check(seed))
         elif name is Demo.edge:
-            results[name.value] = _show_edge(convolution.edge(), quiet)
+            results[name.value] = _show_edge(convolution.edge())
         elif name is Demo.learn_kernel:
-            results[name.value] = _show_learned(convolution.learn_kernel(steps, lr, seed), quiet)
+            results[name.value] = _show_learned(convolution.learn_kernel(steps, lr, seed))
         elif name is Demo.pool:
-            results[name.value] = _show_pool(convolution.pool(), quiet)
+            results[name.value] = _show_pool(convolution.pool())
         elif name is Demo.image:
-            results[name.value] = _image_demo(image, max_side, channels, seed, out, runs_dir, no_tensorboard, quiet)
+            results[name.value] = _image_demo(image, max_side, channels, seed, out, run.runs_dir,
+                                              run.no_tensorboard)
     learned = results.get(Demo.learn_kernel.value)
-    session.finish(metrics={"learn_kernel_loss": learned["losses"][-1]["loss"] if learned else None},
-                   demos=results, kernel=learned["kernel"] if learned else None)
+    run.finish(metrics={"learn_kernel_loss": learned["losses"][-1]["loss"] if learned else None},
+               demos=results, kernel=learned["kernel"] if learned else None)
 
 
-def _matrix(title: str, rows: list[list[float]], quiet: bool) -> None:
+def _matrix(title: str, rows: list[list[float]]) -> None:
     """A matrix as a table: row index, then one column per matrix column; whole numbers print as such."""
     from torchtools.core.output import print_table
 
     whole = all(float(value).is_integer() for row in rows for value in row)
     cells = [[index, *(int(value) if whole else float(value) for value in row)] for index, row in enumerate(rows)]
-    print_table(title, ["", *map(str, range(len(rows[0]) if rows else 0))], cells, quiet=quiet)
+    print_table(title, ["", *map(str, range(len(rows[0]) if rows else 0))], cells)
 
 
-def _show_arithmetic(result: dict, quiet: bool) -> dict:
+def _show_arithmetic(result: dict) -> dict:
     from torchtools.core.output import print_table, say
 
-    _matrix("arithmetic: the notes' 5x5 input", result["input"], quiet)
-    _matrix("arithmetic: the 3x3 kernel", result["kernel"], quiet)
+    _matrix("arithmetic: the notes' 5x5 input", result["input"])
+    _matrix("arithmetic: the 3x3 kernel", result["kernel"])
     for run in result["convolutions"]:
-        _matrix(f"F.conv2d(input, kernel, stride={run['stride']}, padding={run['padding']})", run["output"], quiet)
+        _matrix(f"F.conv2d(input, kernel, stride={run['stride']}, padding={run['padding']})", run["output"])
     formula = result["formula"]
     n, k, s, p, d = (formula[key] for key in ("input_size", "kernel", "stride", "padding", "dilation"))
     print_table("arithmetic: output size = floor((n + 2p - d(k-1) - 1) / s) + 1",
                 ["n", "k", "s", "p", "d", "formula", "F.conv2d"],
-                [[n, k, s, p, d, formula["output_size"], formula["conv2d_output_size"]]], quiet=quiet)
-    say(f"({n} + 2*{p} - {d}*({k}-1) - 1) // {s} + 1 = {formula['output_size']}", quiet=quiet)
+                [[n, k, s, p, d, formula["output_size"], formula["conv2d_output_size"]]])
+    say(f"({n} + 2*{p} - {d}*({k}-1) - 1) // {s} + 1 = {formula['output_size']}")
     return result
 
 
-def _show_modes(result: dict, quiet: bool) -> dict:
+def _show_modes(result: dict) -> dict:
     from torchtools.core.output import print_table
 
     rows = [[entry["mode"].upper(), entry["kernel"], f"{entry['padding'][0]} / {entry['padding'][1]}",
              entry["output_size"], entry.get("pytorch_output_size", "-")] for entry in result["sizes"]]
     print_table(f"modes: input {result['input_size']}x{result['input_size']}, stride 1",
-                ["mode", "kernel", "padding before / after", "output", "F.conv2d padding=mode"], rows, quiet=quiet)
+                ["mode", "kernel", "padding before / after", "output", "F.conv2d padding=mode"], rows)
     for mode, output in result["notes_outputs"].items():
-        _matrix(f"modes: {mode.upper()} on the notes' 5x5 input and 3x3 kernel", output, quiet)
+        _matrix(f"modes: {mode.upper()} on the notes' 5x5 input and 3x3 kernel", output)
     return result
 
 
-def _show_corr2d(result: dict, quiet: bool) -> dict:
+def _show_corr2d(result: dict) -> dict:
     from torchtools.core.output import say
 
-    _matrix("corr2d: the notes' X", result["example"]["input"], quiet)
-    _matrix("corr2d: K", result["example"]["kernel"], quiet)
-    _matrix("corr2d(X, K)", result["example"]["output"], quiet)
+    _matrix("corr2d: the notes' X", result["example"]["input"])
+    _matrix("corr2d: K", result["example"]["kernel"])
+    _matrix("corr2d(X, K)", result["example"]["output"])
     check = result["random"]
-    _matrix("corr2d on random 6x7 input, random 3x3 kernel", check["corr2d"], quiet)
-    _matrix("F.conv2d on the same", check["conv2d"], quiet)
+    _matrix("corr2d on random 6x7 input, random 3x3 kernel", check["corr2d"])
+    _matrix("F.conv2d on the same", check["conv2d"])
     verdict = "equal" if check["match"] else "DIFFERENT"
-    say(f"corr2d vs F.conv2d: {verdict} (largest difference {check['max_abs_difference']:.2e})", quiet=quiet)
+    say(f"corr2d vs F.conv2d: {verdict} (largest difference {check['max_abs_difference']:.2e})")
     return result
 
 
-def _show_edge(result: dict, quiet: bool) -> dict:
+def _show_edge(result: dict) -> dict:
     from torchtools.core.output import say
 
-    _matrix("edge: X, ones with a zero stripe", result["input"], quiet)
-    _matrix("edge: corr2d(X, [[1, -1]])", result["output"], quiet)
+    _matrix("edge: X, ones with a zero stripe", result["input"])
+    _matrix("edge: corr2d(X, [[1, -1]])", result["output"])
     say(f"edges: 1 (white to black) in column {result['falling_columns']}, "
-        f"-1 (black to white) in column {result['rising_columns']}", quiet=quiet)
-    _matrix("edge: corr2d(X.t(), [[1, -1]]): horizontal edges, none found", result["transposed_output"], quiet)
-    _matrix("edge: corr2d(X.t(), K.t()): the transposed kernel finds them", result["transposed_with_transposed_kernel"],
-            quiet)
+        f"-1 (black to white) in column {result['rising_columns']}")
+    _matrix("edge: corr2d(X.t(), [[1, -1]]): horizontal edges, none found", result["transposed_output"])
+    _matrix("edge: corr2d(X.t(), K.t()): the transposed kernel finds them", result["transposed_with_transposed_kernel"])
     return result
 
 
-def _show_learned(result: dict, quiet: bool) -> dict:
+def _show_learned(result: dict) -> dict:
     from torchtools.core.output import print_table, say
 
     print_table(f"learn-kernel: Conv2d(1, 1, (1, 2)), lr {result['lr']}, summed squared error",
-                ["step", "loss"], [[entry["step"], f"{entry['loss']:.6g}"] for entry in result["losses"]], quiet=quiet)
+                ["step", "loss"], [[entry["step"], f"{entry['loss']:.6g}"] for entry in result["losses"]])
     first, last = result["initial_kernel"], result["kernel"]
     say(f"kernel: [{first[0]:.4f}, {first[1]:.4f}] at the start, [{last[0]:.4f}, {last[1]:.4f}] "
-        f"after {result['steps']} steps (the target is [1, -1])", quiet=quiet)
+        f"after {result['steps']} steps (the target is [1, -1])")
     return result
 
 
-def _show_pool(result: dict, quiet: bool) -> dict:
-    _matrix("pool: the notes' 5x5 input", result["input"], quiet)
+def _show_pool(result: dict) -> dict:
+    _matrix("pool: the notes' 5x5 input", result["input"])
     for run in result["runs"]:
         rounding = "ceil" if run["ceil_mode"] else "floor"
         _matrix(f"MaxPool2d({result['kernel']}, ceil_mode={run['ceil_mode']}): {rounding}((5 - {result['kernel']}) "
-                f"/ {result['stride']}) + 1 = {run['output_size']}", run["output"], quiet)
+                f"/ {result['stride']}) + 1 = {run['output_size']}", run["output"])
     return result
 
 
 def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out: Path, runs_dir: Path,
-                no_tensorboard: bool, quiet: bool) -> dict:
+                no_tensorboard: bool) -> dict:
     from torchtools.commands import convolution_lessons as convolution
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.core.output import print_table, say
@@ -187,7 +188,7 @@ def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out:
     print_table(f"image: {source}, {picture.shape[1]}x{picture.shape[0]} grey",
                 ["stage", "map", "size", "min", "max", "mean"],
                 [[entry["stage"], entry["name"], "x".join(map(str, entry["shape"])), entry["min"], entry["max"],
-                  entry["mean"]] for entry in stats], quiet=quiet)
-    say(f"wrote {', '.join(map(str, files))}" + (f"; TensorBoard: {log_dir}" if log_dir else ""), quiet=quiet)
+                  entry["mean"]] for entry in stats])
+    say(f"wrote {', '.join(map(str, files))}" + (f"; TensorBoard: {log_dir}" if log_dir else ""))
     return {"source": source, "size": [picture.shape[0], picture.shape[1]], "kernels": convolution.NAMED_KERNELS,
             "maps": stats, "files": [str(file) for file in files], "tensorboard": log_dir}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
 
 
 class Activation(str, Enum):
@@ -16,6 +19,20 @@ class Activation(str, Enum):
     relu = "relu"
 
 
+@dataclass(frozen=True)
+class DiabetesConfig(Config):
+    # The feature count comes from the table: it is saved beside the config, with the standardisation.
+    hidden: list[int]
+    activation: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    val_split: float
+
+
+@command("diabetes", options.TRAINING_RUN)
 def diabetes(
     data: options.Data = None,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated (the course: 6,4).")] = "6,4",
@@ -30,15 +47,8 @@ def diabetes(
     lr: options.LearningRate = 0.01,
     optimizer: options.Optimizer = options.OptimizerName.adam,
     momentum: options.Momentum = 0.0,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
-    save: options.Save = None,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Predict diabetes from 8 measurements: the course's 8-6-4-1 network, with a proper hold-out report.
 
@@ -46,70 +56,40 @@ def diabetes(
     `--optimizer sgd --lr 0.1`.
     """
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
-    from torchtools.data.loaders import stratified_split
-    from torchtools.data.tables import read_numeric_csv
-    from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
-    from torchtools.core.errors import UserError
+    from torchtools.core.engine import Objective, fit, make_optimizer
     from torchtools.core.metrics import binary_report
+    from torchtools.core.output import say
     from torchtools.models.tabular import mlp
-    from torchtools.core.output import print_table, say
-    from torchtools.core.run import Session
 
-    session = Session.start("diabetes", device=device, seed=seed, json=json, quiet=quiet)
-    widths = _parse_widths(hidden)
-    epochs_run, train_seconds, metrics, report = 0, 0.0, {}, None
-
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, command="diabetes")
-        config = state["config"]
-        model = mlp(config["features"], config["hidden"], config["activation"])
-        model.load_state_dict(state["model"])
-        mean, std = state["mean"], state["std"]
-        say(f"loaded {checkpoint} (trained {state['epoch']} epochs)", quiet=quiet)
-    else:
-        table = read_numeric_csv(_data_path(data), min_columns=2)
-        labels = torch.from_numpy(table.last_column)
-        if not torch.all((labels == 0) | (labels == 1)):
-            raise UserError("the last column must be the 0/1 label")
-        features = torch.from_numpy(table.features)
-        if val_split > 0:
-            train_index, val_index = (torch.from_numpy(i) for i in stratified_split(labels.long(), val_split, seed))
-        else:
-            train_index, val_index = torch.arange(len(labels)), None
-        # Standardise with training statistics only, so the hold-out stays unseen.
-        mean = features[train_index].mean(dim=0)
-        std = features[train_index].std(dim=0).clamp_min(1e-6)
-        scaled = (features - mean) / std
-        generator = torch.Generator().manual_seed(seed)
-        train_loader = DataLoader(TensorDataset(scaled[train_index], labels[train_index]), batch_size=batch_size,
-                                  shuffle=True, generator=generator)
-        val_loader = None
-        if val_index is not None:
-            val_loader = DataLoader(TensorDataset(scaled[val_index], labels[val_index]), batch_size=256)
-        config = {"features": features.shape[1], "hidden": widths, "activation": activation.value,
-                  "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer.value,
-                  "val_split": val_split, "seed": seed}
-        model = mlp(features.shape[1], widths, activation.value).to(session.device)
-        plan = FitPlan("diabetes", epochs, session.device, config=config, extra={"mean": mean, "std": std},
-                       save=save, resume=resume, eval_name="val", quiet=quiet,
-                       writer=open_tensorboard(runs_dir, "diabetes", enabled=not no_tensorboard))
-        result = fit(model, Objective.binary(), make_optimizer(optimizer.value, model.parameters(), lr, momentum),
+    config = run.config(DiabetesConfig(_parse_widths(hidden), activation.value, epochs, batch_size, lr,
+                                       optimizer.value, momentum, val_split))
+    rows = run.inputs([predict] if predict is not None else None, "--predict")
+    result, metrics, report = None, {}, None
+    if run.trains:
+        train_loader, val_loader, mean, std = _loaders(_data_path(data), config, run.seed)
+        run.check_resumed("features", len(mean), "the number of feature columns")
+        model = mlp(len(mean), config.hidden, config.activation).to(run.device)
+        plan = run.plan(config, extra={"features": len(mean), "mean": mean, "std": std}, eval_name="val")
+        result = fit(model, Objective.binary(),
+                     make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum),
                      train_loader, val_loader, plan)
-        epochs_run, train_seconds, metrics = result.epochs, result.train_seconds, dict(result.metrics)
+        metrics = dict(result.metrics)
         if result.evaluation is not None:
             report = binary_report(torch.sigmoid(result.evaluation.outputs.squeeze(-1)), result.evaluation.targets)
             metrics.update({f"val_{name}": value for name, value in report.items() if name != "confusion_matrix"})
-            _print_report(report, quiet, print_table)
+            _print_report(report)
+        else:
+            say("--val-split 0: nothing held out, no hold-out report")
+    else:
+        model = mlp(run.loaded["features"], config.hidden, config.activation)
+        model.load_state_dict(run.loaded["model"])
+        mean, std = run.loaded["mean"], run.loaded["std"]
+        say(f"loaded {run.checkpoint} (trained {run.loaded['epoch']} epochs)")
 
-    predictions = None
-    if predict is not None:
-        predictions = _predict(model.cpu(), predict, mean, std, read_numeric_csv, quiet, say)
-    session.finish(epochs=epochs_run, train_seconds=train_seconds, metrics=metrics,
-                   checkpoint=save if checkpoint is None else None,
-                   confusion_matrix=report["confusion_matrix"] if report else None, predictions=predictions)
+    predictions = _predict(model.cpu(), rows[0], mean, std) if rows else None
+    run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,
+               predictions=predictions)
 
 
 def _data_path(data: Path | None) -> Path:
@@ -133,18 +113,62 @@ def _parse_widths(text: str) -> list[int]:
     return widths
 
 
-def _print_report(report: dict, quiet: bool, print_table) -> None:
+def _loaders(path: Path, config: DiabetesConfig, seed: int):
+    """(train loader, hold-out loader or None, feature mean, feature std) of the table at `path`, features
+    standardised with the training rows' statistics only, so the hold-out stays unseen."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchtools.core.errors import UserError
+    from torchtools.data.loaders import stratified_split
+    from torchtools.data.tables import read_numeric_csv
+
+    table = read_numeric_csv(path, min_columns=2)
+    labels = torch.from_numpy(table.last_column)
+    if not torch.all((labels == 0) | (labels == 1)):
+        raise UserError("the last column must be the 0/1 label")
+    # A classifier needs both labels to learn from, and with a hold-out, one row of each on each side.
+    least = min(int((labels == 0).sum()), int((labels == 1).sum()))
+    if least == 0:
+        raise UserError(f"{path}: every label is {int(labels[0])}; a classifier needs rows of both 0 and 1")
+    if config.val_split > 0 and least < 2:
+        raise UserError(f"{path}: too few rows to hold some out: each label needs 2 or more rows "
+                        "(add rows, or pass --val-split 0)")
+    features = torch.from_numpy(table.features)
+    if config.val_split > 0:
+        train_index, val_index = (torch.from_numpy(index)
+                                  for index in stratified_split(labels.long(), config.val_split, seed))
+    else:
+        train_index, val_index = torch.arange(len(labels)), None
+    mean = features[train_index].mean(dim=0)
+    # One training row has no spread: its std is NaN, and scaling by 1 leaves it as it is.
+    std = features[train_index].std(dim=0).nan_to_num(1.0).clamp_min(1e-6)
+    scaled = (features - mean) / std
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(TensorDataset(scaled[train_index], labels[train_index]), batch_size=config.batch_size,
+                              shuffle=True, generator=generator)
+    val_loader = None
+    if val_index is not None:
+        val_loader = DataLoader(TensorDataset(scaled[val_index], labels[val_index]), batch_size=256)
+    return train_loader, val_loader, mean, std
+
+
+def _print_report(report: dict) -> None:
+    from torchtools.core.output import print_table
+
     rows = [(name, value) for name, value in report.items() if name != "confusion_matrix" and value is not None]
-    print_table("hold-out report", ["metric", "value"], rows, quiet=quiet)
+    print_table("hold-out report", ["metric", "value"], rows)
     (tn, fp), (fn, tp) = report["confusion_matrix"]
-    print_table("confusion matrix", ["true \\ predicted", "0", "1"], [("0", tn, fp), ("1", fn, tp)], quiet=quiet)
+    print_table("confusion matrix", ["true \\ predicted", "0", "1"], [("0", tn, fp), ("1", fn, tp)])
 
 
-def _predict(model, path: Path, mean, std, read_numeric_csv, quiet: bool, say) -> list[float]:
+def _predict(model, path: Path, mean, std) -> list[float]:
     """P(y=1) for each row of a CSV; a trailing label column is ignored."""
     import torch
 
     from torchtools.core.errors import UserError
+    from torchtools.core.output import say
+    from torchtools.data.tables import read_numeric_csv
 
     table = read_numeric_csv(path)
     features = len(mean)
@@ -156,5 +180,5 @@ def _predict(model, path: Path, mean, std, read_numeric_csv, quiet: bool, say) -
     with torch.no_grad():
         probabilities = torch.sigmoid(model((rows - mean) / std).squeeze(-1)).tolist()
     for number, probability in enumerate(probabilities, start=1):
-        say(f"row {number}: P(y=1) = {probability:.4f}", quiet=quiet)
+        say(f"row {number}: P(y=1) = {probability:.4f}")
     return probabilities

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
 
 
 class Method(str, Enum):
@@ -21,9 +24,22 @@ class Method(str, Enum):
 
 # (epochs, lr) by method. The course's: 100 epochs at lr 0.01 for the hand-written loops, 1000 for
 # nn.Linear; the course sums the nn loss over its 3 samples, so the mean-loss lr here is 0.05 to match.
-DEFAULTS = {Method.gd: (100, 0.01), Method.sgd: (100, 0.01), Method.autograd: (100, 0.01), Method.nn: (1000, 0.05)}
+# The grid search has neither.
+DEFAULTS = {Method.exhaustive: (0, 0.0), Method.gd: (100, 0.01), Method.sgd: (100, 0.01),
+            Method.autograd: (100, 0.01), Method.nn: (1000, 0.05)}
+COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]
 
 
+@dataclass(frozen=True)
+class LinearConfig(Config):
+    method: str
+    epochs: int
+    lr: float
+    optimizer: str
+    batch_size: int | None  # None: full batch
+
+
+@command("fit-linear", options.TRAINING_RUN)
 def fit_linear(
     method: Annotated[Method, typer.Option(
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad "
@@ -44,84 +60,69 @@ def fit_linear(
     optimizer: Annotated[options.OptimizerName, typer.Option(
         help="Optimizer of --method nn.", rich_help_panel=options.TRAINING)] = options.OptimizerName.sgd,
     batch_size: options.FullBatchSize = None,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
-    save: options.Save = None,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Fit y = w*x + b: the linear-model lessons, on the course's toy data or your CSV."""
-    import torch
-
     from torchtools.commands import linear_lessons as linear
     from torchtools.core import plots
-    from torchtools.core.checkpoints import open_tensorboard
-    from torchtools.core.engine import FitPlan, Objective
+    from torchtools.core.engine import Objective
     from torchtools.core.errors import UserError
-    from torchtools.core.output import print_table, say
-    from torchtools.core.run import Session
+    from torchtools.core.output import say
 
-    session = Session.start("fit-linear", device=device, seed=seed, json=json, quiet=quiet)
-    points = linear.load_points(csv, [1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    default_epochs, default_lr = DEFAULTS[method]
+    config = run.config(LinearConfig(method.value, epochs or default_epochs, lr if lr is not None else default_lr,
+                                     optimizer.value, batch_size))
+    method = Method(config.method)
+    if run.target_accuracy is not None:
+        raise UserError("--target-accuracy needs a classifier; fit-linear fits a regression (no accuracy): "
+                        "use --patience")
+    if method is not Method.nn and (config.batch_size or run.resume or run.patience
+                                    or config.optimizer != options.OptimizerName.sgd.value):
+        raise UserError("--batch-size, --resume, --patience and --optimizer apply to --method nn; "
+                        "the lessons' loops fix their own")
+    if plot is not None and not run.trains:
+        raise UserError("--plot draws the training (or the grid search); a --checkpoint run trains nothing")
+    run.check_output(plot, "--plot", suffixes=(".png",))
+    points = linear.load_points(csv, COURSE_X, COURSE_Y)
     inputs, keys = linear.parse_inputs(predict or [], points.features)
-    default_epochs, default_lr = DEFAULTS.get(method, (0, 0.0))
-    epochs, lr = epochs or default_epochs, lr if lr is not None else default_lr
-    config = {"method": method.value, "epochs": epochs, "lr": lr, "features": points.features}
-    if method is not Method.nn and (batch_size or resume or optimizer is not options.OptimizerName.sgd):
-        raise UserError("--batch-size, --resume and --optimizer apply to --method nn; the lessons' loops fix their own")
-    losses: list[float] = []
-    train_seconds = 0.0
 
-    if checkpoint is not None:
-        layer, epochs = linear.load_layer(checkpoint, "fit-linear"), 0
-        say(f"loaded {checkpoint}", quiet=quiet)
-    elif method is Method.exhaustive:
-        if points.features != 1:
-            raise UserError("--method exhaustive scans a single w; your data has several feature columns")
-        grid, mse = _exhaustive(points.x[:, 0], points.y)
-        print_table("MSE for each w", ["w", "MSE"], list(zip(grid.tolist(), mse.tolist())), quiet=quiet)
-        layer = torch.nn.Linear(1, 1)
-        with torch.no_grad():
-            layer.weight.fill_(grid[mse.argmin()].item())
-            layer.bias.zero_()
-        losses, epochs = [mse.min().item()], 0
-        if plot:
-            plots.line_plot(plot, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w")
-    else:
-        plan = FitPlan("fit-linear", epochs, session.device, config=config, save=save, resume=resume,
-                       writer=open_tensorboard(runs_dir, "fit-linear", enabled=not no_tensorboard), quiet=quiet)
-        if method is Method.nn:
-            layer, losses, train_seconds = linear.train_layer(points, Objective.regression(), plan, lr=lr,
-                                                              optimizer=optimizer.value, batch_size=batch_size,
-                                                              seed=seed)
-        else:
-            layer, losses, train_seconds = _LESSONS[method](points, plan, lr)
-            if save:
-                linear.save_layer(save, "fit-linear", layer, config, {"train_loss": losses[-1]})
-        if plot:
-            plots.line_plot(plot, range(1, len(losses) + 1), losses, xlabel="epoch", ylabel="MSE",
-                            title=f"fit-linear ({method.value})")
+    lessons = {
+        Method.exhaustive: lambda points, plan: _exhaustive(points, plan, plot),
+        Method.gd: lambda points, plan: _gradient_descent(points, plan, config.lr, per_sample=False),
+        Method.sgd: lambda points, plan: _gradient_descent(points, plan, config.lr, per_sample=True),
+        Method.autograd: lambda points, plan: _autograd(points, plan, config.lr),
+    }
+    layer, result = linear.fit_or_load(run, config, points, Objective.regression(), lesson=lessons.get(method))
+    if plot is not None and method is not Method.exhaustive:
+        plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
+                        xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method.value})")
 
     w, b = linear.weights(layer)
-    loss = losses[-1] if losses else _mse(layer, points)
-    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}", quiet=quiet)
-    predictions = _predictions(layer, inputs, keys, quiet)
-    session.finish(epochs=epochs, train_seconds=train_seconds, metrics={"loss": loss},
-                   checkpoint=save if save and checkpoint is None and method is not Method.exhaustive else None,
-                   method=method.value, w=w, b=b, loss=loss, predictions=predictions)
+    loss = result.metrics["train_loss"] if result is not None else _mse(layer, points)
+    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}")
+    predictions = _predictions(layer, inputs, keys)
+    run.finish(result, metrics={"loss": loss}, method=method.value, w=w, b=b, loss=loss, predictions=predictions)
 
 
-def _exhaustive(x, y):
+def _exhaustive(points, plan, plot: Path | None):
     """The first lesson: try every w on a grid and keep the one with the smallest MSE (y = w*x)."""
     import torch
 
+    from torchtools.core import plots
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import print_table
+
+    if points.features != 1:
+        raise UserError("--method exhaustive scans a single w; your data has several feature columns")
+    x, y = points.x[:, 0], points.y
     grid = torch.arange(0, 41, dtype=torch.float32) / 10  # 0.0 .. 4.0 step 0.1, exact decimals
     mse = ((grid[:, None] * x[None, :] - y[None, :]) ** 2).mean(dim=1)
-    return grid, mse
+    print_table("MSE for each w", ["w", "MSE"], list(zip(grid.tolist(), mse.tolist())))
+    if plot is not None:
+        plots.line_plot(plot, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w")
+    w = grid[mse.argmin()]
+    return _as_layer(w.reshape(1), torch.zeros(())), _lesson_result([], mse.min().item(), 0.0)
 
 
 def _gradient_descent(points, plan, lr, *, per_sample: bool):
@@ -145,8 +146,8 @@ def _gradient_descent(points, plan, lr, *, per_sample: bool):
             b = b - lr * 2 * error.mean()
         return sum(losses) / len(losses)
 
-    losses, seconds = _run_lesson(epoch_step, plan, len(y))
-    return _as_layer(w, b), losses, seconds
+    result = _run_lesson(epoch_step, plan, len(y))
+    return _as_layer(w, b), result
 
 
 def _autograd(points, plan, lr):
@@ -169,42 +170,48 @@ def _autograd(points, plan, lr):
             losses.append(loss.item())
         return sum(losses) / len(losses)
 
-    losses, seconds = _run_lesson(epoch_step, plan, len(points.y))
-    return _as_layer(w.detach(), b.detach()), losses, seconds
-
-
-_LESSONS = {
-    Method.gd: lambda points, plan, lr: _gradient_descent(points, plan, lr, per_sample=False),
-    Method.sgd: lambda points, plan, lr: _gradient_descent(points, plan, lr, per_sample=True),
-    Method.autograd: _autograd,
-}
+    result = _run_lesson(epoch_step, plan, len(points.y))
+    return _as_layer(w.detach(), b.detach()), result
 
 
 def _run_lesson(epoch_step, plan, samples: int):
-    """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check."""
+    """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check.
+    Its checkpoint is written after the last epoch (see linear_lessons.fit_or_load), so a diverged loop
+    leaves none behind."""
     import math
     import time
 
     from torchtools.core.errors import TrainingDiverged
     from torchtools.core.output import EpochProgress
 
-    progress = EpochProgress(plan.epochs, quiet=plan.quiet)
-    losses, seconds = [], 0.0
-    for epoch in range(1, plan.epochs + 1):
-        progress.start_epoch(epoch, 1)
-        started = time.perf_counter()
-        loss = epoch_step()
-        seconds += time.perf_counter() - started
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss} in epoch {epoch}; training stopped. Try a lower --lr")
-        progress.update(1, samples, {"loss": loss})
-        progress.end_epoch({"train_loss": loss})
+    progress = EpochProgress(plan.epochs)
+    history, seconds = [], 0.0
+    try:
+        for epoch in range(1, plan.epochs + 1):
+            progress.start_epoch(epoch, 1)
+            started = time.perf_counter()
+            loss = epoch_step()
+            seconds += time.perf_counter() - started
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss} in epoch {epoch}; training stopped (no checkpoint was "
+                                       "written). Try a lower --lr")
+            progress.update(1, samples, {"loss": loss})
+            progress.end_epoch({"train_loss": loss})
+            if plan.writer is not None:
+                plan.writer.add_scalar("train/loss", loss, epoch)
+            history.append({"train_loss": loss})
+    finally:
+        progress.close()
         if plan.writer is not None:
-            plan.writer.add_scalar("train/loss", loss, epoch)
-        losses.append(loss)
-    if plan.writer is not None:
-        plan.writer.flush()
-    return losses, seconds
+            plan.writer.flush()
+    return _lesson_result(history, history[-1]["train_loss"], seconds)
+
+
+def _lesson_result(history: list[dict], loss: float, seconds: float):
+    """A lesson's outcome in the engine's form, so the run's summary reads it the same way."""
+    from torchtools.core.engine import FitResult
+
+    return FitResult(history, {"train_loss": loss}, None, seconds, len(history), None)
 
 
 def _as_layer(w, b):
@@ -224,7 +231,7 @@ def _mse(layer, points) -> float:
         return torch.mean((layer.cpu()(points.x).squeeze(-1) - points.y) ** 2).item()
 
 
-def _predictions(layer, inputs, keys: list[str], quiet: bool) -> dict[str, float]:
+def _predictions(layer, inputs, keys: list[str]) -> dict[str, float]:
     import torch
 
     from torchtools.core.output import say
@@ -233,5 +240,5 @@ def _predictions(layer, inputs, keys: list[str], quiet: bool) -> dict[str, float
         outputs = layer.cpu()(inputs).squeeze(-1).tolist() if len(inputs) else []
     predictions = dict(zip(keys, outputs))
     for key, value in predictions.items():
-        say(f"x = {key}  ->  y = {value:.6g}", quiet=quiet)
+        say(f"x = {key}  ->  y = {value:.6g}")
     return predictions

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
+
+COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 
 
+@dataclass(frozen=True)
+class LogisticConfig(Config):
+    epochs: int
+    lr: float
+    optimizer: str
+    batch_size: int | None  # None: full batch
+
+
+@command("fit-logistic", options.TRAINING_RUN)
 def fit_logistic(
     csv: Annotated[Optional[Path], typer.Option(
         "--csv", "--data",
@@ -24,65 +38,48 @@ def fit_logistic(
     lr: options.LearningRate = 0.1,
     optimizer: options.Optimizer = options.OptimizerName.sgd,
     batch_size: options.FullBatchSize = None,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
-    save: options.Save = None,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Fit P(y=1) = sigmoid(w*x + b) with BCE: the course's pass/fail-by-hours lesson, or your CSV."""
     import torch
 
     from torchtools.commands import linear_lessons as linear
     from torchtools.core import plots
-    from torchtools.core.checkpoints import open_tensorboard
-    from torchtools.core.engine import FitPlan, Objective
+    from torchtools.core.engine import Objective
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
-    from torchtools.core.run import Session
 
-    session = Session.start("fit-logistic", device=device, seed=seed, json=json, quiet=quiet)
-    points = linear.load_points(csv, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    config = run.config(LogisticConfig(epochs, lr, optimizer.value, batch_size))
+    run.check_output(plot, "--plot", suffixes=(".png",))
+    points = linear.load_points(csv, COURSE_X, COURSE_Y)
     if not torch.all((points.y == 0) | (points.y == 1)):
         raise UserError("fit-logistic needs 0/1 labels in the last column")
     inputs, keys = linear.parse_inputs(predict or [], points.features)
-    losses, train_seconds = [], 0.0
-    if checkpoint is not None:
-        layer, epochs = linear.load_layer(checkpoint, "fit-logistic"), 0
-        say(f"loaded {checkpoint}", quiet=quiet)
-    else:
-        config = {"epochs": epochs, "lr": lr, "optimizer": optimizer.value, "features": points.features}
-        plan = FitPlan("fit-logistic", epochs, session.device, config=config, save=save, resume=resume,
-                       writer=open_tensorboard(runs_dir, "fit-logistic", enabled=not no_tensorboard), quiet=quiet)
-        layer, losses, train_seconds = linear.train_layer(points, Objective.binary(), plan, lr=lr,
-                                                          optimizer=optimizer.value, batch_size=batch_size,
-                                                          seed=seed)
+
+    layer, result = linear.fit_or_load(run, config, points, Objective.binary())
     layer = layer.cpu()
     with torch.no_grad():
         probabilities = torch.sigmoid(layer(points.x)).squeeze(-1)
         loss = torch.nn.functional.binary_cross_entropy(probabilities, points.y).item()
     accuracy = ((probabilities > 0.5).float() == points.y).float().mean().item()
     w, b = linear.weights(layer)
-    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}  train accuracy = {accuracy:.4f}", quiet=quiet)
+    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}  train accuracy = {accuracy:.4f}")
 
     with torch.no_grad():
         outputs = torch.sigmoid(layer(inputs)).squeeze(-1).tolist() if len(inputs) else []
     predictions = dict(zip(keys, outputs))
     for key, p in predictions.items():
-        say(f"x = {key}  ->  P(y=1) = {p:.4f}", quiet=quiet)
+        say(f"x = {key}  ->  P(y=1) = {p:.4f}")
 
-    if plot and points.features == 1:
+    if plot is not None and points.features == 1:
         hours = torch.linspace(0, 10, 200)
         with torch.no_grad():
             curve = torch.sigmoid(layer(hours.unsqueeze(1))).squeeze(-1)
         plots.line_plot(plot, hours.tolist(), curve.tolist(), xlabel="x (hours)", ylabel="P(y=1)",
                         title="fit-logistic", hline=0.5, points=(points.x[:, 0].tolist(), points.y.tolist()))
-    elif plot and losses:
-        plots.line_plot(plot, range(1, len(losses) + 1), losses, xlabel="epoch", ylabel="BCE", title="fit-logistic")
-    session.finish(epochs=epochs, train_seconds=train_seconds, metrics={"loss": loss, "train_accuracy": accuracy},
-                   checkpoint=save if save and checkpoint is None else None,
-                   w=w, b=b, loss=loss, predictions=predictions)
+    elif plot is not None and result is not None:
+        plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
+                        xlabel="epoch", ylabel="BCE", title="fit-logistic")
+    run.finish(result, metrics={"loss": loss, "train_accuracy": accuracy}, w=w, b=b, loss=loss,
+               predictions=predictions)

@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
 
 
+@command("inspect-weights", ("runs_dir", "quiet", "json"))
 def inspect_weights(
     file: Annotated[Path, typer.Argument(help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.",
                                          show_default=False)],
@@ -26,10 +28,9 @@ def inspect_weights(
     histograms: Annotated[bool, typer.Option(
         "--histograms", help="Write a weight histogram per tensor to TensorBoard (RUNS_DIR/inspect-weights/...).")
     ] = False,
-    runs_dir: options.RunsDir = Path("runs"),
     trust_pickle: options.TrustPickle = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Show every tensor in a weights file: shape, dtype, size and value statistics, with totals.
 
@@ -40,59 +41,59 @@ def inspect_weights(
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.models.pretrained import key_summary, read_weights
     from torchtools.core.output import print_table, say
-    from torchtools.core.run import Session
+    from torchtools.core.run import check_writable_folder
 
-    session = Session.start("inspect-weights", device="cpu", json=json, quiet=quiet)
+    if histograms:
+        check_writable_folder(run.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
     weights = read_weights(file, trust_pickle=trust_pickle)
     kind, inferred = inspection.describe(weights)
-    say(f"{file}: {kind}", quiet=quiet)
+    say(f"{file}: {kind}")
     checkpoint_info = None
     if weights.checkpoint is not None:
         checkpoint_info = {key: weights.checkpoint.get(key) for key in ("command", "epoch", "metrics", "config")}
         for key in ("metrics", "config"):
-            say(f"{key}: " + ", ".join(f"{name} {value}" for name, value in (checkpoint_info[key] or {}).items()),
-                quiet=quiet)
+            say(f"{key}: " + ", ".join(f"{name} {value}" for name, value in (checkpoint_info[key] or {}).items()))
     state = inspection.select(weights.state, filter_)
     rows = [inspection.tensor_row(name, value) for name, value in state.items()]
     columns = ["name", "shape", "dtype", "params", "kind", "mean", "std", "min", "max", "zeros"]
     print_table(f"{len(rows)} of {len(weights.state)} tensors", columns,
                 [(row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['params']:,}",
                   "buffer" if row["buffer"] else "param", *(_number(row[key]) for key in ("mean", "std", "min", "max")),
-                  _number(row["zeros"], "{:.1%}")) for row in rows], quiet=quiet)
+                  _number(row["zeros"], "{:.1%}")) for row in rows])
     total = inspection.totals(state)
     say(f"total: {total['params']:,} parameters, {total['buffer_values']:,} buffer values, "
-        f"{total['bytes']:,} bytes ({total['bytes'] / 2**20:.1f} MiB)", quiet=quiet)
+        f"{total['bytes']:,} bytes ({total['bytes'] / 2**20:.1f} MiB)")
 
     comparison = None
     if arch is not None:
         comparison = inspection.compare(state, arch, classes)
         say(f"against {arch} ({classes} classes): {comparison['matching']} matching, "
             f"{len(comparison['missing'])} missing, {len(comparison['unexpected'])} unexpected, "
-            f"{len(comparison['mismatched'])} shape-mismatched", quiet=quiet)
+            f"{len(comparison['mismatched'])} shape-mismatched")
         mismatched = [f"{item['name']} (file {item['file_shape']}, {arch} {item['arch_shape']})"
                       for item in comparison["mismatched"]]
         for name, keys in (("missing", comparison["missing"]), ("unexpected", comparison["unexpected"]),
                            ("shape-mismatched", mismatched)):
-            say(f"{name}: {key_summary(keys)}", quiet=quiet)
+            say(f"{name}: {key_summary(keys)}")
     differences = None
     if other is not None:
         differences = inspection.diff(state, inspection.select(read_weights(other, trust_pickle=trust_pickle).state,
                                                                filter_))
         print_table(f"largest absolute difference, {file} vs {other}", ["name", "max |a - b|"],
-                    [(item["name"], _number(item["max_abs_diff"])) for item in differences["tensors"]], quiet=quiet)
+                    [(item["name"], _number(item["max_abs_diff"])) for item in differences["tensors"]])
         for name in ("mismatched", "only_in_file", "only_in_other"):
             if differences[name]:
-                say(f"{name.replace('_', ' ')}: {key_summary(differences[name])}", quiet=quiet)
+                say(f"{name.replace('_', ' ')}: {key_summary(differences[name])}")
     histogram_dir = None
     if histograms:
-        writer = open_tensorboard(runs_dir, "inspect-weights")
+        writer = open_tensorboard(run.runs_dir, "inspect-weights")
         written = inspection.write_histograms(writer, state)
         writer.close()
         histogram_dir = writer.log_dir
-        say(f"{written} histograms written: tensorboard --logdir {histogram_dir}", quiet=quiet)
-    session.finish(file_kind=kind, arch=inferred, tensors=rows, total_params=total["params"],
-                   total_bytes=total["bytes"], checkpoint_info=checkpoint_info, comparison=comparison,
-                   diff=differences, histograms=histogram_dir)
+        say(f"{written} histograms written: tensorboard --logdir {histogram_dir}")
+    run.finish(file_kind=kind, arch=inferred, tensors=rows, total_params=total["params"],
+               total_bytes=total["bytes"], checkpoint_info=checkpoint_info, comparison=comparison,
+               diff=differences, histograms=histogram_dir)
 
 
 def _number(value: float | None, template: str = "{:.4g}") -> str:

@@ -1,4 +1,4 @@
-"""The linear-model lessons' shared core: toy or CSV data, a one-layer model, predictions.
+"""The linear-model lessons' shared core: toy or CSV data, a one-layer model trained or loaded, predictions.
 
 fit-linear and fit-logistic differ only in their objective (MSE vs BCE on a sigmoid) and in
 fit-linear's hand-written lesson methods; everything else about them lives here.
@@ -6,23 +6,31 @@ fit-linear's hand-written lesson methods; everything else about them lives here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from torchtools.core.checkpoints import load_checkpoint, save_checkpoint
+from torchtools.core.checkpoints import save_checkpoint
+from torchtools.core.config import Config
+from torchtools.core.engine import FitPlan, FitResult, Objective, fit, make_optimizer
+from torchtools.core.errors import UserError
+from torchtools.core.output import say
+from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.tables import read_numeric_csv
-from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
-from torchtools.core.errors import UserError
+
+# A hand-written lesson loop: trains a layer on the points under the plan, returns it and its result.
+Lesson = Callable[["Points", FitPlan], tuple[nn.Linear, FitResult]]
 
 
 @dataclass
 class Points:
     x: Tensor  # samples x features, float32
     y: Tensor  # samples
+    source: str  # the CSV, or "the course's data"
 
     @property
     def features(self) -> int:
@@ -32,9 +40,17 @@ class Points:
 def load_points(csv: Path | None, default_x: list[float], default_y: list[float]) -> Points:
     """The user's CSV (header optional, last column y, one or more feature columns) or the course's toy data."""
     if csv is None:
-        return Points(torch.tensor(default_x).unsqueeze(1), torch.tensor(default_y))
+        return Points(torch.tensor(default_x).unsqueeze(1), torch.tensor(default_y), "the course's data")
     table = read_numeric_csv(csv, min_columns=2)
-    return Points(torch.from_numpy(table.features).contiguous(), torch.from_numpy(table.last_column).contiguous())
+    return Points(torch.from_numpy(table.features).contiguous(), torch.from_numpy(table.last_column).contiguous(),
+                  str(csv))
+
+
+def check_features(run: Run, points: Points) -> None:
+    """A --checkpoint or --resume model takes the feature count it was trained on."""
+    if run.loaded is not None and run.loaded.get("features") != points.features:
+        raise UserError(f"{points.source} has {points.features} feature column(s); {run.checkpoint or run.resume} "
+                        f"was trained on {run.loaded.get('features')}: pass --csv with that many")
 
 
 def parse_inputs(texts: list[str], features: int) -> tuple[Tensor, list[str]]:
@@ -62,27 +78,39 @@ def weights(layer: nn.Linear) -> tuple[float | list[float], float]:
     return (w[0] if len(w) == 1 else w), float(layer.bias.detach().cpu().item())
 
 
-def train_layer(points: Points, objective: Objective, plan: FitPlan, *, lr: float, optimizer: str,
-                batch_size: int | None = None, seed: int = 0) -> tuple[nn.Linear, list[float], float]:
-    """nn.Linear trained through the engine (full batch unless `batch_size`); returns the layer,
-    the per-epoch losses and the training time."""
+def fit_or_load(run: Run, config: Config, points: Points, objective: Objective, *,
+                lesson: Lesson | None = None) -> tuple[nn.Linear, FitResult | None]:
+    """The --checkpoint layer (result None), or one trained on the points: nn.Linear through the engine, or by a
+    hand-written `lesson` loop, saved to --save in the engine's checkpoint layout."""
+    check_features(run, points)
+    if not run.trains:
+        layer = nn.Linear(points.features, 1)
+        layer.load_state_dict(run.loaded["model"])
+        say(f"loaded {run.checkpoint} (trained {run.loaded.get('epoch')} epoch(s))")
+        return layer, None
+    plan = run.plan(config, extra={"features": points.features})
+    if lesson is None:
+        return _train_layer(points, objective, plan, config, seed=run.seed)
+    layer, result = lesson(points, plan)
+    if run.save is not None:
+        result.checkpoint = _save_layer(plan, layer, result)
+    return layer, result
+
+
+def _train_layer(points: Points, objective: Objective, plan: FitPlan, config, *,
+                 seed: int) -> tuple[nn.Linear, FitResult]:
+    """nn.Linear trained through the engine: full batch unless --batch-size."""
     layer = nn.Linear(points.features, 1).to(plan.device)
     batches = TensorBatches(points.x.to(plan.device), points.y.to(plan.device),
-                            batch_size=batch_size or len(points.y), shuffle=batch_size is not None, seed=seed)
-    result = fit(layer, objective, make_optimizer(optimizer, layer.parameters(), lr), batches, None, plan)
-    return layer, [row["train_loss"] for row in result.history], result.train_seconds
+                            batch_size=config.batch_size or len(points.y), shuffle=config.batch_size is not None,
+                            seed=seed)
+    result = fit(layer, objective, make_optimizer(config.optimizer, layer.parameters(), config.lr), batches, None,
+                 plan)
+    return layer, result
 
 
-def save_layer(path: Path, command: str, layer: nn.Linear, config: dict, metrics: dict) -> Path:
-    """For the hand-written lesson methods, which have no optimizer: the same checkpoint layout as fit()."""
-    return save_checkpoint(path, {"command": command, "model": layer.state_dict(), "optimizer": None,
-                                  "scheduler": None, "epoch": config.get("epochs", 0), "metrics": metrics,
-                                  "history": [], "config": config})
-
-
-def load_layer(path: Path, command: str) -> nn.Linear:
-    checkpoint = load_checkpoint(path, command=command)
-    state = checkpoint["model"]
-    layer = nn.Linear(state["weight"].shape[1], 1)
-    layer.load_state_dict(state)
-    return layer
+def _save_layer(plan: FitPlan, layer: nn.Linear, result: FitResult) -> Path:
+    """The hand-written lessons have no optimizer: their checkpoint loads with --checkpoint, not --resume."""
+    return save_checkpoint(plan.save, {"command": plan.command, "model": layer.state_dict(), "optimizer": None,
+                                       "scheduler": None, "epoch": result.epochs, "metrics": result.metrics,
+                                       "history": result.history, "config": plan.config, **plan.extra})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from torchtools.core import options
+from torchtools.core.command import command
+from torchtools.core.config import Config
 
 MODEL = "Model"
 TOP_LABELS = 3
@@ -20,6 +23,22 @@ class Cell(str, Enum):
     rnn = "rnn"
 
 
+@dataclass(frozen=True)
+class NamesConfig(Config):
+    # The vocabulary and the labels come from the training names: they are saved beside the config.
+    cell: str
+    hidden: int
+    layers: int
+    bidirectional: bool
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    val_split: float
+
+
+@command("names-rnn", options.TRAINING_RUN)
 def names_rnn(
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Training names: a name,label CSV (gzip or plain) or a folder of <Label>.txt files. "
@@ -44,116 +63,127 @@ def names_rnn(
     lr: options.LearningRate = 1e-3,
     optimizer: options.Optimizer = options.OptimizerName.adam,
     momentum: options.Momentum = 0.0,
-    seed: options.Seed = 0,
-    device: options.Device = "auto",
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Draw the confusion matrix as a PNG heatmap to this file.", show_default=False,
         rich_help_panel=options.OUTPUT)] = None,
-    save: options.Save = None,
-    checkpoint: options.Checkpoint = None,
-    resume: options.Resume = None,
-    runs_dir: options.RunsDir = Path("runs"),
-    no_tensorboard: options.NoTensorboard = False,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Tell a surname's country: Embedding -> GRU -> Linear over characters, on the course CSV or the tutorial folder.
 
     Reports overall and per-label accuracy and the confusion matrix; --predict NAME gives the top 3 labels.
     """
-    from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
-    from torchtools.core.image_classifier import report as class_report
-    from torchtools.data.names import Vocabulary, read_names
-    from torchtools.core.engine import FitPlan, Objective, evaluate, fit, make_optimizer
+    from torchtools.core.engine import Objective, evaluate, fit, make_optimizer
     from torchtools.core.errors import UserError
+    from torchtools.core.image_classifier import report as class_report
     from torchtools.core.output import say
-    from torchtools.core.run import Session
+    from torchtools.data.names import Vocabulary, read_names
 
-    session = Session.start("names-rnn", device=device, seed=seed, json=json, quiet=quiet)
-    writer = None
+    config = run.config(NamesConfig(cell.value, hidden, layers, bidirectional, epochs, batch_size, lr,
+                                    optimizer.value, momentum, val_split))
+    names_to_label = _fold_names(predict or [])
+    run.check_output(plot, "--plot", suffixes=(".png",))
+    if not run.trains and not names_to_label and test is None:
+        raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")
     skipped = {"blank": 0, "junk": 0, "unknown_label": 0}
-    epochs_run, train_seconds, metrics, report = 0, 0.0, {}, None
+    result, metrics, report = None, {}, None
 
-    if checkpoint is not None:
-        if not predict and test is None:
-            raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")
-        state = load_checkpoint(checkpoint, command="names-rnn")
-        config = state["config"]
-        labels, vocabulary = list(state["labels"]), Vocabulary(state["vocabulary"])
-        model = _build_model(config).to(session.device)
-        model.load_state_dict(state["model"])
-        say(f"loaded {checkpoint} (trained {state['epoch']} epochs, {len(labels)} labels)", quiet=quiet)
-        if test is not None:
-            eval_name = "test"
-            test_set = read_names(test)
-            _count_skipped(skipped, test_set)
-            eval_batches = _batches(test_set, labels, vocabulary, session.device, batch_size, test, skipped)
-            plan = FitPlan("names-rnn", 0, session.device, eval_name=eval_name, quiet=quiet)
-            evaluation = evaluate(model, Objective.classification(), eval_batches, plan)
-            metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
-            report = class_report(evaluation, labels, split=eval_name, plot=plot, quiet=quiet)
-    else:
+    if run.trains:
         if data is None:
             data = options.default_data_root() / "names" / "names_train.csv.gz"
             course_test = data.with_name("names_test.csv.gz")
             test = test or (course_test if course_test.is_file() else None)
         train_set = read_names(data)
-        say(f"training data: {train_set.describe()}", quiet=quiet)
+        say(f"training data: {train_set.describe()}")
         _count_skipped(skipped, train_set)
-        train_set, held_out, eval_name = _held_out(train_set, test, val_split, seed, quiet)
+        train_set, held_out, eval_name = _held_out(train_set, test, config.val_split, run.seed)
         if test is not None:
             _count_skipped(skipped, held_out)
         labels = sorted(set(train_set.labels))
         vocabulary = Vocabulary.from_names(train_set.names)
-        train_batches = _batches(train_set, labels, vocabulary, session.device, batch_size, data, skipped,
-                                 shuffle=True, seed=seed)
+        _check_trainable(data, labels, train_set, held_out, asked=test is not None or config.val_split > 0)
+        run.check_resumed("labels", labels, "the label list")
+        run.check_resumed("vocabulary", vocabulary.characters, "the characters of the training names")
+        train_batches = _batches(train_set, labels, vocabulary, run.device, config.batch_size, data, skipped,
+                                 shuffle=True, seed=run.seed)
         eval_batches = None
         if held_out is not None:
-            eval_batches = _batches(held_out, labels, vocabulary, session.device, batch_size, test, skipped)
-        config = {"vocabulary_size": len(vocabulary), "classes": len(labels), "hidden": hidden, "layers": layers,
-                  "bidirectional": bidirectional, "cell": cell.value, "epochs": epochs, "batch_size": batch_size,
-                  "lr": lr, "optimizer": optimizer.value, "seed": seed}
-        model = _build_model(config).to(session.device)
-        writer = open_tensorboard(runs_dir, "names-rnn", enabled=not no_tensorboard)
-        plan = FitPlan("names-rnn", epochs, session.device, config=config,
-                       extra={"labels": labels, "vocabulary": vocabulary.characters}, save=save, resume=resume,
-                       writer=writer, eval_name=eval_name, quiet=quiet)
+            eval_batches = _batches(held_out, labels, vocabulary, run.device, config.batch_size, test, skipped)
+        model = _build_model(config, vocabulary, labels).to(run.device)
+        plan = run.plan(config, extra={"labels": labels, "vocabulary": vocabulary.characters}, eval_name=eval_name)
         result = fit(model, Objective.classification(),
-                     make_optimizer(optimizer.value, model.parameters(), lr, momentum), train_batches, eval_batches,
-                     plan)
-        epochs_run, train_seconds, metrics = result.epochs, result.train_seconds, dict(result.metrics)
-        if result.evaluation is not None:
-            report = class_report(result.evaluation, labels, split=eval_name, plot=plot, writer=writer, quiet=quiet)
+                     make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum),
+                     train_batches, eval_batches, plan)
+        metrics, evaluation = dict(result.metrics), result.evaluation
+    else:
+        labels, vocabulary = list(run.loaded["labels"]), Vocabulary(run.loaded["vocabulary"])
+        model = _build_model(config, vocabulary, labels).to(run.device)
+        model.load_state_dict(run.loaded["model"])
+        say(f"loaded {run.checkpoint} (trained {run.loaded['epoch']} epochs, {len(labels)} labels)")
+        evaluation, eval_name = None, "test"
+        if test is not None:
+            test_set = read_names(test)
+            _count_skipped(skipped, test_set)
+            eval_batches = _batches(test_set, labels, vocabulary, run.device, config.batch_size, test, skipped)
+            evaluation = evaluate(model, Objective.classification(), eval_batches, run.device)
+            metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
+    if evaluation is not None:
+        report = class_report(evaluation, labels, split=eval_name, plot=plot, writer=run.writer)
 
-    predictions = _predict(model, vocabulary, labels, predict or [], session.device, quiet) if predict else None
-    session.finish(epochs=epochs_run, train_seconds=train_seconds, metrics=metrics,
-                   checkpoint=save if checkpoint is None else None, labels=labels, skipped=skipped,
-                   per_class_accuracy=report[0] if report else None, confusion_matrix=report[1] if report else None,
-                   predictions=predictions)
+    predictions = _predict(model, vocabulary, labels, names_to_label, run.device) if names_to_label else None
+    run.finish(result, metrics=metrics, labels=labels, skipped=skipped,
+               per_class_accuracy=report[0] if report else None, confusion_matrix=report[1] if report else None,
+               predictions=predictions)
 
 
-def _build_model(config: dict):
+def _fold_names(names: list[str]) -> list[tuple[str, str]]:
+    """(name as typed, folded to ASCII) for each --predict name; one that holds no letters is refused now."""
+    from torchtools.core.errors import UserError
+    from torchtools.data.names import fold, is_junk
+
+    folded = [(name, fold(name)) for name in names]
+    for name, clean in folded:
+        if is_junk(clean):
+            raise UserError(f"--predict {name!r}: it holds no letters a name is made of; nothing to classify")
+    return folded
+
+
+def _build_model(config: NamesConfig, vocabulary, labels: list[str]):
     from torchtools.models.names import NameClassifier
 
-    return NameClassifier(config["vocabulary_size"], config["classes"], hidden=config["hidden"],
-                          layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
+    return NameClassifier(len(vocabulary), len(labels), hidden=config.hidden, layers=config.layers,
+                          bidirectional=config.bidirectional, cell=config.cell)
 
 
-def _held_out(train_set, test: Path | None, val_split: float, seed: int, quiet: bool):
+def _held_out(train_set, test: Path | None, val_split: float, seed: int):
     """(training names, held-out names or None, metric prefix): --test if given, else a stratified split."""
+    from torchtools.core.output import say
     from torchtools.data.loaders import stratified_split
     from torchtools.data.names import read_names
-    from torchtools.core.output import say
 
     if test is not None:
         test_set = read_names(test)
-        say(f"test data: {test_set.describe()}", quiet=quiet)
+        say(f"test data: {test_set.describe()}")
         return train_set, test_set, "test"
     if val_split <= 0:
         return train_set, None, "val"
     label_ids = {label: index for index, label in enumerate(sorted(set(train_set.labels)))}
     train_index, val_index = stratified_split([label_ids[label] for label in train_set.labels], val_split, seed)
     return train_set.subset(train_index), train_set.subset(val_index), "val"
+
+
+def _check_trainable(data: Path, labels: list[str], train_set, held_out, *, asked: bool) -> None:
+    """Refuse, before any epoch, a run that cannot learn or cannot be scored."""
+    from torchtools.core.errors import UserError
+
+    if len(labels) < 2:
+        raise UserError(f"{data} holds names of {len(labels)} label(s) ({', '.join(labels) or 'none'}): "
+                        "a classifier needs two or more")
+    if not train_set.names:
+        raise UserError(f"{data}: no names are left to train on")
+    if asked and (held_out is None or not held_out.names):
+        raise UserError(f"{data}: the held-out split came out empty ({len(train_set.names)} names); add names, "
+                        "or pass --val-split 0 to hold none out")
 
 
 def _count_skipped(skipped: dict[str, int], names) -> None:
@@ -169,9 +199,9 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
 
     import torch
 
-    from torchtools.data.loaders import TensorBatches
     from torchtools.core.errors import UserError
     from torchtools.core.output import warn
+    from torchtools.data.loaders import TensorBatches
 
     label_ids = {label: index for index, label in enumerate(labels)}
     unknown = Counter(label for label in names.labels if label not in label_ids)
@@ -188,25 +218,20 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
     return TensorBatches(codes.to(device), targets.to(device), batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
-def _predict(model, vocabulary, labels: list[str], names: list[str], device, quiet: bool) -> list[dict]:
-    """The top labels of each name, with softmax probabilities."""
+def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]], device) -> list[dict]:
+    """The top labels of each (name, folded name), with softmax probabilities."""
     import torch
 
-    from torchtools.data.names import fold, is_junk
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say
 
-    folded = [fold(name) for name in names]
-    for name, clean in zip(names, folded):
-        if is_junk(clean):
-            raise UserError(f"cannot classify {name!r}: it holds no letters a name is made of")
     model.eval()
     with torch.no_grad():
-        probabilities = torch.softmax(model(vocabulary.encode(folded).to(device)).float(), dim=1).cpu()
+        codes = vocabulary.encode([clean for _, clean in names]).to(device)
+        probabilities = torch.softmax(model(codes).float(), dim=1).cpu()
     top = probabilities.topk(min(TOP_LABELS, len(labels)), dim=1)
     predictions = []
-    for name, values, indices in zip(names, top.values.tolist(), top.indices.tolist()):
+    for (name, _), values, indices in zip(names, top.values.tolist(), top.indices.tolist()):
         ranked = [[labels[index], value] for index, value in zip(indices, values)]
         predictions.append({"name": name, "top": ranked})
-        say(f"{name}: " + ", ".join(f"{label} {value:.1%}" for label, value in ranked), quiet=quiet)
+        say(f"{name}: " + ", ".join(f"{label} {value:.1%}" for label, value in ranked))
     return predictions

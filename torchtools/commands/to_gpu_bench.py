@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from torchtools.core import options
+from torchtools.core.command import command
 
 
+@command("to-gpu-bench", ("quiet", "json"))
 def to_gpu_bench(
     device: Annotated[str, typer.Option(
         "--device", help="The accelerator to compare with the CPU: auto (CUDA, then MPS), cuda, cuda:N, mps; "
@@ -23,8 +24,8 @@ def to_gpu_bench(
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", "-b", min=1, help="Batch of the training-step benchmark. Default: 64 (the course's), "
                                           "or 16 with --quick.", show_default=False)] = None,
-    quiet: options.Quiet = False,
-    json: options.Json = False,
+    *,
+    run,
 ) -> None:
     """Measure what moving work to a GPU buys: host<->device copy bandwidth (pageable vs pinned), matmul
     GFLOP/s (fp32, tf32, bf16), model.to(device) time and training-step samples/s of the course models,
@@ -32,11 +33,13 @@ def to_gpu_bench(
     import torch
 
     from torchtools.commands import gpu_benchmarks as benchmarking
+    from torchtools.core.devices import resolve_device
     from torchtools.core.output import print_table, say, warn
-    from torchtools.core.run import Session
 
-    session = Session.start("to-gpu-bench", device=device, seed=0, json=json, quiet=quiet)
-    accelerator = session.device if session.device.type != "cpu" else None
+    # The accelerator is this command's own option (its help differs from the shared --device); the summary's
+    # "device" names it.
+    run.device = resolve_device(device)
+    accelerator = run.device if run.device.type != "cpu" else None
     changes = {key: value for key, value in
                {"repeats": repeats, "matmul_size": matmul_size, "batch_size": batch_size}.items() if value is not None}
     plan = benchmarking.Plan.quick(**changes) if quick else benchmarking.Plan(**changes)
@@ -44,8 +47,7 @@ def to_gpu_bench(
     if accelerator is not None:
         described.append(benchmarking.describe_device(accelerator))
     for entry in described:
-        say(f"{entry['device']}: {entry['name']}" + (f", {entry['threads']} threads" if "threads" in entry else ""),
-            quiet=quiet)
+        say(f"{entry['device']}: {entry['name']}" + (f", {entry['threads']} threads" if "threads" in entry else ""))
     cpu = described[0]
     if cpu["load_average"] is not None and cpu["load_average"] > (cpu["cores"] or 1):
         # Other work on the cores stalls every multi-threaded op at its barriers: CPU numbers come out low.
@@ -53,9 +55,8 @@ def to_gpu_bench(
              "its numbers will be lower than on an idle machine")
     if accelerator is None:
         say("--device cpu: measuring the CPU half only" if device.strip().lower() == "cpu" else
-            "no GPU was found (CUDA is not available, nor MPS): measuring the CPU half only", quiet=quiet)
-    results, skipped = benchmarking.run(accelerator, plan, report=lambda message: say(f"measuring {message}",
-                                                                                      quiet=quiet))
+            "no GPU was found (CUDA is not available, nor MPS): measuring the CPU half only")
+    results, skipped = benchmarking.run(accelerator, plan, report=lambda message: say(f"measuring {message}"))
     for benchmark, title in TITLES.items():
         rows = [result for result in results if result.benchmark == benchmark]
         if not rows:
@@ -64,14 +65,13 @@ def to_gpu_bench(
         print_table(title.format(plan=plan, baseline=rows[-1].baseline),
                     ["case", "variant", "device", rows[0].unit, *(["ms", "speedup"] if rate else [])],
                     [[row.name, row.variant, row.device, _number(row.value),
-                      *([_number(row.median_ms), f"{row.speedup:.2f}x"] if rate else [])] for row in rows],
-                    quiet=quiet)
-    say(f"medians of {plan.repeats} timed repeats after {plan.warmup} warm-up calls each", quiet=quiet)
+                      *([_number(row.median_ms), f"{row.speedup:.2f}x"] if rate else [])] for row in rows])
+    say(f"medians of {plan.repeats} timed repeats after {plan.warmup} warm-up calls each")
     for entry in skipped:
-        say(f"skipped {entry.benchmark} {entry.variant} on {entry.device}: {entry.reason}", quiet=quiet)
+        say(f"skipped {entry.benchmark} {entry.variant} on {entry.device}: {entry.reason}")
     results_json, skipped_json = benchmarking.as_json(results, skipped)
-    session.finish(cuda_available=torch.cuda.is_available(), devices=described, results=results_json,
-                   skipped=skipped_json)
+    run.finish(cuda_available=torch.cuda.is_available(), devices=described, results=results_json,
+               skipped=skipped_json)
 
 
 # One table per benchmark; speedups are against the first row of the same case (see benchmarking.add_speedups).

@@ -47,6 +47,6 @@ def command(name: str, shared: Sequence[str]) -> Callable[[Callable], Callable]:
 
 def _typed_options(context: typer.Context, values: dict) -> frozenset[str]:
     """The parameters the user gave (command line or environment), not left at their defaults."""
+    defaults = ("DEFAULT", "DEFAULT_MAP")
     return frozenset(name for name in values
-                     if getattr(context.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT",
-                                                                                              "DEFAULT_MAP"))
+                     if getattr(context.get_parameter_source(name), "name", "DEFAULT") not in defaults)

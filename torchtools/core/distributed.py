@@ -1,7 +1,7 @@
 """Multi-process training under torchrun: join the job, wrap the model in DDP, add up metrics across processes.
 
 torchrun starts one process per device and tells each its place through the environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). `Session.start` calls `start`; after that the
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). `Run.start` calls `start`; after that the
 engine wraps the model, TensorBatches take their share of the data, metrics are summed over all
 processes, and only process 0 prints, logs and saves. Outside torchrun (or with one process) every
 function here is a no-op, so single-process runs take exactly the path they always did.
@@ -58,7 +58,7 @@ def is_main() -> bool:
     return _job.rank == 0
 
 
-def start(device: torch.device, *, quiet: bool = False) -> torch.device:
+def start(device: torch.device) -> torch.device:
     """Join the torchrun job this process was started in, if any; return the device it trains on.
 
     CUDA: one GPU per process, cuda:LOCAL_RANK, with NCCL. CPU: gloo. Every process gets the same
@@ -94,8 +94,7 @@ def start(device: torch.device, *, quiet: bool = False) -> torch.device:
     atexit.register(_stop)
     if not is_main():
         output.mute()
-    output.say(f"torchrun: {_job.world_size} processes, {backend} on {device.type}; --batch-size is per process",
-               quiet=quiet)
+    output.say(f"torchrun: {_job.world_size} processes, {backend} on {device.type}; --batch-size is per process")
     return device
 
 

@@ -26,7 +26,7 @@ from torchtools.core import distributed
 from torchtools.core.checkpoints import best_path, save_checkpoint
 from torchtools.data.loaders import TensorBatches
 from torchtools.core.errors import TrainingDiverged, UserError
-from torchtools.core.output import EpochProgress, say
+from torchtools.core.output import EpochProgress, say, warn
 
 # How many batches pass between progress redraws / TensorBoard step scalars. Reading a running loss
 # forces a device sync, so it is done sparingly rather than every step.
@@ -89,6 +89,7 @@ class FitPlan:
     eval_name: str = "test"  # metric prefix for the held-out set: test_accuracy, val_loss...
     patience: int | None = None  # stop after this many epochs without improvement of the monitored metric
     target_accuracy: float | None = None  # stop at the end of the first epoch whose accuracy reaches it
+    written: Path | None = None  # set once this run has saved an epoch to `save`
 
 
 @dataclass
@@ -262,8 +263,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             # one) and marked partial, with no metrics claimed for them.
             payload = _payload(model, optimizer, plan, epoch - 1, history)
             save_checkpoint(plan.save, {**payload, "metrics": {}, "partial_epoch": epoch})
-            say(f"checkpoint saved to {plan.save}: weights from inside epoch {epoch}; "
-                f"--resume {plan.save} redoes epoch {epoch}")
+            warn(f"checkpoint saved to {plan.save}: weights from inside epoch {epoch}; "
+                 f"--resume {plan.save} redoes epoch {epoch}")
         raise
     finally:
         progress.close()
@@ -271,9 +272,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             plan.writer.flush()
     if stopped_early is not None:
         say(_stop_message(stopped_early, plan, history, best_epoch, monitor))
-    saved = plan.save if plan.save is not None and plan.save.is_file() else None
-    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history), saved,
-                     stopped_early, best_epoch)
+    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history),
+                     plan.written, stopped_early, best_epoch)
 
 
 def _set_epoch(batches, epoch: int) -> None:
@@ -327,8 +327,7 @@ def _stop_message(reason: str, plan: FitPlan, history, best_epoch: int, monitor:
 
 def _check_finite(value: float, epoch: int, plan: FitPlan) -> None:
     if not math.isfinite(value):
-        last = plan.save if plan.save is not None and distributed.is_main() and plan.save.is_file() else None
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+        kept = f"the last good checkpoint is {plan.written}" if plan.written else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value} in epoch {epoch}; training stopped ({kept}). "
                                "Try a lower --lr")
 
@@ -368,6 +367,7 @@ def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: b
         if plan.save_every and epoch % plan.save_every == 0:
             save_checkpoint(plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}"),
                             payload)
+    plan.written = plan.save
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()
 

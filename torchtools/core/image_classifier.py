@@ -263,8 +263,8 @@ def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageF
     transform = fmt.eval_transform(device, channels_last=channels_last(device))
     workers = 0 if len(paths) <= PREDICT_CHUNK else None  # worker processes pay off only for many pictures
     with PredictionWriter(output, top_k) as writer:
-        for readable, batch, unreadable in image_batches(paths, fmt.prepare, grayscale=fmt.grayscale,
-                                                          batch_size=PREDICT_CHUNK, workers=workers):
+        chunks = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=PREDICT_CHUNK, workers=workers)
+        for readable, batch, unreadable in chunks:
             writer.skip(unreadable)
             if not readable:
                 continue

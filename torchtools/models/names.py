@@ -5,6 +5,7 @@ would depend on its batch. Two correct ways exist: nn.GRU on a packed sequence, 
 runs both directions of a layer as one batched matrix product per step on the still-running names only
 (a packed layout of its own), with a hand-written backward pass. On the CPU the second is the faster by
 about 1.4x (benchmarks/names.py measures both); CUDA and the LSTM/RNN cells use packed nn modules.
+`NameClassifier(fast_cpu_gru=...)` says which runs; the default picks the faster.
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ PAD = 0  # the vocabulary's padding index: a name's length is its count of non-P
 
 class NameClassifier(nn.Module):
     def __init__(self, vocabulary_size: int, classes: int, *, hidden: int = 100, layers: int = 2,
-                 bidirectional: bool = True, cell: str = "gru"):
+                 bidirectional: bool = True, cell: str = "gru", fast_cpu_gru: bool | None = None):
+        """fast_cpu_gru: True runs a GRU's CPU batches through gru_final_states, False through nn.GRU on packed
+        sequences; None (the default) picks the former, the faster. Other devices and cells always use the
+        latter. Both give the same numbers (tests/test_names_rnn.py checks outputs and gradients)."""
         super().__init__()
+        if fast_cpu_gru and cell != "gru":
+            raise ValueError(f"fast_cpu_gru runs a GRU; cell is {cell!r}")
         self.directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocabulary_size, hidden, padding_idx=PAD)
         self.rnn = CELLS[cell](hidden, hidden, layers, bidirectional=bidirectional)
         self.fc = nn.Linear(hidden * self.directions, classes)
-        self.stepwise = cell == "gru"  # the batched-direction GRU below, where it is the faster (CPU)
+        self._fast_cpu_gru = cell == "gru" and fast_cpu_gru is not False
 
     def forward(self, codes: Tensor) -> Tensor:
         """codes (batch, time), names right-padded with PAD -> logits (batch, classes)."""
         lengths = (codes != PAD).sum(dim=1).cpu()
-        if self.stepwise and codes.device.type == "cpu":
+        if self._fast_cpu_gru and codes.device.type == "cpu":
             order = torch.argsort(lengths, descending=True, stable=True)
             final = gru_final_states(self.embedding, self.rnn, codes[order], lengths[order])
             logits = self.fc(torch.cat(list(final), dim=1))
