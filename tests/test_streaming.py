@@ -59,12 +59,19 @@ def test_set_epoch_replays_an_epochs_order(tmp_path):
 def test_unreadable_files_are_skipped_and_named_once(tmp_path):
     readable, unreadable = messy_folder(tmp_path)
     paths = sorted(readable + unreadable)
-    streamed = StreamedImages(paths, list(range(len(paths))), PREPARE, grayscale=False, batch_size=3, shuffle=True,
-                              device=CPU, workers=2)
+    streamed = StreamedImages(paths, list(range(len(paths))), PREPARE, grayscale=False, batch_size=3, device=CPU,
+                              workers=2)
     for _ in range(2):
         seen = [label for _, targets in streamed for label in targets.tolist()]
         assert sorted(paths[label] for label in seen) == readable  # every readable image, once an epoch
     assert sorted(streamed.skipped) == unreadable  # named once, however many epochs met them
+    # Training: a batch that unreadable files leave with one image is dropped (BatchNorm needs two).
+    training = StreamedImages(paths, list(range(len(paths))), PREPARE, grayscale=False, batch_size=3, shuffle=True,
+                              device=CPU, workers=0)
+    batches = [targets.tolist() for _, targets in training]
+    assert all(len(batch) >= 2 for batch in batches)
+    seen = [label for batch in batches for label in batch]
+    assert len(seen) == len(set(seen)) and {paths[label] for label in seen} <= set(readable)
 
 
 def test_grey_rgba_and_16_bit_pngs_arrive_as_8_bit_images(tmp_path):

@@ -60,6 +60,7 @@ def diabetes(
     from torchtools.core.engine import Objective, fit, make_optimizer
     from torchtools.core.metrics import binary_report
     from torchtools.core.output import say
+    from torchtools.data import roots
     from torchtools.models.tabular import mlp
 
     config = run.config(DiabetesConfig(_parse_widths(hidden), activation.value, epochs, batch_size, lr,
@@ -67,7 +68,9 @@ def diabetes(
     rows = run.inputs([predict] if predict is not None else None, "--predict")
     result, metrics, report = None, {}, None
     if run.trains:
-        train_loader, val_loader, mean, std = _loaders(_data_path(data), config, run.seed)
+        table = roots.diabetes_table(data)
+        say(table.note or f"data: {table.path}")
+        train_loader, val_loader, mean, std = _loaders(table.path, config, run.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")
         model = mlp(len(mean), config.hidden, config.activation).to(run.device)
         plan = run.plan(config, extra={"features": len(mean), "mean": mean, "std": std}, eval_name="val")
@@ -89,16 +92,8 @@ def diabetes(
 
     predictions = _predict(model.cpu(), rows[0], mean, std) if rows else None
     run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,
-               predictions=predictions)
-
-
-def _data_path(data: Path | None) -> Path:
-    from torchtools.core.errors import UserError
-
-    path = data or options.default_data_root() / "diabetes.csv.gz"
-    if not path.exists():
-        raise UserError(f"no data at {path}: put the course's diabetes.csv.gz there, or pass --data FILE")
-    return path
+               predictions=predictions, data=str(table.path) if run.trains else None,
+               builtin_data=table.builtin if run.trains else False)
 
 
 def _parse_widths(text: str) -> list[int]:
@@ -119,27 +114,19 @@ def _loaders(path: Path, config: DiabetesConfig, seed: int):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from torchtools.core.errors import UserError
     from torchtools.data.loaders import stratified_split
-    from torchtools.data.tables import read_numeric_csv
+    from torchtools.data.tables import check_binary_labels, check_split_sizes, read_numeric_csv
 
     table = read_numeric_csv(path, min_columns=2)
+    check_binary_labels(table.last_column, path)
     labels = torch.from_numpy(table.last_column)
-    if not torch.all((labels == 0) | (labels == 1)):
-        raise UserError("the last column must be the 0/1 label")
-    # A classifier needs both labels to learn from, and with a hold-out, one row of each on each side.
-    least = min(int((labels == 0).sum()), int((labels == 1).sum()))
-    if least == 0:
-        raise UserError(f"{path}: every label is {int(labels[0])}; a classifier needs rows of both 0 and 1")
-    if config.val_split > 0 and least < 2:
-        raise UserError(f"{path}: too few rows to hold some out: each label needs 2 or more rows "
-                        "(add rows, or pass --val-split 0)")
     features = torch.from_numpy(table.features)
     if config.val_split > 0:
         train_index, val_index = (torch.from_numpy(index)
                                   for index in stratified_split(labels.long(), config.val_split, seed))
     else:
         train_index, val_index = torch.arange(len(labels)), None
+    check_split_sizes(path, len(train_index), len(val_index) if val_index is not None else 0, config.val_split)
     mean = features[train_index].mean(dim=0)
     # One training row has no spread: its std is NaN, and scaling by 1 leaves it as it is.
     std = features[train_index].std(dim=0).nan_to_num(1.0).clamp_min(1e-6)

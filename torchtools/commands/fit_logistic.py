@@ -47,14 +47,13 @@ def fit_logistic(
     from torchtools.commands import linear_lessons as linear
     from torchtools.core import plots
     from torchtools.core.engine import Objective
-    from torchtools.core.errors import UserError
+    from torchtools.data.tables import check_binary_labels
     from torchtools.core.output import say
 
     config = run.config(LogisticConfig(epochs, lr, optimizer.value, batch_size))
     run.check_output(plot, "--plot", suffixes=(".png",))
     points = linear.load_points(csv, COURSE_X, COURSE_Y)
-    if not torch.all((points.y == 0) | (points.y == 1)):
-        raise UserError("fit-logistic needs 0/1 labels in the last column")
+    check_binary_labels(points.y.numpy(), csv or "the course's data")
     inputs, keys = linear.parse_inputs(predict or [], points.features)
 
     layer, result = linear.fit_or_load(run, config, points, Objective.binary())

@@ -50,7 +50,10 @@ def inspect_weights(
     say(f"{file}: {kind}")
     checkpoint_info = None
     if weights.checkpoint is not None:
-        checkpoint_info = {key: weights.checkpoint.get(key) for key in ("command", "epoch", "metrics", "config")}
+        checkpoint_info = {key: weights.checkpoint.get(key)
+                           for key in ("command", "epoch", "partial_epoch", "metrics", "config")}
+        if checkpoint_info["partial_epoch"]:
+            say(f"weights from inside epoch {checkpoint_info['partial_epoch']} (interrupted; no metrics for them)")
         for key in ("metrics", "config"):
             say(f"{key}: " + ", ".join(f"{name} {value}" for name, value in (checkpoint_info[key] or {}).items()))
     state = inspection.select(weights.state, filter_)

@@ -14,7 +14,8 @@ from torchtools.core.command import command
 from torchtools.core.config import Config
 
 MODEL = "Model"
-TOP_LABELS = 3
+PREDICT_CHUNK = 4096  # names encoded and labelled at a time: memory stays bounded for any file
+PRINTED_PREDICTIONS = 20  # more go to --output and the summary, not the terminal
 
 
 class Cell(str, Enum):
@@ -41,9 +42,9 @@ class NamesConfig(Config):
 @command("names-rnn", options.TRAINING_RUN)
 def names_rnn(
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training names: a name,label CSV (gzip or plain) or a folder of <Label>.txt files. "
-                       "Default: the course's names/names_train.csv.gz under $TORCHTOOLS_DATA, else data/ "
-                       "(with names_test.csv.gz beside it as --test).",
+        "--data", help="Training names: a name,label CSV (gzip or plain), a folder of <Label>.txt files, or a data "
+                       "root holding names/names_train.csv.gz (with names_test.csv.gz beside it as --test). "
+                       "Default: under $TORCHTOOLS_DATA, else data/, else the course's CSVs built into torchtools.",
         show_default=False)] = None,
     test: Annotated[Optional[Path], typer.Option(
         help="Test names, in either layout. Without it, --val-split holds part of --data out.",
@@ -51,8 +52,13 @@ def names_rnn(
     val_split: Annotated[float, typer.Option(
         min=0.0, max=0.9, help="Share of each label held out (seeded, stratified) when there is no --test.")] = 0.2,
     predict: Annotated[Optional[list[str]], typer.Option(
-        help="A surname to classify (repeatable): prints the top 3 labels with probabilities.",
+        help="A surname to classify (repeatable): prints the top --top-k labels with probabilities.",
         show_default=False)] = None,
+    predict_file: Annotated[Optional[Path], typer.Option(
+        "--predict-file", help="A UTF-8 text file of names to classify, one a line (blank lines and lines holding "
+                               "no letters are skipped and named).", show_default=False)] = None,
+    output: options.PredictOutput = None,
+    top_k: options.TopK = 3,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.gru,
     hidden: Annotated[int, typer.Option(min=1, help="Embedding and hidden size.", rich_help_panel=MODEL)] = 100,
     layers: Annotated[int, typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = 2,
@@ -77,11 +83,15 @@ def names_rnn(
     from torchtools.core.errors import UserError
     from torchtools.core.image_classifier import report as class_report
     from torchtools.core.output import say
+    from torchtools.data import roots
     from torchtools.data.names import Vocabulary, read_names
 
     config = run.config(NamesConfig(cell.value, hidden, layers, bidirectional, epochs, batch_size, lr,
                                     optimizer.value, momentum, val_split))
-    names_to_label = _fold_names(predict or [])
+    names_to_label = _fold_names(predict or []) + _read_names_file(run, predict_file)
+    if output is not None and not names_to_label:
+        raise UserError("--output writes the predictions: pass --predict NAME or --predict-file FILE too")
+    run.check_output(output, "--output", suffixes=(".csv", ".jsonl"))
     run.check_output(plot, "--plot", suffixes=(".png",))
     if not run.trains and not names_to_label and test is None:
         raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")
@@ -89,10 +99,9 @@ def names_rnn(
     result, metrics, report = None, {}, None
 
     if run.trains:
-        if data is None:
-            data = options.default_data_root() / "names" / "names_train.csv.gz"
-            course_test = data.with_name("names_test.csv.gz")
-            test = test or (course_test if course_test.is_file() else None)
+        found = roots.names_files(data)
+        say(found.note or f"data: {found.path}" + (f" (test: {found.test})" if found.test and not test else ""))
+        data, test = found.path, test or found.test
         train_set = read_names(data)
         say(f"training data: {train_set.describe()}")
         _count_skipped(skipped, train_set)
@@ -130,10 +139,10 @@ def names_rnn(
     if evaluation is not None:
         report = class_report(evaluation, labels, split=eval_name, plot=plot, writer=run.writer)
 
-    predictions = _predict(model, vocabulary, labels, names_to_label, run.device) if names_to_label else None
+    predicted = _predict(model, vocabulary, labels, names_to_label, run.device, output=output, top_k=top_k)
     run.finish(result, metrics=metrics, labels=labels, skipped=skipped,
                per_class_accuracy=report[0] if report else None, confusion_matrix=report[1] if report else None,
-               predictions=predictions)
+               **predicted)
 
 
 def _fold_names(names: list[str]) -> list[tuple[str, str]]:
@@ -146,6 +155,21 @@ def _fold_names(names: list[str]) -> list[tuple[str, str]]:
         if is_junk(clean):
             raise UserError(f"--predict {name!r}: it holds no letters a name is made of; nothing to classify")
     return folded
+
+
+def _read_names_file(run, path: Path | None) -> list[tuple[str, str]]:
+    """(line, folded) for every non-blank line of a --predict-file; junk lines are kept, to be skipped by name."""
+    from torchtools.core.errors import UserError
+    from torchtools.data.names import fold
+
+    if path is None:
+        return []
+    run.inputs([path], "--predict-file")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError as error:
+        raise UserError(f"--predict-file {path} is not UTF-8 text ({error})") from None
+    return [(line, fold(line)) for line in lines if line]
 
 
 def _build_model(config: NamesConfig, vocabulary, labels: list[str]):
@@ -218,20 +242,35 @@ def _batches(names, labels: list[str], vocabulary, device, batch_size: int, sour
     return TensorBatches(codes.to(device), targets.to(device), batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
-def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]], device) -> list[dict]:
-    """The top labels of each (name, folded name), with softmax probabilities."""
+def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]], device, *, output: Path | None,
+             top_k: int) -> dict:
+    """The top labels of each (name, folded name), with softmax probabilities, PREDICT_CHUNK names at a time;
+    names that fold to no letters are skipped and named. Returns the summary keys."""
     import torch
 
-    from torchtools.core.output import say
+    from torchtools.core.output import say, warn
+    from torchtools.data.names import is_junk
+    from torchtools.data.prediction_output import PredictionWriter
 
     model.eval()
-    with torch.no_grad():
-        codes = vocabulary.encode([clean for _, clean in names]).to(device)
-        probabilities = torch.softmax(model(codes).float(), dim=1).cpu()
-    top = probabilities.topk(min(TOP_LABELS, len(labels)), dim=1)
-    predictions = []
-    for (name, _), values, indices in zip(names, top.values.tolist(), top.indices.tolist()):
-        ranked = [[labels[index], value] for index, value in zip(indices, values)]
-        predictions.append({"name": name, "top": ranked})
-        say(f"{name}: " + ", ".join(f"{label} {value:.1%}" for label, value in ranked))
-    return predictions
+    with PredictionWriter(output, top_k, item="name", column="name") as writer:
+        usable = [(name, clean) for name, clean in names if not is_junk(clean)]
+        writer.skip([name for name, clean in names if is_junk(clean)])
+        for start in range(0, len(usable), PREDICT_CHUNK):
+            chunk = usable[start:start + PREDICT_CHUNK]
+            with torch.no_grad():
+                codes = vocabulary.encode([clean for _, clean in chunk]).to(device)
+                probabilities = torch.softmax(model(codes).float(), dim=1).cpu().tolist()
+            for (name, _), row in zip(chunk, probabilities):
+                writer.add(name, labels, row)
+                if writer.count <= PRINTED_PREDICTIONS:
+                    say(f"{name}: " + ", ".join(f"{label} {value:.1%}" for label, value in writer.rows[-1]["top"]))
+    if writer.skipped:
+        warn(f"skipped {len(writer.skipped)} line(s) holding no letters a name is made of: "
+             + ", ".join(repr(name) for name in writer.skipped[:3]))
+    if writer.count > PRINTED_PREDICTIONS:
+        say(f"... {writer.count:,} names labelled" + (f", written to {output}" if output else ""))
+    summary = writer.summary()
+    if not names:
+        summary["predictions"] = None
+    return summary

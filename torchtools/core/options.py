@@ -6,7 +6,6 @@ in `--help`. Nothing here imports torch: `torchtools --help` must stay fast.
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,11 +28,6 @@ class OptimizerName(str, Enum):
     adamw = "adamw"
 
 
-def default_data_root() -> Path:
-    """The dataset root: $TORCHTOOLS_DATA, else data/ in the current folder."""
-    return Path(os.environ.get("TORCHTOOLS_DATA", "data"))
-
-
 Device = Annotated[str, typer.Option(
     "--device", help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA, then MPS, then CPU.",
     rich_help_panel=TRAINING)]
@@ -52,7 +46,8 @@ Amp = Annotated[bool, typer.Option(
     "--amp/--no-amp", help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).",
     rich_help_panel=TRAINING)]
 Data = Annotated[Optional[Path], typer.Option(
-    "--data", help="Dataset file or folder. Default: under $TORCHTOOLS_DATA, else data/.", show_default=False)]
+    "--data", help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
+                   "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.", show_default=False)]
 
 Save = Annotated[Optional[Path], typer.Option(
     "--save", help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.",

@@ -39,9 +39,9 @@ def check_output_path(path: Path) -> Path:
     return Path(path)
 
 
-def _csv_header(top_k: int) -> list[str]:
+def _csv_header(top_k: int, column: str) -> list[str]:
     ranks = [f"{name}_{rank}" for rank in range(2, top_k + 1) for name in ("label", "probability")]
-    return ["path", "label", "probability", *ranks]
+    return [column, "label", "probability", *ranks]
 
 
 class PredictionWriter:
@@ -56,9 +56,12 @@ class PredictionWriter:
     `path` None keeps rows for the summary only (the small-input case without --output).
     """
 
-    def __init__(self, path: Path | None, top_k: int, *, keep: int = KEEP_IN_SUMMARY):
+    def __init__(self, path: Path | None, top_k: int, *, keep: int = KEEP_IN_SUMMARY, item: str = "image",
+                 column: str = "path"):
+        """`item` keys what was predicted in the summary rows (images: "image", names: "name"); `column` in
+        the file's rows ("path", "name")."""
         self.path = None if path is None else check_output_path(path)
-        self.top_k, self.keep = top_k, keep
+        self.top_k, self.keep, self.item, self.column = top_k, keep, item, column
         self.rows: list[dict[str, Any]] = []
         self.count = 0
         self.skipped: list[Path] = []
@@ -72,7 +75,7 @@ class PredictionWriter:
             self._file = os.fdopen(handle, "w", newline="", encoding="utf-8")
             if self.path.suffix.lower() == ".csv":
                 self._csv = csv.writer(self._file)
-                self._csv.writerow(_csv_header(self.top_k))
+                self._csv.writerow(_csv_header(self.top_k, self.column))
         return self
 
     def add(self, path: Path | str, labels: list[str], probabilities: list[float]) -> None:
@@ -82,13 +85,13 @@ class PredictionWriter:
         if self._csv is not None:
             cells = [str(path)] + [f"{probability:.6f}" if column % 2 else label
                                    for label, probability in top for column in (0, 1)]
-            self._csv.writerow(cells + [""] * (len(_csv_header(self.top_k)) - len(cells)))
+            self._csv.writerow(cells + [""] * (2 * self.top_k + 1 - len(cells)))
         elif self._file is not None:
-            row = {"path": str(path), "label": top[0][0], "probability": top[0][1], "top": top}
+            row = {self.column: str(path), "label": top[0][0], "probability": top[0][1], "top": top}
             self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
         if self.count < self.keep:
             # The summary's rows keep the shape of the JSON summary's `predictions` (image, label, top).
-            self.rows.append({"image": str(path), "label": top[0][0], "probability": top[0][1], "top": top})
+            self.rows.append({self.item: str(path), "label": top[0][0], "probability": top[0][1], "top": top})
         self.count += 1
 
     def skip(self, paths: list[Path]) -> None:
@@ -97,7 +100,7 @@ class PredictionWriter:
 
     def summary(self) -> dict[str, Any]:
         """Keys for the JSON summary: counts, the output path, the (capped) rows, the skipped files."""
-        return {"predicted_images": self.count, "unreadable_images": [str(path) for path in self.skipped],
+        return {f"predicted_{self.item}s": self.count, f"unreadable_{self.item}s": [str(path) for path in self.skipped],
                 "predictions_output": str(self.path) if self.path else None, "predictions": self.rows,
                 "predictions_capped": self.count > len(self.rows)}
 

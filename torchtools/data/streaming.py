@@ -18,6 +18,8 @@ On CUDA the batches come through pinned memory and are copied without blocking.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -89,12 +91,24 @@ def decoding_loader(files: ImageFiles, batches: list[list[int]], *, workers: int
                     pin_memory: bool = False) -> DataLoader:
     """A DataLoader yielding a DecodedBatch for each list of indices in `batches`, in that order.
 
-    `prepare` travels to the workers with the dataset: where workers are spawned rather than forked
-    (macOS, Windows) it must be picklable (a module-level function or functools.partial, not a lambda).
+    Workers start from a fork server, not by forking this process: a fork taken while training threads
+    (OpenMP, TensorBoard, progress) hold locks left workers hung in the test suite. The server preloads
+    this module, so a worker starts in milliseconds. `prepare` travels to the workers with the dataset, so
+    it must be picklable (a bound method of a frozen dataclass, a module-level function, a partial).
     """
     workers = default_workers() if workers is None else workers
     return DataLoader(files, batch_sampler=batches, num_workers=workers, collate_fn=collate_decoded,
-                      pin_memory=pin_memory, worker_init_fn=_one_opencv_thread if workers else None)
+                      pin_memory=pin_memory, worker_init_fn=_one_opencv_thread if workers else None,
+                      multiprocessing_context=_worker_context() if workers else None)
+
+
+@functools.cache
+def _worker_context():
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # Windows
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 class StreamedImages(TensorBatches):
@@ -132,7 +146,7 @@ class StreamedImages(TensorBatches):
         for batch in loader:
             self._record(batch.failed)
             # Unreadable files can leave a training batch of one image, which BatchNorm cannot normalise.
-            if len(batch.paths) < (2 if self.shuffle else 1):
+            if not batch.paths or (self.shuffle and batch.failed and len(batch.paths) == 1):
                 continue
             images = batch.images.to(self.device, non_blocking=cuda)
             labels = batch.labels.to(self.device, non_blocking=cuda)
