@@ -44,10 +44,17 @@ def test_trains_and_reports_the_hold_out(cli, tmp_path):
     assert "hold-out report" in run.stderr and "confusion matrix" in run.stderr
 
 
-def test_default_path_under_the_data_root(cli, tmp_path):
-    assert_user_error(cli("diabetes"), "data/diabetes.csv.gz", "--data")
-    write_table(tmp_path / "data" / "diabetes.csv.gz" if (tmp_path / "data").mkdir() is None else None)
-    assert cli("diabetes", *FAST).exit_code == 0
+def test_default_path_under_the_data_root_else_the_built_in_table(cli, tmp_path):
+    builtin = cli("diabetes", "--epochs", "2", "--no-tensorboard", "--json")  # no data anywhere: offline, built in
+    assert builtin.exit_code == 0, builtin.stderr
+    assert "using the built-in course table" in builtin.stderr and builtin.summary["builtin_data"] is True
+    assert builtin.summary["metrics"]["val_accuracy"] > 0.5 and sum(map(sum, builtin.summary["confusion_matrix"])) > 100
+    (tmp_path / "data" / "diabetes").mkdir(parents=True)
+    write_table(tmp_path / "data" / "diabetes" / "diabetes.csv.gz")
+    run = cli("diabetes", *FAST)
+    assert run.exit_code == 0 and run.summary["builtin_data"] is False
+    assert (tmp_path / run.summary["data"]).resolve() == tmp_path / "data" / "diabetes" / "diabetes.csv.gz"
+    assert_user_error(cli("diabetes", "--data", tmp_path / "nowhere"), "--data", "nowhere")
 
 
 def test_torchtools_data_environment_variable(cli, tmp_path, monkeypatch):
@@ -180,7 +187,7 @@ def test_val_split_0_holds_nothing_out(cli, tmp_path):
     assert "nothing held out" in run.stderr and "confusion matrix" not in run.stderr
 
 
-@pytest.mark.parametrize("labels, fragment", [([1] * 30, "every label is 1"), ([0] * 29 + [1], "too few rows")])
+@pytest.mark.parametrize("labels, fragment", [([1] * 30, "all 30 rows have label 1"), ([0] * 29 + [1], "too few")])
 def test_tables_a_classifier_cannot_learn_from_are_refused(cli, tmp_path, labels, fragment):
     data = tmp_path / "table.csv"
     data.write_text("".join(f"{index},{index % 7},0,0,0,0,0,0,{label}\n" for index, label in enumerate(labels)))

@@ -155,7 +155,8 @@ def test_a_malformed_csv_row_names_its_line(cli, tmp_path):
 
 def test_an_empty_folder_is_a_user_error(cli, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_user_error(cli("names-rnn", "--data", tmp_path / "empty", *SMALL), "no <Label>.txt files")
+    assert_user_error(cli("names-rnn", "--data", tmp_path / "empty", *SMALL), "no names_train.csv.gz", "<Label>.txt",
+                      "empty")
 
 
 @pytest.mark.slow
@@ -224,3 +225,21 @@ def test_target_accuracy_stops_early(cli, tmp_path):
     summary = run.summary
     assert summary["stopped_early"] == "target" and summary["epochs"] < 30
     assert summary["metrics"]["val_accuracy"] >= 0.6
+
+
+def test_built_in_course_split_and_predict_file_to_csv(cli, tmp_path):
+    names = tmp_path / "incoming.txt"
+    names.write_text("Nakamoto\n\nGonzalez, Jr\n😀😀\nIvanov\n", encoding="utf-8")
+    output = tmp_path / "labels.csv"
+    run = cli("names-rnn", "--epochs", "1", "--hidden", "32", "--layers", "1", "--predict-file", names,
+              "--output", output, "--top-k", "2", "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "using the built-in course table (names_train.csv.gz" in run.stderr
+    summary = run.summary
+    assert len(summary["labels"]) == 18 and summary["metrics"]["test_accuracy"] > 0.4  # chance is 1/18
+    assert summary["predicted_names"] == 3 and summary["unreadable_names"] == ["😀😀"]
+    rows = output.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "name,label,probability,label_2,probability_2" and len(rows) == 4
+    assert rows[2].startswith('"Gonzalez, Jr",')  # the csv module quotes the comma
+    assert [row["name"] for row in summary["predictions"]] == ["Nakamoto", "Gonzalez, Jr", "Ivanov"]
+    assert_user_error(cli("names-rnn", "--output", tmp_path / "x.csv", "--epochs", "1"), "--output", "--predict")

@@ -115,7 +115,8 @@ def _loaders(path: Path, config: DiabetesConfig, seed: int):
     from torch.utils.data import DataLoader, TensorDataset
 
     from torchtools.data.loaders import stratified_split
-    from torchtools.data.tables import check_binary_labels, check_split_sizes, read_numeric_csv
+    from torchtools.data.tables import (check_binary_labels, check_held_out_classes, check_split_sizes,
+                                        read_numeric_csv)
 
     table = read_numeric_csv(path, min_columns=2)
     check_binary_labels(table.last_column, path)
@@ -127,6 +128,8 @@ def _loaders(path: Path, config: DiabetesConfig, seed: int):
     else:
         train_index, val_index = torch.arange(len(labels)), None
     check_split_sizes(path, len(train_index), len(val_index) if val_index is not None else 0, config.val_split)
+    if val_index is not None:
+        check_held_out_classes(path, table.last_column, val_index.numpy())
     mean = features[train_index].mean(dim=0)
     # One training row has no spread: its std is NaN, and scaling by 1 leaves it as it is.
     std = features[train_index].std(dim=0).nan_to_num(1.0).clamp_min(1e-6)

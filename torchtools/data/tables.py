@@ -123,3 +123,12 @@ def check_split_sizes(path: Path, train_rows: int, held_out_rows: int, val_split
                         f"add rows or pass --val-split 0")
     if train_rows < 2:
         raise UserError(f"{path} has {total} data row(s): too few to train on (at least 2 are needed)")
+
+
+def check_held_out_classes(path: Path, labels: np.ndarray, held_out: np.ndarray) -> None:
+    """A held-out set holding one class alone cannot score a binary classifier (no recall, no ROC AUC)."""
+    held = np.unique(np.asarray(labels)[np.asarray(held_out)])
+    if len(held) == 1:
+        counts = {int(label): int(np.sum(np.asarray(labels) == label)) for label in (0, 1)}
+        raise UserError(f"{path}: too few rows of label {1 - int(held[0])} ({counts[1 - int(held[0])]}) to hold "
+                        "some out; each label needs 2 or more rows (add rows, or pass --val-split 0)")
