@@ -17,7 +17,7 @@
 #     with: {name: model, path: out/}
 set -euo pipefail
 
-DATA=${DATA:-../shared/data}           # dataset root: DATA/MNIST/raw holds the four IDX files
+DATA=${DATA:-data}                     # dataset root: DATA/MNIST/raw holds the four IDX files
 FOLDER=${FOLDER:-incoming}             # images to label (a folder, walked recursively)
 OUT=${OUT:-ci-out}                     # checkpoint, predictions and the training summary go here
 THRESHOLD=${THRESHOLD:-0.95}           # least test accuracy (0..1) that passes
