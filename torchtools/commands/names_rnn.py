@@ -15,7 +15,6 @@ from torchtools.core.config import Config
 
 MODEL = "Model"
 PREDICT_CHUNK = 4096  # names encoded and labelled at a time: memory stays bounded for any file
-PRINTED_PREDICTIONS = 20  # more go to --output and the summary, not the terminal
 
 
 class Cell(str, Enum):
@@ -248,7 +247,6 @@ def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]],
     names that fold to no letters are skipped and named. Returns the summary keys."""
     import torch
 
-    from torchtools.core.output import say, warn
     from torchtools.data.names import is_junk
     from torchtools.data.prediction_output import PredictionWriter
 
@@ -263,14 +261,4 @@ def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]],
                 probabilities = torch.softmax(model(codes).float(), dim=1).cpu().tolist()
             for (name, _), row in zip(chunk, probabilities):
                 writer.add(name, labels, row)
-                if writer.count <= PRINTED_PREDICTIONS:
-                    say(f"{name}: " + ", ".join(f"{label} {value:.1%}" for label, value in writer.rows[-1]["top"]))
-    if writer.skipped:
-        warn(f"skipped {len(writer.skipped)} line(s) holding no letters a name is made of: "
-             + ", ".join(repr(name) for name in writer.skipped[:3]))
-    if writer.count > PRINTED_PREDICTIONS:
-        say(f"... {writer.count:,} names labelled" + (f", written to {output}" if output else ""))
-    summary = writer.summary()
-    if not names:
-        summary["predictions"] = None
-    return summary
+    return writer.report(len(names), "line(s) holding no letters a name is made of")

@@ -33,7 +33,6 @@ from torchtools.data.vision import ImageSet
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
 PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
-PRINTED_PREDICTIONS = 20  # more go to --output and the summary, not the terminal
 SKIPPED_SHOWN = 3
 
 
@@ -271,19 +270,7 @@ def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageF
             probabilities = torch.softmax(model(transform(batch.to(device))).float(), dim=1).cpu()
             for path, row in zip(readable, probabilities.tolist()):
                 writer.add(path, classes, row)
-                if writer.count <= PRINTED_PREDICTIONS:
-                    top = writer.rows[-1]["top"]
-                    say(f"{path}: {top[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in top) + ")")
         if paths and not writer.count:
             raise UserError(f"none of the {len(paths)} picture(s) to label can be read: "
                             + ", ".join(str(path) for path in writer.skipped[:SKIPPED_SHOWN]))
-    if writer.skipped:
-        warn(f"skipped {len(writer.skipped)} picture(s) OpenCV cannot read: "
-             + ", ".join(map(str, writer.skipped[:SKIPPED_SHOWN])) + (" ..." if len(writer.skipped) > SKIPPED_SHOWN
-                                                                      else ""))
-    if writer.count > PRINTED_PREDICTIONS:
-        say(f"... {writer.count:,} pictures labelled" + (f", written to {output}" if output else ""))
-    summary = writer.summary()
-    if not paths:
-        summary["predictions"] = None
-    return summary
+    return writer.report(len(paths), "picture(s) OpenCV cannot read")

@@ -27,10 +27,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from torchtools.core.output import say, warn
 from torchtools.core.paths import check_writable_file
 
 FORMATS = (".csv", ".jsonl")
 KEEP_IN_SUMMARY = 100
+PRINTED = 20  # predictions shown on the terminal; the rest go to the file and the summary
+SHOWN = 3  # skipped inputs named on the terminal (the summary names them all)
 
 
 def check_output_path(path: Path) -> Path:
@@ -93,6 +96,21 @@ class PredictionWriter:
             # The summary's rows keep the shape of the JSON summary's `predictions` (image, label, top).
             self.rows.append({self.item: str(path), "label": top[0][0], "probability": top[0][1], "top": top})
         self.count += 1
+        if self.count <= PRINTED:
+            say(f"{path}: {top[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in top) + ")")
+
+    def report(self, inputs: int, unreadable: str) -> dict[str, Any]:
+        """Say what was skipped (`unreadable` describes them) and how many were labelled; return the summary
+        keys (`predictions` null when there was nothing to predict)."""
+        if self.skipped:
+            shown = ", ".join(map(str, self.skipped[:SHOWN])) + (" ..." if len(self.skipped) > SHOWN else "")
+            warn(f"skipped {len(self.skipped)} {unreadable}: {shown}")
+        if self.count > PRINTED:
+            say(f"... {self.count:,} labelled" + (f", written to {self.path}" if self.path else ""))
+        summary = self.summary()
+        if not inputs:
+            summary["predictions"] = None
+        return summary
 
     def skip(self, paths: list[Path]) -> None:
         """Files that could not be read: named in the summary, no row in the file."""
