@@ -149,3 +149,12 @@ def test_divergence_names_no_checkpoint_that_was_never_written(cli, tmp_path, mn
     run = cli("mnist", "--data", data, "--lr", "1e12", "--momentum", "0.9", "--save", tmp_path / "x.pt", *FAST)
     assert_user_error(run, "loss became", "no checkpoint was written")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_checkpoint_evaluated_on_other_classes_is_refused(cli, tmp_path):
+    folders = write_image_folders(tmp_path / "images")
+    checkpoint = tmp_path / "c.pt"
+    assert cli("cifar", "--data", folders, "--save", checkpoint, *FAST, "-q").exit_code == 0
+    (folders / "train" / "red").rename(folders / "train" / "purple")
+    (folders / "test" / "red").rename(folders / "test" / "purple")
+    assert_user_error(cli("cifar", "--data", folders, "--checkpoint", checkpoint), "purple", "trained on", "red")

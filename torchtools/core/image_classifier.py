@@ -128,6 +128,9 @@ def fit_or_evaluate(run: Run, config, model: nn.Module, images: ImageSet | None,
         load_weights(run, model)
         result, evaluation, metrics = None, None, {}
         if images is not None:
+            if images.classes != saved_classes(run):
+                raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.checkpoint} was "
+                                f"trained on {', '.join(saved_classes(run))}")
             evaluation = evaluate_images(model, images, fmt, device)
             metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
             say(f"{eval_name} loss {evaluation.loss:.4f}  {eval_name} accuracy {evaluation.accuracy:.4f} "
