@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from torchtools.core import output
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.names import Vocabulary, read_names
 from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
@@ -119,7 +120,7 @@ class TorchtoolsLoop:
         self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS)
         self.model.stepwise = not packed  # packed: nn.GRU on packed sequences, the other correct way
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"), quiet=True)
+        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"))
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -133,7 +134,7 @@ class TorchtoolsLoop:
                                epoch=self.epoch)["train_loss"]
 
     def test_accuracy(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
 
 
 def main() -> None:
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-packed", action="store_true", help="Skip the packed torchtools contender.")
     args = parser.parse_args()
+    output.configure(quiet=True, json=False)
 
     torch.manual_seed(args.seed)
     loops = {"course": CourseLoop(args.data), "torchtools": TorchtoolsLoop(args.data, packed=False, seed=args.seed)}

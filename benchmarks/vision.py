@@ -23,7 +23,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from torchtools.core import image_classifier as classifier
-from torchtools.data.vision import MNIST_MEAN, MNIST_STD, channel_stats, cifar_dataset_class, load_cifar, load_mnist
+from torchtools.core import output
+from torchtools.data.transforms import ImageFormat, channel_stats
+from torchtools.data.vision import MNIST_MEAN, MNIST_STD, cifar_dataset_class, load_cifar, load_mnist
 from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
@@ -67,15 +69,15 @@ class CourseLoop:
 
 
 class FastPath:
-    """torchtools' way: classifier.make_batches + the engine's train_one_epoch/evaluate."""
+    """torchtools' way: classifier.batches + the engine's train_one_epoch/evaluate."""
 
     def __init__(self, model, images, mean, std, lr, momentum, seed):
         device = torch.device("cpu")
         self.model = classifier.prepare_model(model, device)
-        recipe = classifier.Recipe(batch_size=64, optimizer="sgd", lr=lr, momentum=momentum)
-        self.train_batches, self.test_batches = classifier.make_batches(images, mean, std, recipe, device, seed=seed)
+        fmt = ImageFormat(images.train_images.shape[-1], mean, std, grayscale=images.train_images.shape[1] == 1)
+        self.train_batches, self.test_batches = classifier.batches(images, fmt, device, batch_size=64, seed=seed)
         self.optimizer = make_optimizer("sgd", model.parameters(), lr, momentum)
-        self.plan = FitPlan("benchmark", 1, device, quiet=True)
+        self.plan = FitPlan("benchmark", 1, device)
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -86,7 +88,7 @@ class FastPath:
         return time.perf_counter() - started
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
 
 
 def mnist_pair(data: Path, model_name: str, seed: int):
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--cifar-batches", type=Path, default=Path("/tmp/cifar-batches"),
                         help="root holding cifar-10-batches-py (built from the JPEG tar)")
     args = parser.parse_args()
+    output.configure(quiet=True, json=False)
 
     if args.task == "mnist":
         reference, fast, samples, load_seconds = mnist_pair(args.data, args.model, args.seed)

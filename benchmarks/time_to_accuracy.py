@@ -1,0 +1,301 @@
+"""Time to accuracy: the course loop against torchtools' `fast` recipe, to the same target, in one run.
+
+Course (the lesson's code): a torchvision-style Dataset with per-sample ToTensor/Normalize, a DataLoader,
+the lesson's model and recipe (benchmarks/vision.py's CourseLoop; names: benchmarks/names.py's CourseLoop).
+Fast: torchtools.recipes.FAST[task] through the project's own training path (in-memory ImageSet or
+encoded names, TensorBatches, the engine's train_one_epoch / evaluate). Each is evaluated after every
+epoch and stops at the first epoch whose test accuracy reaches the target; the seconds reported are
+training seconds only (evaluation excluded). The torch.compile variant of the fast recipe is timed too,
+compile time included.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/time_to_accuracy.py --task mnist --seeds 0,1,2
+    PYTHONPATH=. .venv/bin/python benchmarks/time_to_accuracy.py --task cifar --seeds 0,1,2 \
+        --cifar-batches /tmp/cifar-batches
+    PYTHONPATH=. .venv/bin/python benchmarks/time_to_accuracy.py --task names --seeds 0,1,2
+
+MNIST reads DATA/MNIST/raw (the four IDX .gz files; a read-only folder is linked into a temporary one to
+unpack). CIFAR-10 needs the pickle batches built from the JPEG tar by ../shared/tools/cifar10_jpg_to_batches.py.
+
+Results: see RESULTS at the end of this docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of benchmarks/vision.py, names.py
+
+from torchtools.core import output  # noqa: E402
+from torchtools.core.devices import autocast_dtype  # noqa: E402
+from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch  # noqa: E402
+from torchtools.core.run import seed_everything  # noqa: E402
+from torchtools.recipes import COURSE, FAST, Recipe, scheduler  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+# The course loop's accuracy after its 10 epochs (median of seeds 0-2 here): the default targets.
+TARGETS = {"mnist": 0.9886, "cifar": 0.64, "names": 0.80}
+COURSE_MAX_EPOCHS = {"mnist": 12, "cifar": 12, "names": 12}
+
+
+@dataclass
+class Trial:
+    """One training run to a target: per-epoch training seconds and test accuracy."""
+
+    seconds: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    target: float = 0.0
+
+    def add(self, seconds: float, accuracy: float) -> None:
+        self.seconds.append(seconds)
+        self.accuracy.append(accuracy)
+
+    @property
+    def reached(self) -> bool:
+        return bool(self.accuracy) and self.accuracy[-1] >= self.target
+
+    @property
+    def epochs(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds)
+
+
+# --- data -------------------------------------------------------------------------------------------------
+def mnist_root(data: Path) -> Path:
+    """A root whose MNIST/raw holds the unpacked IDX files: `data` itself, or (read-only) a temporary link farm."""
+    raw = data / "MNIST" / "raw"
+    if (raw / "train-images-idx3-ubyte").is_file() or os.access(raw, os.W_OK):
+        return data
+    linked = Path(tempfile.gettempdir()) / "torchtools-mnist" / "MNIST" / "raw"
+    linked.mkdir(parents=True, exist_ok=True)
+    for packed in raw.glob("*.gz"):
+        if not (linked / packed.name).exists():
+            (linked / packed.name).symlink_to(packed)
+    return linked.parents[1]
+
+
+def vision_images(task: str, root: Path):
+    from torchtools.data.transforms import ImageFormat, channel_stats
+    from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist
+
+    if task == "mnist":
+        images = load_mnist("mnist", root, download=False)
+        return images, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True)
+    images = load_cifar("cifar10", root, download=False)
+    mean, std = channel_stats(images.train_images)
+    return images, ImageFormat(32, mean, std)
+
+
+def name_tensors(root: Path):
+    from torchtools.data.names import Vocabulary, read_names
+
+    train, test = read_names(root / "names_train.csv.gz"), read_names(root / "names_test.csv.gz")
+    labels = sorted(set(train.labels))
+    vocabulary = Vocabulary.from_names(train.names)
+
+    def encode(names):
+        return vocabulary.encode(names.names), torch.tensor([labels.index(label) for label in names.labels])
+
+    return encode(train), encode(test), len(vocabulary), len(labels)
+
+
+# --- the fast recipe through the project's training path ------------------------------------------------------
+class FastRun:
+    """A recipe trained epoch by epoch with the engine, as the commands do."""
+
+    def __init__(self, task: str, recipe: Recipe, seed: int, data, *, compiled: bool = False):
+        from torchtools.core import image_classifier as classifier
+
+        device = torch.device("cpu")
+        seed_everything(seed)
+        if task == "names":
+            from torchtools.data.loaders import TensorBatches
+            from torchtools.models.names import NameClassifier
+
+            (train_codes, train_targets), (test_codes, test_targets), vocabulary_size, classes = data
+            self.model = NameClassifier(vocabulary_size, classes, hidden=recipe.hidden, layers=recipe.layers,
+                                        cell=recipe.model)
+            self.train_batches = TensorBatches(train_codes, train_targets, batch_size=recipe.batch_size,
+                                               shuffle=True, seed=seed)
+            self.test_batches = TensorBatches(test_codes, test_targets, batch_size=1024)
+        else:
+            from dataclasses import replace as replaced
+
+            from torchtools.models import cifar as cifar_models
+            from torchtools.models import mnist as mnist_models
+
+            images, fmt = data
+            fmt = replaced(fmt, augment=recipe.augment)
+            self.model = (mnist_models.build(recipe.model) if task == "mnist"
+                          else cifar_models.build(recipe.model, len(images.classes)))
+            classifier.prepare_model(self.model, device)
+            self.train_batches, self.test_batches = classifier.batches(images, fmt, device,
+                                                                       batch_size=recipe.batch_size, seed=seed)
+        self.optimizer = make_optimizer(recipe.optimizer, self.model.parameters(), recipe.lr, recipe.momentum,
+                                        recipe.weight_decay)
+        schedule, per_step = scheduler(recipe, self.optimizer, len(self.train_batches))
+        self.amp = autocast_dtype(device) if recipe.amp else None
+        self.plan = FitPlan("benchmark", recipe.epochs, device, scheduler=schedule, step_scheduler=per_step,
+                            amp_dtype=self.amp)
+        self.objective = Objective.classification(recipe.label_smoothing)
+        self.trained = torch.compile(self.model) if compiled else self.model
+        self.epoch = 0
+
+    def train_epoch(self) -> float:
+        self.epoch += 1
+        self.train_batches.set_epoch(self.epoch - 1)
+        started = time.perf_counter()
+        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, self.plan, epoch=self.epoch)
+        return time.perf_counter() - started
+
+    def test(self) -> float:
+        return evaluate(self.model, self.objective, self.test_batches, self.plan.device, self.amp).accuracy
+
+
+def train_to(loop, target: float, max_epochs: int, label: str, *, verbose: bool = True) -> Trial:
+    trial = Trial(target=target)
+    while trial.epochs < max_epochs and not trial.reached:
+        seconds = loop.train_epoch()
+        trial.add(seconds, loop.test() if hasattr(loop, "test") else loop.test_accuracy())
+        if verbose:
+            print(f"    {label} epoch {trial.epochs}: {seconds:6.2f} s, test accuracy {trial.accuracy[-1]:.4f}",
+                  flush=True)
+    return trial
+
+
+# --- the course loops -----------------------------------------------------------------------------------------
+def course_loop(task: str, seed: int, root: Path):
+    if task == "names":
+        import names as names_benchmark
+
+        seed_everything(seed)
+        return names_benchmark.CourseLoop(root)
+    import vision
+
+    from torchvision import transforms
+
+    from torchtools.data.transforms import channel_stats
+    from torchtools.data.vision import MNIST_MEAN, MNIST_STD, cifar_dataset_class, load_cifar
+    from torchtools.models import cifar as cifar_models
+    from torchtools.models import mnist as mnist_models
+
+    recipe = COURSE[task]
+    if task == "mnist":
+        import torchvision.datasets as datasets
+
+        course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MNIST_MEAN, MNIST_STD)])
+        train_set = datasets.MNIST(str(root), train=True, transform=course)
+        test_set = datasets.MNIST(str(root), train=False, transform=course)
+        seed_everything(seed)
+        model = mnist_models.build(recipe.model)
+    else:
+        mean, std = channel_stats(load_cifar("cifar10", root, download=False).train_images)
+        course = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        dataset_class = cifar_dataset_class("cifar10")
+        train_set = dataset_class(str(root), train=True, transform=course)
+        test_set = dataset_class(str(root), train=False, transform=course)
+        seed_everything(seed)
+        model = cifar_models.build(recipe.model)
+    return vision.CourseLoop(model, train_set, test_set, recipe.lr, recipe.momentum, seed)
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def summary(label: str, trials: list[Trial]) -> float | None:
+    reached = [trial for trial in trials if trial.reached]
+    times = [trial.total for trial in reached]
+    if not times:
+        print(f"  {label:14s}: target not reached in any seed")
+        return None
+    epochs = [trial.epochs for trial in reached]
+    spread = f"{min(times):.1f}-{max(times):.1f} s" if len(times) > 1 else "one seed"
+    missed = f"; {len(trials) - len(reached)} seed(s) missed the target" if len(reached) < len(trials) else ""
+    print(f"  {label:14s}: median {statistics.median(times):7.1f} s to target (spread {spread}), epochs "
+          f"{'/'.join(map(str, epochs))}{missed}")
+    return statistics.median(times)
+
+
+def load_load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["mnist", "cifar", "names"], required=True)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="test accuracy to reach (default: the course loop's 10-epoch accuracy here)")
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data root (MNIST/raw, names/)")
+    parser.add_argument("--cifar-batches", type=Path, default=Path("/tmp/cifar-batches"),
+                        help="root holding cifar-10-batches-py (built from the JPEG tar)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: course, fast, compiled")
+    args = parser.parse_args()
+    output.configure(quiet=True, json=False)
+    torch.set_num_threads(args.threads)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    target = args.target if args.target is not None else TARGETS[args.task]
+    root = {"mnist": mnist_root(args.data), "cifar": args.cifar_batches, "names": args.data / "names"}[args.task]
+    data = name_tensors(root) if args.task == "names" else vision_images(args.task, root)
+    fast = FAST[args.task]
+    bf16 = fast.amp and autocast_dtype(torch.device("cpu")) is not None
+    print(f"{args.task}: target test accuracy {target:.4f}; {cpu_name()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; fast recipe bf16 autocast: {'yes' if bf16 else 'no'}")
+    print(f"fast recipe: {fast}")
+    print(f"load average before: {load_load()}")
+    trials: dict[str, list[Trial]] = {"course": [], "fast": [], "fast+compile": []}
+    for seed in seeds:
+        print(f"seed {seed}", flush=True)
+        if "course" not in skip:
+            trials["course"].append(train_to(course_loop(args.task, seed, root), target,
+                                             COURSE_MAX_EPOCHS[args.task], "course"))
+        if "fast" not in skip:
+            trials["fast"].append(train_to(FastRun(args.task, fast, seed, data), target, fast.epochs, "fast"))
+        if "compiled" not in skip:
+            try:
+                trials["fast+compile"].append(train_to(FastRun(args.task, fast, seed, data, compiled=True), target,
+                                                       fast.epochs, "fast+compile"))
+            except Exception as error:  # inductor needs a C++ compiler; say why it is out
+                print(f"    torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+                skip.add("compiled")
+    print(f"load average after: {load_load()}")
+    print(f"\n{args.task}: seconds of training to test accuracy {target:.4f} (evaluation excluded), seeds {seeds}")
+    for name, runs in trials.items():
+        for seed, trial in zip(seeds, runs):
+            state = "reached" if trial.reached else "NOT reached"
+            print(f"  {name:14s} seed {seed}: {trial.total:7.1f} s, {trial.epochs} epoch(s), {state}, "
+                  f"final accuracy {trial.accuracy[-1]:.4f}, best {max(trial.accuracy):.4f}")
+    medians = {name: summary(name, runs) for name, runs in trials.items() if runs}
+    if medians.get("course") and medians.get("fast"):
+        print(f"  ratio course / fast (medians): {medians['course'] / medians['fast']:.1f}x")
+    if medians.get("fast") and medians.get("fast+compile"):
+        verdict = "pays off" if medians["fast+compile"] < medians["fast"] else "costs more than it saves"
+        print(f"  torch.compile (compile time included): {medians['fast+compile']:.1f} s against "
+              f"{medians['fast']:.1f} s eager: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
