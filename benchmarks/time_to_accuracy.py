@@ -168,7 +168,7 @@ def train_to(loop, target: float, max_epochs: int, label: str, *, verbose: bool 
         started = time.perf_counter()
         loop.train_epoch()
         seconds = time.perf_counter() - started
-        trial.add(seconds, loop.test() if hasattr(loop, "test") else loop.test_accuracy())
+        trial.add(seconds, loop.test_accuracy() if hasattr(loop, "test_accuracy") else loop.test())
         if verbose:
             print(f"    {label} epoch {trial.epochs}: {seconds:6.2f} s, test accuracy {trial.accuracy[-1]:.4f}",
                   flush=True)
