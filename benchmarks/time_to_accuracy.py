@@ -16,7 +16,26 @@ compile time included.
 MNIST reads DATA/MNIST/raw (the four IDX .gz files; a read-only folder is linked into a temporary one to
 unpack). CIFAR-10 needs the pickle batches built from the JPEG tar by ../shared/tools/cifar10_jpg_to_batches.py.
 
-Results: see RESULTS at the end of this docstring.
+Results (Intel Xeon with AMX/AVX512-BF16, 2 cores, torch 2.14.1, 2 threads, 2025-11-25; the machine was
+shared with other test runs, load average 1.4-5, so single epochs were at times slowed up to 20x: the
+"epochs x fastest epoch" figure is the one noise does not move; epochs to target are exact):
+
+  MNIST, target 98.86% (the issue's course figure): course loop (CourseCNN, SGD 0.01 m0.5, batch 64) reached it
+    in 1 of 3 seeds within 12 epochs (seed 0, epoch 12); its 10-epoch accuracy here is 98.50/98.77/98.35%
+    (seeds 0/1/2), best within 12 epochs 98.86/98.77/98.77%. Fastest course epoch 8.85 s.
+    fast (FastCNN, bf16, one-cycle SGD, 2 epochs): 2/2/2 epochs, 5.1-5.5 s (seed 0 48 s: a 43 s epoch under
+    load), fastest epoch 2.51 s, 99.11/99.12/99.06% final. Ratio by epochs x fastest epoch: 106 s (12 epochs,
+    the one seed that got there) / 5.0 s = 21x.
+  MNIST, target 99.0%: fast 5.3-6.6 s (median 5.4 s), 2 epochs on every seed. (The course loop never gets there.)
+  names, target 80%: course loop (2-layer biGRU, Adam 1e-3, batch 256) 14.2/16.3/16.7 s, 4/5/5 epochs;
+    fast (1-layer biGRU, one-cycle Adam 1e-2, label smoothing 0.1) 1.7/1.8/1.8 s, 2/2/2 epochs: 9.3x
+    (median seconds), 9.5x (epochs x fastest epoch).
+  names, target 84.4%: fast 3.3-4.2 s (median 3.9 s), 5/4/5 epochs; 84.56/84.44/84.64%.
+  CIFAR-10, target 64%: see the report in torchtools.recipes / the issue-14 notes; fast (the notes' model, bf16,
+    one-cycle Adam 3e-3, batch 256) reaches it in 2 epochs on every seed.
+  torch.compile (inductor, default mode), fast recipe, compile time included: MNIST 11.0 s vs 5.5 s eager
+    (compiled epoch 4.7 s vs eager 2.5 s, with a warm inductor cache); names 3.9 s vs 1.8 s (the GRU's custom
+    autograd Function is not compiled). It costs more than it saves: the recipes leave it off.
 """
 
 from __future__ import annotations
@@ -254,6 +273,9 @@ def main() -> None:
     parser.add_argument("--cifar-batches", type=Path, default=Path("/tmp/cifar-batches"),
                         help="root holding cifar-10-batches-py (built from the JPEG tar)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--course-max-epochs", type=int, default=None,
+                        help="stop the course loop after this many epochs even short of the target "
+                             "(default 12); its fastest epoch still gives its per-epoch time")
     parser.add_argument("--compile-seeds", type=int, default=1,
                         help="how many of the seeds also train the torch.compile variant (default 1: the first)")
     parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: course, fast, compiled")
@@ -276,7 +298,7 @@ def main() -> None:
         print(f"seed {seed}", flush=True)
         if "course" not in skip:
             trials["course"].append(train_to(course_loop(args.task, seed, root), target,
-                                             COURSE_MAX_EPOCHS[args.task], "course"))
+                                             args.course_max_epochs or COURSE_MAX_EPOCHS[args.task], "course"))
         if "fast" not in skip:
             trials["fast"].append(train_to(FastRun(args.task, fast, seed, data), target, fast.epochs, "fast"))
         if "compiled" not in skip and seed in seeds[:args.compile_seeds]:
@@ -301,7 +323,8 @@ def main() -> None:
     if medians.get("fast") and medians.get("fast+compile"):
         eager, compiled = medians["fast"][0], medians["fast+compile"][0]
         first = trials["fast"][0].total
-        verdict = "pays off" if trials["fast+compile"][0].total < first else "costs more than it saves"
+        # Against the eager median: one eager seed slowed by other work must not make compiling look good.
+        verdict = "pays off" if trials["fast+compile"][0].total < eager else "costs more than it saves"
         print(f"  torch.compile (compile time included), seed {seeds[0]}: {trials['fast+compile'][0].total:.1f} s "
               f"against {first:.1f} s eager: {verdict} (medians {compiled:.1f} vs {eager:.1f} s)")
 
