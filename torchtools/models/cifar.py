@@ -1,8 +1,11 @@
-"""CIFAR networks: the notes' conv-pool x3 + linear model, and a ResNet-9 for a strong result."""
+"""CIFAR networks: the notes' conv-pool x3 + linear model, a small airbench-style net for the `fast` recipe,
+and a ResNet-9 for a strong result."""
 
 from __future__ import annotations
 
 from torch import nn
+
+FAST_WIDTHS = (32, 64, 128)  # the `fast` net's channels per stage (see torchtools.recipes for the choice)
 
 
 def quick(num_classes: int = 10) -> nn.Sequential:
@@ -64,7 +67,27 @@ def resnet9(num_classes: int = 10) -> nn.Sequential:
     )
 
 
-MODELS = {"quick": quick, "resnet": resnet9}
+def _conv_pool_bn(channels_in: int, channels_out: int) -> list[nn.Module]:
+    """conv 3x3, max-pool 2, BatchNorm, GELU: pooling before the norm and activation does them on 4x fewer pixels."""
+    return [nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
+            nn.BatchNorm2d(channels_out), nn.GELU()]
+
+
+def fast(num_classes: int = 10, widths: tuple[int, int, int] = FAST_WIDTHS) -> nn.Sequential:
+    """The notes' three conv + pool stages made trainable fast (airbench's shape, narrowed for 2 CPU cores):
+    a 3x3 stem, then three conv-pool-BN-GELU stages (32 -> 16 -> 8 -> 4 pixels), global max-pool, linear."""
+    first, second, third = widths
+    return nn.Sequential(
+        nn.Conv2d(3, first, 3, padding=1, bias=False), nn.BatchNorm2d(first), nn.GELU(),
+        *_conv_pool_bn(first, first), *_conv_pool_bn(first, second), *_conv_pool_bn(second, third),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(third, num_classes, bias=False),
+        Scale(1 / 8),
+    )
+
+
+MODELS = {"quick": quick, "fast": fast, "resnet": resnet9}
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:

@@ -1,4 +1,5 @@
-"""The course's four MNIST networks, layer for layer (Liu Er, lessons 9-11).
+"""The course's four MNIST networks, layer for layer (Liu Er, lessons 9-11), and FastCNN, the course CNN
+widened and given BatchNorm for the `fast` recipe (torchtools.recipes).
 
 `flatten(1)` stands where the course writes `x.view(batch, -1)`: the same numbers, and it also
 accepts channels_last inputs.
@@ -108,7 +109,31 @@ class ResidualNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": InceptionNet, "resnet": ResidualNet}
+class FastCNN(nn.Module):
+    """The course CNN's shape (conv k5, pool, conv k5, pool, fc) with BatchNorm after each conv and wider maps.
+
+    BatchNorm lets a one-cycle schedule run at a high learning rate from the first step; the widths are
+    those that reach 99% soonest in training seconds on 2 CPU cores (see torchtools.recipes).
+    """
+
+    def __init__(self, channels: tuple[int, int] = (16, 32)):
+        super().__init__()
+        first, second = channels
+        self.conv1 = nn.Conv2d(1, first, kernel_size=5, bias=False)
+        self.bn1 = nn.BatchNorm2d(first)
+        self.conv2 = nn.Conv2d(first, second, kernel_size=5, bias=False)
+        self.bn2 = nn.BatchNorm2d(second)
+        self.pooling = nn.MaxPool2d(2)
+        self.fc = nn.Linear(second * 16, 10)
+
+    def forward(self, x):
+        # ReLU after the pool, as the course CNN does: the same numbers (max-pool and ReLU commute), 4x fewer.
+        x = F.relu(self.pooling(self.bn1(self.conv1(x))))
+        x = F.relu(self.pooling(self.bn2(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": InceptionNet, "resnet": ResidualNet, "fast": FastCNN}
 
 
 def build(name: str) -> nn.Module:
