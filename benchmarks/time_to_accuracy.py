@@ -51,6 +51,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -60,8 +61,18 @@ from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype  # noqa: E402
 from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch  # noqa: E402
 from torchtools.core.run import seed_everything  # noqa: E402
-from torchtools.recipes import COURSE, FAST, Recipe, scheduler  # noqa: E402
+from torchtools.recipes import TASKS, scheduler, values  # noqa: E402
 
+
+def recipe_of(task: str, name: str) -> SimpleNamespace:
+    """A recipe's values as the commands resolve them; `amp` as the command's --amp default leaves it (on for
+    the vision commands, which have the option; names-rnn has none)."""
+    given = values(task, name)
+    return SimpleNamespace(**given, model=given.get("model", given.get("cell")), amp=task != "names" and name == "fast")
+
+
+COURSE = {task: recipe_of(task, "course") for task in TASKS}
+FAST = {task: recipe_of(task, "fast") for task in TASKS}
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 # The course loop's accuracy after its 10 epochs (median of seeds 0-2 here): the default targets.
@@ -137,7 +148,7 @@ def name_tensors(root: Path):
 class FastRun:
     """A recipe trained epoch by epoch with the engine, as the commands do."""
 
-    def __init__(self, task: str, recipe: Recipe, seed: int, data, *, compiled: bool = False):
+    def __init__(self, task: str, recipe: SimpleNamespace, seed: int, data, *, compiled: bool = False):
         from torchtools.core import image_classifier as classifier
 
         device = torch.device("cpu")

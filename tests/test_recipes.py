@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -12,7 +14,8 @@ from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
 
 
-def _train_step(model, inputs, targets, recipe, amp_dtype=None):
+def _train_step(model, inputs, targets, given, amp_dtype=None):
+    recipe = SimpleNamespace(**{**recipes.UNSAID, **given})
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
     batches = TensorBatches(inputs, targets, batch_size=len(targets))
     schedule, per_step = recipes.scheduler(recipe, optimizer, len(batches))
@@ -52,22 +55,54 @@ def test_course_networks_unchanged():
 def test_recipes_resolve_with_overrides():
     for task in recipes.TASKS:
         for name in ("course", "fast"):
-            recipe = recipes.recipe(task, name)
-            assert recipe.schedule in ("constant", "one-cycle") and recipe.augment in ("none", "shift-flip")
-    assert recipes.recipe("mnist", "course") == recipes.Recipe("cnn", 64, "sgd", 0.01, momentum=0.5, epochs=10)
-    overridden = recipes.recipe("mnist", "fast", batch_size=32, lr=None)
-    assert overridden.batch_size == 32 and overridden.lr == recipes.FAST["mnist"].lr
+            given = recipes.values(task, name)
+            assert given["schedule"] in ("constant", "one-cycle") and given["augment"] in ("none", "shift-flip")
+    assert recipes.values("mnist", "course") == {**recipes.UNSAID, "model": "cnn", "batch_size": 64,
+                                                 "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "epochs": 10}
+    overridden = recipes.values("mnist", "fast", batch_size=32, lr=None)
+    assert overridden["batch_size"] == 32 and overridden["lr"] == recipes.FAST["mnist"]["lr"]
 
 
-def test_one_cycle_schedule_spans_the_epochs():
-    recipe = recipes.recipe("mnist", "fast", schedule="one-cycle", epochs=2, warmup=0.25)
-    optimizer = make_optimizer("sgd", [torch.zeros(1, requires_grad=True)], recipe.lr, 0.9)
-    schedule, per_step = recipes.scheduler(recipe, optimizer, steps_per_epoch=10)
-    assert per_step
-    rates = []
-    for _ in range(20):
-        optimizer.step()
-        schedule.step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    assert max(rates) == pytest.approx(recipe.lr, rel=0.05) and rates[-1] < recipe.lr / 20
-    assert recipes.scheduler(recipes.COURSE["mnist"], optimizer, 10) == (None, False)
+def test_recipe_fast_trains_prints_its_values_and_records_them(cli, tmp_path):
+    from test_mnist import write_mnist
+
+    data = write_mnist(tmp_path / "data", train=200, test=50)
+    run = cli("mnist", "--data", data, "--recipe", "fast", "--save", tmp_path / "fast.pt", "--no-tensorboard",
+              "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "recipe fast: model fast, epochs 2, batch_size 256, lr 0.4, optimizer sgd" in run.stderr
+    assert run.summary["model"] == "fast" and run.summary["epochs"] == 2
+    assert run.summary["metrics"]["test_accuracy"] > 0.5
+    config = torch.load(tmp_path / "fast.pt", weights_only=True)["config"]
+    assert config["recipe"] == "fast" and config["schedule"] == "one-cycle" and config["batch_size"] == 256
+
+
+def test_explicit_options_override_the_recipe(cli, tmp_path):
+    from test_mnist import write_mnist
+
+    data = write_mnist(tmp_path / "data", train=100, test=20)
+    run = cli("mnist", "--data", data, "--recipe", "fast", "--model", "mlp", "--batch-size", "32", "--epochs", "1",
+              "--optimizer", "adam", "--lr", "0.003", "--save", tmp_path / "m.pt", "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "recipe fast: model mlp, epochs 1, batch_size 32, lr 0.003, optimizer adam" in run.stderr
+    config = torch.load(tmp_path / "m.pt", weights_only=True)["config"]
+    assert (config["model"], config["batch_size"], config["optimizer"], config["schedule"]) == (
+        "mlp", 32, "adam", "one-cycle")  # what was not given stays the recipe's
+    course = cli("mnist", "--data", data, "--epochs", "1", "--no-tensorboard", "--json")
+    assert "recipe course: model cnn, epochs 1, batch_size 64, lr 0.01, optimizer sgd, momentum 0.5" in course.stderr
+
+
+def test_names_and_cifar_take_a_recipe(cli, tmp_path):
+    from test_cifar import write_image_folders
+    from test_names_rnn import SMALL, _names, _write_csv
+
+    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
+    run = cli("names-rnn", "--data", names, "--recipe", "fast", "--epochs", "2", *SMALL[:4], "--no-tensorboard",
+              "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "recipe fast: cell gru, hidden 16, layers 1, epochs 2" in run.stderr and "label_smoothing 0.1" in run.stderr
+    folders = write_image_folders(tmp_path / "images")
+    run = cli("cifar", "--data", folders, "--recipe", "fast", "--model", "fast", "--epochs", "1", "--no-tensorboard",
+              "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["model"] == "fast" and "recipe fast: model fast" in run.stderr

@@ -7,8 +7,6 @@ seeds 0, 1, 2 unless said) — see benchmarks/time_to_accuracy.py for the harnes
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,42 +14,26 @@ import torch
 TASKS = ("mnist", "cifar", "names")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    model: str  # the command's --model name (names: the cell)
-    batch_size: int
-    optimizer: str  # sgd | adam | adamw
-    lr: float  # one-cycle: the peak
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | one-cycle (stepped every batch)
-    warmup: float = 0.0  # one-cycle: share of the steps spent rising to lr
-    label_smoothing: float = 0.0
-    augment: str = "none"  # none | shift-flip
-    epochs: int = 10
-    amp: bool = False  # bf16 autocast (where the device runs bf16 natively, see core.devices.autocast_dtype)
-    compile: bool = False  # torch.compile the model
-    hidden: int | None = None  # names only
-    layers: int | None = None  # names only
-
-    def values(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
+# A recipe is the values it gives a command's options; the command's config has a field of each name, and
+# any option the user types wins over the recipe's value.
 COURSE = {
     # Lesson 10: CourseCNN, batch 64, SGD lr 0.01 momentum 0.5, 10 epochs, normalise (0.1307, 0.3081).
-    "mnist": Recipe(model="cnn", batch_size=64, optimizer="sgd", lr=0.01, momentum=0.5, epochs=10),
+    "mnist": dict(model="cnn", batch_size=64, optimizer="sgd", lr=0.01, momentum=0.5, epochs=10),
     # The notes' CIFAR-10 model, batch 64, plain SGD lr 0.01, no augmentation, 10 epochs.
-    "cifar": Recipe(model="quick", batch_size=64, optimizer="sgd", lr=0.01, epochs=10),
+    "cifar": dict(model="quick", batch_size=64, optimizer="sgd", lr=0.01, epochs=10),
+    # cifar --model resnet: ResNet-9 with one-cycle to lr 0.4, momentum 0.9, weight decay 5e-4, label smoothing
+    # 0.2 and 4-pixel shifts + flips, batch 512 (a strong CIFAR-10 result rather than a lesson's recipe).
+    "cifar-resnet": dict(model="resnet", batch_size=512, optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=5e-4,
+                         schedule="one-cycle", warmup=0.25, label_smoothing=0.2, augment="shift-flip", epochs=10),
     # Lecture 13: 2-layer bidirectional GRU, hidden 100, batch 256, Adam lr 1e-3 (torchtools: 12 epochs).
-    "names": Recipe(model="gru", batch_size=256, optimizer="adam", lr=1e-3, epochs=12, hidden=100, layers=2),
+    "names": dict(cell="gru", batch_size=256, optimizer="adam", lr=1e-3, epochs=12, hidden=100, layers=2),
 }
 
 # Every `fast` value below names its measured effect. Accuracies are test accuracy at the end of the
 # epoch named, seeds 0, 1, 2 (one seed where it says so); seconds per epoch on 2 cores, unloaded, as
 # measured back to back (the machine was shared, so ratios are the figure to trust, not seconds).
 FAST = {
-    "mnist": Recipe(
+    "mnist": dict(
         # FastCNN (the course CNN with BatchNorm, conv 16 / 32): 99.05-99.12% after 2 epochs with this recipe,
         # where the course CNN with the same recipe has 98.61-98.87% (and 98.97-99.16% after 3); 2.3 s an epoch
         # against the course CNN's 1.6 s, so it reaches 99.0% sooner. conv 32 / 64: 2x slower an epoch.
@@ -74,13 +56,12 @@ FAST = {
         # 2 epochs vs 3: 99.05-99.12% at the end of 2 (all three seeds >= 99.0%); a 3-epoch schedule is at
         # 98.97-99.08% after its 2nd epoch and needs the 3rd for 99.0% on every seed (99.16-99.26%).
         epochs=2,
-        # bf16 autocast (lr 0.2): 2.9 vs 4.2 s an epoch (1.45x), 99.05-99.09% vs fp32's 99.06-99.12% after 2 epochs.
-        amp=True,
-        # torch.compile (inductor, compile time included): 11.0 s to 98.86% vs 5.5 s eager (seed 0); even with a
-        # warm inductor cache the compiled epoch was 4.7 s vs 2.5 s eager. Costs more than it saves.
-        compile=False,
+        # --amp (on by default): bf16 autocast (lr 0.2) 2.9 vs 4.2 s an epoch (1.45x), 99.05-99.09% vs fp32's
+        # 99.06-99.12% after 2 epochs.
+        # --compile (off by default): inductor, compile time included, 11.0 s to 98.86% vs 5.5 s eager (seed 0);
+        # even with a warm inductor cache the compiled epoch was 4.7 s vs 2.5 s eager. Costs more than it saves.
     ),
-    "cifar": Recipe(
+    "cifar": dict(
         # The notes' own model: 65.8-66.1% after 2 epochs with this recipe (the course loop needs ~10 epochs for
         # 64%). The airbench-style `fast` net at 16/32/64 channels: 62.4% after 2 epochs (seed 0), 1.2x slower an
         # epoch; at 32/64/128: 69.9% after 2 epochs but 2.3x slower an epoch. For 64% the notes' model is the
@@ -98,15 +79,12 @@ FAST = {
         label_smoothing=0.0,  # 0.1 (SGD): 64.5% vs 64.8% after 2 epochs (seed 0): no gain
         augment="none",  # 2 epochs are too short for shifts and flips to pay
         epochs=2,  # 1 epoch of this schedule is 57-59% after the 1st epoch of 2: short of 64%
-        # bf16 autocast: 6.7k vs 3.2k images/s (2.1x, same process, batch 256); same accuracy.
-        amp=True,
-        # torch.compile: not timed on CIFAR in the final run (no time left on a loaded machine); on MNIST and
-        # names it cost more than it saved, so it stays off.
-        compile=False,
+        # --amp (on by default): bf16 autocast 6.7k vs 3.2k images/s (2.1x, same process, batch 256); same
+        # accuracy. --compile: not timed on CIFAR (no time left on a loaded machine); on MNIST and names it
+        # cost more than it saved, so it stays off by default.
     ),
-    "names": Recipe(
-        # 1 GRU layer vs the course's 2: 2.4x faster an epoch, 81.3-81.6% vs 81.0% after 2 epochs (seed 0).
-        model="gru",
+    "names": dict(
+        cell="gru",
         batch_size=256,  # 512: no faster an epoch (the recurrence's cost is per name, not per batch), 78.4% vs 81.0%
         optimizer="adam",
         # one-cycle peak 1e-2 vs constant 3e-3 vs the course's constant 1e-3 (2 layers, seed 0): 81.0% vs 79.9% vs
@@ -118,11 +96,11 @@ FAST = {
         label_smoothing=0.1,
         # 6 epochs vs 4 (2 layers): the 4-epoch schedule ends at 84.2%, the 6-epoch one passes 84.4% in epoch 5.
         epochs=6,
-        amp=False,  # bf16 autocast does not reach the hand-written GRU's products; not used
-        # torch.compile: 3.9 s to 80% vs 1.8 s eager (seed 0): the GRU is a custom autograd Function with a Python
-        # loop over steps, which inductor does not speed up.
-        compile=False,
+        # names-rnn has no --amp: bf16 autocast does not reach the hand-written GRU's products. --compile: 3.9 s to
+        # 80% vs 1.8 s eager (seed 0): the GRU is a custom autograd Function with a Python loop over steps, which
+        # inductor does not speed up.
         hidden=100,  # 200 vs 100 (1 layer, seed 0): 84.6% vs 84.3% after 4 epochs, but about 2x slower an epoch
+        # 1 GRU layer vs the course's 2: 2.4x faster an epoch, 81.3-81.6% vs 81.0% after 2 epochs (seed 0).
         layers=1,
     ),
 }
@@ -130,19 +108,31 @@ FAST = {
 RECIPES = {"course": COURSE, "fast": FAST}
 
 
-def recipe(task: str, name: str = "course", **overrides: Any) -> Recipe:
-    """The named recipe for a task, with explicit values (not None) put over it."""
-    base = RECIPES[name][task]
-    return dataclasses.replace(base, **{key: value for key, value in overrides.items() if value is not None})
+# What a recipe leaves unsaid: a plain constant rate, no decay, smoothing or augmentation.
+UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, label_smoothing=0.0, augment="none")
+RECIPE_OPTION = "--recipe"
 
 
-def scheduler(recipe_: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """(scheduler, stepped every batch?) for the recipe's schedule: None for a constant rate."""
-    if recipe_.schedule == "constant":
+def values(task: str, name: str, **typed: Any) -> dict[str, Any]:
+    """The recipe's value for every option it sets, with the options the user typed (not None) put over it."""
+    return {**UNSAID, **RECIPES[name][task], **{key: value for key, value in typed.items() if value is not None}}
+
+
+def describe(task: str, name: str, config) -> str:
+    """The line a run prints: the recipe and every value of the config it sets."""
+    keys = {*UNSAID, *RECIPES[name][task]}
+    return f"recipe {name}: " + ", ".join(f"{key} {value}" for key, value in config.as_dict().items() if key in keys)
+
+
+def scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """(scheduler, stepped every batch?) for the config's schedule: None for a constant rate, or where a run is
+    too short (under 4 steps) for a cycle to rise and fall."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "constant" or total < 4:
         return None, False
-    if recipe_.schedule == "one-cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe_.lr, pct_start=recipe_.warmup, total_steps=recipe_.epochs * steps_per_epoch,
-            # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
-            cycle_momentum=False), True
-    raise ValueError(f"unknown schedule {recipe_.schedule!r}: use constant or one-cycle")
+    # OneCycleLR divides by the length of each phase: both need at least 2 steps.
+    warmup = min(max(config.warmup, 2 / total), 1 - 2 / total)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
+        # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
+        cycle_momentum=False), True

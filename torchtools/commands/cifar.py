@@ -17,6 +17,7 @@ from torchtools.core.config import Config
 class Model(str, Enum):
     quick = "quick"
     resnet = "resnet"
+    fast = "fast"
 
 
 class Dataset(str, Enum):
@@ -27,19 +28,10 @@ class Dataset(str, Enum):
 IMAGE_SIZE = 32
 IMAGE_FOLDERS = "images"  # the config's dataset name for a train/ + test/ folder layout
 
-# Per-model training defaults. quick: the notes' recipe (plain SGD lr 0.01, batch 64, no augmentation).
-# resnet: the ResNet-9 recipe (one-cycle to lr 0.4, momentum 0.9, weight decay 5e-4, label smoothing 0.2,
-# 4-pixel shifts + flips), for a strong CIFAR-10 result.
-RECIPES = {
-    Model.quick: dict(batch_size=64, lr=0.01, momentum=0.0, weight_decay=0.0, label_smoothing=0.0,
-                      one_cycle=False, augment="none"),
-    Model.resnet: dict(batch_size=512, lr=0.4, momentum=0.9, weight_decay=5e-4, label_smoothing=0.2,
-                       one_cycle=True, augment="shift-flip"),
-}
-
 
 @dataclass(frozen=True)
 class CifarConfig(Config):
+    recipe: str
     model: str
     dataset: str
     epochs: int
@@ -48,20 +40,23 @@ class CifarConfig(Config):
     optimizer: str
     momentum: float
     weight_decay: float
+    schedule: str  # constant | one-cycle (peak lr, stepped every batch)
+    warmup: float  # one-cycle: share of the steps rising to lr
     label_smoothing: float
-    one_cycle: bool  # lr rises to `lr` then anneals, stepped every batch
     augment: str  # none | shift-flip
 
     def resumable(self) -> frozenset[str]:
         """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.one_cycle else super().resumable()
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
 
-@command("cifar", options.TRAINING_RUN + ("amp", "save_every"))
+@command("cifar", options.TRAINING_RUN + ("amp", "compile", "save_every"))
 def cifar(
-    model: Annotated[Model, typer.Option(
-        help="quick: the notes' conv-pool x3 + linear model; resnet: ResNet-9 with augmentation, label "
-             "smoothing and a one-cycle schedule.")] = Model.quick,
+    recipe: options.Recipe = options.RecipeName.course,
+    model: Annotated[Optional[Model], typer.Option(
+        help="quick: the notes' conv-pool x3 + linear model; resnet: ResNet-9 (with --recipe course: shifts + "
+             "flips, label smoothing 0.2, one-cycle to lr 0.4, batch 512); fast: an airbench-style conv-BN net. "
+             "Default: quick.", show_default=False)] = None,
     dataset: Annotated[Dataset, typer.Option(
         help="CIFAR batches under --data (ignored when --data holds train/ and test/ image folders).")
     ] = Dataset.cifar10,
@@ -74,17 +69,11 @@ def cifar(
     output: options.PredictOutput = None,
     top_k: options.TopK = 3,
     loader: options.Loader = options.LoaderName.auto,
-    epochs: options.Epochs = 10,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, help="Samples per batch. Default: 64 (quick), 512 (resnet).",
-        show_default=False, rich_help_panel=options.TRAINING)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", min=0.0, help="Learning rate (resnet: the one-cycle peak). Default: 0.01 (quick), 0.4 (resnet).",
-        show_default=False, rich_help_panel=options.TRAINING)] = None,
-    optimizer: options.Optimizer = options.OptimizerName.sgd,
-    momentum: Annotated[Optional[float], typer.Option(
-        "--momentum", min=0.0, help="SGD momentum. Default: 0 (quick), 0.9 (resnet).", show_default=False,
-        rich_help_panel=options.TRAINING)] = None,
+    epochs: options.RecipeEpochs = None,
+    batch_size: options.RecipeBatchSize = None,
+    lr: options.RecipeLearningRate = None,
+    optimizer: options.RecipeOptimizer = None,
+    momentum: options.RecipeMomentum = None,
     *,
     run,
 ) -> None:
@@ -94,10 +83,10 @@ def cifar(
     unreadable files skipped, and cached under ~/.cache/torchtools); normalising and augmenting run on
     whole batches.
     """
-    import torch
-
+    from torchtools import recipes
     from torchtools.core import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
+    from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import ImageFormat, channel_stats
@@ -106,10 +95,13 @@ def cifar(
 
     layout, root = roots.cifar_source(data, dataset.value)
     folders = layout == "images"
-    given = {"batch_size": batch_size, "lr": lr, "momentum": momentum}
-    config = run.config(CifarConfig(model.value, IMAGE_FOLDERS if folders else dataset.value, epochs,
-                                    optimizer=optimizer.value, **{**RECIPES[model], **{
-                                        name: value for name, value in given.items() if value is not None}}))
+    # The course recipe of ResNet-9 is its own (cifar-resnet); every other model takes the recipe's values.
+    task = "cifar-resnet" if recipe is options.RecipeName.course and model is Model.resnet else "cifar"
+    config = run.config(CifarConfig(recipe=recipe.value, dataset=IMAGE_FOLDERS if folders else dataset.value,
+                                    **recipes.values(task, recipe.value, model=model and model.value, epochs=epochs,
+                                                     batch_size=batch_size, lr=lr, momentum=momentum,
+                                                     optimizer=optimizer and optimizer.value)))
+    say(recipes.describe(task, config.recipe, config))
     pictures = classifier.pictures(predict, output)
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None
@@ -123,16 +115,11 @@ def cifar(
     fmt = classifier.saved_format(run, fmt)
     classes = images.classes if images is not None else classifier.saved_classes(run)
     network = build(config.model, len(classes))
-
-    def one_cycle(optimizer, steps_per_epoch):
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.25,
-                                                   total_steps=config.epochs * steps_per_epoch), True
-
     outcome = classifier.fit_or_evaluate(
         run, config, network, images, fmt, label_smoothing=config.label_smoothing,
         optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum,
                                                     config.weight_decay),
-        schedule=one_cycle if config.one_cycle else None)
+        schedule=lambda optimizer, steps: recipes.scheduler(config, optimizer, steps))
     predicted = classifier.predict(network, pictures, classes, fmt, run.device, output=output, top_k=top_k)
     run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,

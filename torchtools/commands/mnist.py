@@ -19,6 +19,7 @@ class Model(str, Enum):
     cnn = "cnn"
     inception = "inception"
     resnet = "resnet"
+    fast = "fast"
 
 
 class Dataset(str, Enum):
@@ -29,6 +30,7 @@ class Dataset(str, Enum):
 
 @dataclass(frozen=True)
 class MnistConfig(Config):
+    recipe: str
     model: str
     dataset: str
     epochs: int
@@ -36,13 +38,24 @@ class MnistConfig(Config):
     lr: float
     optimizer: str
     momentum: float
+    weight_decay: float
+    schedule: str  # constant | one-cycle (peak lr, stepped every batch)
+    warmup: float  # one-cycle: share of the steps rising to lr
+    label_smoothing: float
+    augment: str  # none | shift-flip
+
+    def resumable(self) -> frozenset[str]:
+        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
 
-@command("mnist", options.TRAINING_RUN + ("amp", "save_every"))
+@command("mnist", options.TRAINING_RUN + ("amp", "compile", "save_every"))
 def mnist(
-    model: Annotated[Model, typer.Option(
+    recipe: options.Recipe = options.RecipeName.course,
+    model: Annotated[Optional[Model], typer.Option(
         help="mlp: 784-512-256-128-64-10; cnn: two conv + fc 320; inception: two InceptionA, fc 1408; "
-             "resnet: two residual blocks, fc 512 (the course's networks).")] = Model.cnn,
+             "resnet: two residual blocks, fc 512 (the course's networks); fast: the course CNN with BatchNorm, "
+             "conv 16/32. Default: cnn (course), fast (fast).", show_default=False)] = None,
     dataset: Annotated[Dataset, typer.Option(help="Which 28x28 ten-class set.")] = Dataset.mnist,
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw "
@@ -52,30 +65,35 @@ def mnist(
     predict: options.PredictImages = None,
     output: options.PredictOutput = None,
     top_k: options.TopK = 3,
-    epochs: options.Epochs = 10,
-    batch_size: options.BatchSize = 64,
-    lr: options.LearningRate = 0.01,
-    optimizer: options.Optimizer = options.OptimizerName.sgd,
-    momentum: options.Momentum = 0.5,
+    epochs: options.RecipeEpochs = None,
+    batch_size: options.RecipeBatchSize = None,
+    lr: options.RecipeLearningRate = None,
+    optimizer: options.RecipeOptimizer = None,
+    momentum: options.RecipeMomentum = None,
     *,
     run,
 ) -> None:
     """Classify handwritten digits (or clothes, or kana) with the course's networks; predict your own images.
 
-    The defaults are the course's: batch 64, SGD lr 0.01 momentum 0.5, normalise (0.1307, 0.3081),
-    10 epochs. The data stays in memory as one tensor on the device, so an epoch is much faster than
-    the course's DataLoader loop with the same numbers.
+    --recipe course (the default) is the course's: cnn, batch 64, SGD lr 0.01 momentum 0.5, normalise
+    (0.1307, 0.3081), 10 epochs. --recipe fast: the fast CNN, batch 256, SGD one-cycle to lr 0.4, 2 epochs
+    (99.0% in about 5 s of training on 2 CPU cores). The data stays in memory as one tensor on the device.
     """
+    from torchtools import recipes
     from torchtools.core import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
+    from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.transforms import ImageFormat
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_mnist
     from torchtools.models.mnist import build
 
-    config = run.config(MnistConfig(model.value, dataset.value, epochs, batch_size, lr, optimizer.value, momentum))
+    config = run.config(MnistConfig(recipe=recipe.value, dataset=dataset.value, **recipes.values(
+        "mnist", recipe.value, model=model and model.value, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer and optimizer.value, momentum=momentum)))
+    say(recipes.describe("mnist", config.recipe, config))
     pictures = classifier.pictures(predict, output)
-    fmt = classifier.saved_format(run, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True,
+    fmt = classifier.saved_format(run, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True, augment=config.augment,
                                                    invert_light_background=True))
     images = None
     if run.trains or not pictures:
@@ -85,8 +103,10 @@ def mnist(
         classifier.describe(images, "test")
     network = build(config.model)
     outcome = classifier.fit_or_evaluate(
-        run, config, network, images, fmt,
-        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum))
+        run, config, network, images, fmt, label_smoothing=config.label_smoothing,
+        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum,
+                                                    config.weight_decay),
+        schedule=lambda optimizer, steps: recipes.scheduler(config, optimizer, steps))
     classes = images.classes if images is not None else classifier.saved_classes(run)
     predicted = classifier.predict(network, pictures, classes, fmt, run.device, output=output, top_k=top_k)
     run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,

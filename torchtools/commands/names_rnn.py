@@ -26,6 +26,7 @@ class Cell(str, Enum):
 @dataclass(frozen=True)
 class NamesConfig(Config):
     # The vocabulary and the labels come from the training names: they are saved beside the config.
+    recipe: str
     cell: str
     hidden: int
     layers: int
@@ -35,10 +36,19 @@ class NamesConfig(Config):
     lr: float
     optimizer: str
     momentum: float
+    weight_decay: float
+    schedule: str  # constant | one-cycle (peak lr, stepped every batch)
+    warmup: float  # one-cycle: share of the steps rising to lr
+    label_smoothing: float
+    augment: str  # always none: names are not augmented (the recipes share this field)
     val_split: float
 
+    def resumable(self) -> frozenset[str]:
+        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
-@command("names-rnn", options.TRAINING_RUN)
+
+@command("names-rnn", options.TRAINING_RUN + ("compile",))
 def names_rnn(
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Training names: a name,label CSV (gzip or plain), a folder of <Label>.txt files, or a data "
@@ -58,16 +68,21 @@ def names_rnn(
                                "no letters are skipped and named).", show_default=False)] = None,
     output: options.PredictOutput = None,
     top_k: options.TopK = 3,
-    cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.gru,
-    hidden: Annotated[int, typer.Option(min=1, help="Embedding and hidden size.", rich_help_panel=MODEL)] = 100,
-    layers: Annotated[int, typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = 2,
+    recipe: options.Recipe = options.RecipeName.course,
+    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. Default: gru.", show_default=False,
+                                                 rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(
+        min=1, help="Embedding and hidden size. Default: 100.", show_default=False, rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        min=1, help="Recurrent layers. Default: 2 (course), 1 (fast).", show_default=False,
+        rich_help_panel=MODEL)] = None,
     bidirectional: Annotated[bool, typer.Option(
         "--bidirectional/--no-bidirectional", help="Read names both ways.", rich_help_panel=MODEL)] = True,
-    epochs: options.Epochs = 12,  # test accuracy plateaus at ~84% from epoch 10; later epochs overfit
-    batch_size: options.BatchSize = 256,
-    lr: options.LearningRate = 1e-3,
-    optimizer: options.Optimizer = options.OptimizerName.adam,
-    momentum: options.Momentum = 0.0,
+    epochs: options.RecipeEpochs = None,
+    batch_size: options.RecipeBatchSize = None,
+    lr: options.RecipeLearningRate = None,
+    optimizer: options.RecipeOptimizer = None,
+    momentum: options.RecipeMomentum = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Draw the confusion matrix as a PNG heatmap to this file.", show_default=False,
         rich_help_panel=options.OUTPUT)] = None,
@@ -77,16 +92,22 @@ def names_rnn(
     """Tell a surname's country: Embedding -> GRU -> Linear over characters, on the course CSV or the tutorial folder.
 
     Reports overall and per-label accuracy and the confusion matrix; --predict NAME gives the top 3 labels.
+    --recipe course: 2 layers, Adam lr 1e-3, 12 epochs (about 84%); fast: 1 layer, one-cycle Adam to lr 1e-2,
+    label smoothing 0.1, 6 epochs (84.4% in about 4 s of training on 2 CPU cores).
     """
     from torchtools.core.engine import Objective, evaluate, fit, make_optimizer
     from torchtools.core.errors import UserError
     from torchtools.core.image_classifier import report as class_report
+    from torchtools import recipes
     from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.names import Vocabulary, read_names
 
-    config = run.config(NamesConfig(cell.value, hidden, layers, bidirectional, epochs, batch_size, lr,
-                                    optimizer.value, momentum, val_split))
+    config = run.config(NamesConfig(recipe=recipe.value, bidirectional=bidirectional, val_split=val_split,
+                                    **recipes.values("names", recipe.value, cell=cell and cell.value, hidden=hidden,
+                                                     layers=layers, epochs=epochs, batch_size=batch_size, lr=lr,
+                                                     optimizer=optimizer and optimizer.value, momentum=momentum)))
+    say(recipes.describe("names", config.recipe, config))
     names_to_label = _fold_names(predict or []) + _read_names_file(run, predict_file)
     if output is not None and not names_to_label:
         raise UserError("--output writes the predictions: pass --predict NAME or --predict-file FILE too")
@@ -118,10 +139,13 @@ def names_rnn(
         if held_out is not None:
             eval_batches = _batches(held_out, labels, vocabulary, run.device, config.batch_size, test, skipped)
         model = _build_model(config, vocabulary, labels).to(run.device)
-        plan = run.plan(config, extra={"labels": labels, "vocabulary": vocabulary.characters}, eval_name=eval_name)
-        result = fit(model, Objective.classification(),
-                     make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum),
-                     train_batches, eval_batches, plan)
+        trained = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum,
+                                 config.weight_decay)
+        scheduler, per_step = recipes.scheduler(config, trained, len(train_batches))
+        plan = run.plan(config, extra={"labels": labels, "vocabulary": vocabulary.characters}, scheduler=scheduler,
+                        step_scheduler=per_step, eval_name=eval_name)
+        result = fit(model, Objective.classification(config.label_smoothing), trained, train_batches, eval_batches,
+                     plan)
         metrics, evaluation = dict(result.metrics), result.evaluation
     else:
         labels, vocabulary = list(run.loaded["labels"]), Vocabulary(run.loaded["vocabulary"])

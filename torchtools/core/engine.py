@@ -84,6 +84,7 @@ class FitPlan:
     scheduler: Any = None
     step_scheduler: bool = False  # True: scheduler.step() after every batch (one-cycle), else per epoch
     amp_dtype: torch.dtype | None = None
+    compile: bool = False  # torch.compile the training forward (the checkpoint keeps the plain model)
     writer: Any = None  # a SummaryWriter or None
     log_every: int = 100  # batches between TensorBoard train/loss_step scalars
     eval_name: str = "test"  # metric prefix for the held-out set: test_accuracy, val_loss...
@@ -222,6 +223,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     if plan.resumed is not None:
         start_epoch, history = _resume(model, optimizer, plan)  # every process loads it
     trained = distributed.wrap(model)
+    if plan.compile:
+        trained = torch.compile(trained)
     monitor, higher_is_better = _monitored_metric(objective, eval_batches, plan)
     best_epoch = _best_epoch(history, monitor, higher_is_better)
     progress = EpochProgress(plan.epochs)

@@ -22,6 +22,11 @@ class LoaderName(str, Enum):
     stream = "stream"
 
 
+class RecipeName(str, Enum):
+    course = "course"
+    fast = "fast"
+
+
 class OptimizerName(str, Enum):
     sgd = "sgd"
     adam = "adam"
@@ -40,11 +45,32 @@ FullBatchSize = Annotated[Optional[int], typer.Option(
 LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel=TRAINING)]
 Optimizer = Annotated[OptimizerName, typer.Option("--optimizer", help="Optimizer.", rich_help_panel=TRAINING)]
 Momentum = Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.", rich_help_panel=TRAINING)]
+# The options a --recipe gives a value: left out, they take the recipe's (its values are in the README).
+RecipeEpochs = Annotated[Optional[int], typer.Option(
+    "--epochs", "-e", min=1, help="Training epochs. Default: the recipe's.", show_default=False,
+    rich_help_panel=TRAINING)]
+RecipeBatchSize = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, help="Samples per batch (per process under torchrun). Default: the recipe's.",
+    show_default=False, rich_help_panel=TRAINING)]
+RecipeLearningRate = Annotated[Optional[float], typer.Option(
+    "--lr", min=0.0, help="Learning rate (one-cycle: its peak). Default: the recipe's.", show_default=False,
+    rich_help_panel=TRAINING)]
+RecipeOptimizer = Annotated[Optional[OptimizerName], typer.Option(
+    "--optimizer", help="Optimizer. Default: the recipe's.", show_default=False, rich_help_panel=TRAINING)]
+RecipeMomentum = Annotated[Optional[float], typer.Option(
+    "--momentum", min=0.0, help="SGD momentum. Default: the recipe's.", show_default=False,
+    rich_help_panel=TRAINING)]
 Seed = Annotated[int, typer.Option(
     "--seed", help="Random seed: the same seed gives the same numbers on CPU.", rich_help_panel=TRAINING)]
 Amp = Annotated[bool, typer.Option(
     "--amp/--no-amp", help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).",
     rich_help_panel=TRAINING)]
+Recipe = Annotated[RecipeName, typer.Option(
+    "--recipe", help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
+                     "\"Recipes\"). Options you give override the recipe's values.", rich_help_panel=TRAINING)]
+Compile = Annotated[bool, typer.Option(
+    "--compile/--no-compile", help="torch.compile the model. Off: measured on the CPU, the compile time costs more "
+                                   "than it saves on these small models.", rich_help_panel=TRAINING)]
 Data = Annotated[Optional[Path], typer.Option(
     "--data", help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
                    "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.", show_default=False)]
@@ -104,6 +130,7 @@ SHARED: dict[str, tuple[object, object]] = {
     "device": (Device, "auto"),
     "seed": (Seed, 0),
     "amp": (Amp, True),
+    "compile": (Compile, False),
     "save": (Save, None),
     "save_every": (SaveEvery, 0),
     "checkpoint": (Checkpoint, None),

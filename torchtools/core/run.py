@@ -43,6 +43,7 @@ class Run:
     explicit: frozenset[str] = frozenset()  # options the user typed (the rest are defaults)
     seed: int = 0
     amp: bool = False
+    compile: bool = False
     save: Path | None = None
     save_every: int = 0
     checkpoint: Path | None = None
@@ -141,7 +142,8 @@ class Run:
         return FitPlan(self.command, config.epochs, self.device, config=config.as_dict(), extra=extra or {},
                        save=self.save, save_every=self.save_every, resumed=self.loaded if self.resume else None,
                        resume_path=self.resume, scheduler=scheduler, step_scheduler=step_scheduler,
-                       amp_dtype=autocast_dtype(self.device) if self.amp else None, writer=self.writer,
+                       amp_dtype=autocast_dtype(self.device) if self.amp else None, compile=self.compile,
+                       writer=self.writer,
                        eval_name=eval_name, patience=self.patience, target_accuracy=self.target_accuracy)
 
     def finish(self, result: FitResult | None = None, *, metrics: dict[str, Any] | None = None,
