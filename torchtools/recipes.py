@@ -125,13 +125,13 @@ def describe(task: str, name: str, config) -> str:
 
 
 def scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """(scheduler, stepped every batch?) for the config's schedule: None for a constant rate, or where a run is
-    too short (under 4 steps) for a cycle to rise and fall."""
+    """(scheduler, stepped every batch?) for the config's schedule: None for a constant rate, or where a run of
+    one step leaves no room for a cycle."""
     total = config.epochs * steps_per_epoch
-    if config.schedule == "constant" or total < 4:
+    if config.schedule == "constant" or total < 2:
         return None, False
-    # OneCycleLR divides by the length of each phase: both need at least 2 steps.
-    warmup = min(max(config.warmup, 2 / total), 1 - 2 / total)
+    # OneCycleLR divides by each phase's length, warmup * total - 1 and the rest: both must stay above 0.
+    warmup = min(max(config.warmup, 1.5 / total), 1 - 0.5 / total)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
         # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
