@@ -13,8 +13,8 @@ compile time included.
         --cifar-batches /tmp/cifar-batches
     PYTHONPATH=. .venv/bin/python benchmarks/time_to_accuracy.py --task names --seeds 0,1,2
 
-MNIST reads DATA/MNIST/raw (the four IDX .gz files; a read-only folder is linked into a temporary one to
-unpack). CIFAR-10 needs the pickle batches built from the JPEG tar by ../shared/tools/cifar10_jpg_to_batches.py.
+MNIST reads DATA/MNIST/raw (the four IDX .gz files, in place). CIFAR-10 needs the pickle batches built from the
+JPEG tar by ../shared/tools/cifar10_jpg_to_batches.py.
 
 Results (Intel Xeon with AMX/AVX512-BF16, 2 cores, torch 2.14.1, 2 threads, 2025-11-25; the machine was
 shared with other test runs, load average 1.4-5, so single epochs were at times slowed up to 20x: the
@@ -47,7 +47,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,8 @@ def recipe_of(task: str, name: str) -> SimpleNamespace:
     """A recipe's values as the commands resolve them; `amp` as the command's --amp default leaves it (on for
     the vision commands, which have the option; names-rnn has none)."""
     given = values(task, name)
-    return SimpleNamespace(**given, model=given.get("model", given.get("cell")), amp=task != "names" and name == "fast")
+    return SimpleNamespace(**{**given, "model": given.get("model", given.get("cell")),
+                              "amp": task != "names" and name == "fast"})
 
 
 COURSE = {task: recipe_of(task, "course") for task in TASKS}
@@ -106,19 +106,6 @@ class Trial:
 
 
 # --- data -------------------------------------------------------------------------------------------------
-def mnist_root(data: Path) -> Path:
-    """A root whose MNIST/raw holds the unpacked IDX files: `data` itself, or (read-only) a temporary link farm."""
-    raw = data / "MNIST" / "raw"
-    if (raw / "train-images-idx3-ubyte").is_file() or os.access(raw, os.W_OK):
-        return data
-    linked = Path(tempfile.gettempdir()) / "torchtools-mnist" / "MNIST" / "raw"
-    linked.mkdir(parents=True, exist_ok=True)
-    for packed in raw.glob("*.gz"):
-        if not (linked / packed.name).exists():
-            (linked / packed.name).symlink_to(packed)
-    return linked.parents[1]
-
-
 def vision_images(task: str, root: Path):
     from torchtools.data.transforms import ImageFormat, channel_stats
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist
@@ -294,7 +281,7 @@ def main() -> None:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     target = args.target if args.target is not None else TARGETS[args.task]
-    root = {"mnist": mnist_root(args.data), "cifar": args.cifar_batches, "names": args.data / "names"}[args.task]
+    root = {"mnist": args.data, "cifar": args.cifar_batches, "names": args.data / "names"}[args.task]
     data = name_tensors(root) if args.task == "names" else vision_images(args.task, root)
     fast = FAST[args.task]
     bf16 = fast.amp and autocast_dtype(torch.device("cpu")) is not None
