@@ -150,13 +150,9 @@ def torchtools(*args: str, cwd: Path) -> ChildRun:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{os.uname().machine}, {os.cpu_count()} cores"
+    from torchtools.core.devices import cpu_name  # imported late: the script itself needs no torch until here
+
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

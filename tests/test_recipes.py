@@ -106,3 +106,14 @@ def test_names_and_cifar_take_a_recipe(cli, tmp_path):
               "--json")
     assert run.exit_code == 0, run.stderr
     assert run.summary["model"] == "fast" and "recipe fast: model fast" in run.stderr
+
+
+@pytest.mark.slow
+def test_fast_recipes_reach_their_targets_on_the_real_data(cli, shared_data):
+    mnist = cli("mnist", "--data", shared_data, "--recipe", "fast", "--no-tensorboard", "--json")
+    assert mnist.exit_code == 0, mnist.stderr
+    assert mnist.summary["metrics"]["test_accuracy"] >= 0.99 and mnist.summary["train_seconds"] < 60
+    names = cli("names-rnn", "--data", shared_data / "names", "--recipe", "fast", "--target-accuracy", "0.844",
+                "--no-tensorboard", "--json")
+    assert names.exit_code == 0, names.stderr
+    assert names.summary["metrics"]["test_accuracy"] >= 0.844 and names.summary["stopped_early"] == "target"

@@ -110,7 +110,7 @@ RECIPES = {"course": COURSE, "fast": FAST}
 
 # What a recipe leaves unsaid: a plain constant rate, no decay, smoothing or augmentation.
 UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, label_smoothing=0.0, augment="none")
-RECIPE_OPTION = "--recipe"
+NETWORK = ("model", "cell", "hidden", "layers")
 
 
 def values(task: str, name: str, **typed: Any) -> dict[str, Any]:
@@ -121,7 +121,9 @@ def values(task: str, name: str, **typed: Any) -> dict[str, Any]:
 def describe(task: str, name: str, config) -> str:
     """The line a run prints: the recipe and every value of the config it sets."""
     keys = {*UNSAID, *RECIPES[name][task]}
-    return f"recipe {name}: " + ", ".join(f"{key} {value}" for key, value in config.as_dict().items() if key in keys)
+    given = [(key, value) for key, value in config.as_dict().items() if key in keys]
+    given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
+    return f"recipe {name}: " + ", ".join(f"{key} {value}" for key, value in given)
 
 
 def scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):

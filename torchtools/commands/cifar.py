@@ -11,7 +11,7 @@ import typer
 
 from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import RecipeConfig
 
 
 class Model(str, Enum):
@@ -30,24 +30,9 @@ IMAGE_FOLDERS = "images"  # the config's dataset name for a train/ + test/ folde
 
 
 @dataclass(frozen=True)
-class CifarConfig(Config):
-    recipe: str
+class CifarConfig(RecipeConfig):
     model: str
     dataset: str
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    schedule: str  # constant | one-cycle (peak lr, stepped every batch)
-    warmup: float  # one-cycle: share of the steps rising to lr
-    label_smoothing: float
-    augment: str  # none | shift-flip
-
-    def resumable(self) -> frozenset[str]:
-        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
 
 @command("cifar", options.TRAINING_RUN + ("amp", "compile", "save_every"))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchtools.core.devices import autocast_dtype
+from torchtools.core.devices import autocast_dtype, cpu_name
 from torchtools.models import cifar, mnist
 
 RATES = {"GB/s", "GFLOP/s", "samples/s"}  # higher is better; these get speedup ratios
@@ -256,19 +256,8 @@ def describe_device(device: torch.device) -> dict:
                 "memory_gib": round(properties.total_memory / 2**30, 1)}
     if device.type == "mps":
         return {"device": "mps", "name": f"Apple GPU ({platform.machine()})"}
-    return {"device": "cpu", "name": _cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+    return {"device": "cpu", "name": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
             "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(accelerator: torch.device | None, plan: Plan,

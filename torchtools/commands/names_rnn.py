@@ -11,7 +11,7 @@ import typer
 
 from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import RecipeConfig
 
 MODEL = "Model"
 PREDICT_CHUNK = 4096  # names encoded and labelled at a time: memory stays bounded for any file
@@ -24,28 +24,13 @@ class Cell(str, Enum):
 
 
 @dataclass(frozen=True)
-class NamesConfig(Config):
+class NamesConfig(RecipeConfig):
     # The vocabulary and the labels come from the training names: they are saved beside the config.
-    recipe: str
     cell: str
     hidden: int
     layers: int
     bidirectional: bool
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    schedule: str  # constant | one-cycle (peak lr, stepped every batch)
-    warmup: float  # one-cycle: share of the steps rising to lr
-    label_smoothing: float
-    augment: str  # always none: names are not augmented (the recipes share this field)
     val_split: float
-
-    def resumable(self) -> frozenset[str]:
-        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
 
 @command("names-rnn", options.TRAINING_RUN + ("compile",))

@@ -36,3 +36,25 @@ class Config:
     def option(self, name: str) -> str:
         """How the user spells a field: batch_size -> --batch-size."""
         return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeConfig(Config):
+    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn;
+    each adds its model's own fields."""
+
+    recipe: str  # course | fast
+    epochs: int
+    batch_size: int
+    lr: float  # one-cycle: the peak
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    schedule: str  # constant | one-cycle (stepped every batch)
+    warmup: float  # one-cycle: share of the steps rising to lr
+    label_smoothing: float
+    augment: str  # none | shift-flip
+
+    def resumable(self) -> frozenset[str]:
+        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
