@@ -3,13 +3,12 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from conftest import assert_user_error
 from image_files import messy_folder
 from test_mnist import write_mnist
-from test_transfer import write_image
+from test_transfer import write_photo_folders
 
 SMALL = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--json")
 
@@ -17,13 +16,7 @@ SMALL = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--json"
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """train/ and val/ of two learnable classes, one corrupt and one empty file among the training ants."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 4)):
-        for label, name in enumerate(("ants", "bees")):
-            for index in range(count):
-                write_image(root / split / name / f"photo {index}.{'png' if index % 2 else 'jpg'}", label, rng)
-    (root / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    root = write_photo_folders(tmp_path_factory.mktemp("photos"), train=8, val=4, prefix="photo ")
     (root / "train" / "ants" / "empty.png").write_bytes(b"")
     return root
 

@@ -26,13 +26,16 @@ def write_image(path: Path, label: int, rng) -> None:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> Path:
+    return write_photo_folders(tmp_path_factory.mktemp("photos"), train=6, val=3)
+
+
+def write_photo_folders(root: Path, *, train: int, val: int, prefix: str = "") -> Path:
     """train/ and val/ with ants and bees, JPEG and PNG, and one corrupt JPEG among the training ants."""
-    root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("val", 3)):
+    for split, count in (("train", train), ("val", val)):
         for label, name in enumerate(("ants", "bees")):
             for index in range(count):
-                write_image(root / split / name / f"{index}.{'png' if index % 2 else 'jpg'}", label, rng)
+                write_image(root / split / name / f"{prefix}{index}.{'png' if index % 2 else 'jpg'}", label, rng)
     (root / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     return root
 
