@@ -158,3 +158,12 @@ def test_checkpoint_evaluated_on_other_classes_is_refused(cli, tmp_path):
     (folders / "train" / "red").rename(folders / "train" / "purple")
     (folders / "test" / "red").rename(folders / "test" / "purple")
     assert_user_error(cli("cifar", "--data", folders, "--checkpoint", checkpoint), "purple", "trained on", "red")
+
+
+def test_options_that_a_checkpoint_run_would_ignore_are_refused(cli, tmp_path, mnist_run):
+    data, checkpoint = mnist_run
+    for option in (("--save", tmp_path / "again.pt"), ("--patience", "2"), ("--target-accuracy", "0.9")):
+        assert_user_error(cli("mnist", "--data", data, "--checkpoint", checkpoint, *option), option[0],
+                          "trains nothing")
+    assert not (tmp_path / "again.pt").exists()
+    assert_user_error(cli("mnist", "--data", data, "--save-every", "2", *FAST), "--save-every", "--save")

@@ -71,6 +71,15 @@ class Run:
     def _check_options(self) -> None:
         if self.checkpoint is not None and self.resume is not None:
             raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
+        if self.checkpoint is not None:
+            unused = [option for option, value in (("--save", self.save), ("--save-every", self.save_every),
+                                                   ("--patience", self.patience),
+                                                   ("--target-accuracy", self.target_accuracy)) if value]
+            if unused:
+                raise UserError(f"{', '.join(unused)} apply to training; --checkpoint {self.checkpoint} trains "
+                                "nothing (use --resume to train on)")
+        if self.save_every and self.save is None:
+            raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.save is not None:
             check_writable_file(self.save, "--save")
         if self.trains and not self.no_tensorboard:
