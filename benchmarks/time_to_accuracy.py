@@ -39,7 +39,9 @@ shared with other test runs, load average 1.4-5, so single epochs were at times 
   Re-run on a quiet machine (same CPU, load average 0.3-1.4), 2026-11-25: MNIST to 98.86%: course seed 0 109.4 s
     (12 epochs), seeds 1 and 2 peak at 98.77% within 12; fast 4.9/5.3/5.1 s (2 epochs; 99.12/99.06/99.11%),
     21.3x; compiled 9.9 s. names to 80%: course 14.2/15.9/17.0 s (4/5/5 epochs), fast 2.0/1.8/1.8 s, 9.0x;
-    compiled 4.2 s. names to 84.4%: fast 4.0/3.2/3.8 s (5/4/5 epochs; 84.56/84.44/84.64%).
+    compiled 4.2 s. names to 84.4%: fast 4.0/3.2/3.8 s (5/4/5 epochs; 84.56/84.44/84.64%). CIFAR-10 to 64%:
+    course 314.8/278.7/251.0 s (10/10/10 epochs; 64.64/65.10/65.90%), fast 13.0/12.6/11.8 s (2 epochs;
+    66.06/66.14/65.78%), 22.1x (median seconds), 20.3x (epochs x fastest epoch).
   torch.compile (inductor, default mode), fast recipe, compile time included: MNIST 11.0 s vs 5.5 s eager
     (compiled epoch 4.7 s vs eager 2.5 s, with a warm inductor cache); names 3.9 s vs 1.8 s (the GRU's custom
     autograd Function is not compiled). It costs more than it saves: the recipes leave it off.
