@@ -87,6 +87,7 @@ def names_rnn(
     from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.names import Vocabulary, read_names
+    from torchtools.data.prediction_output import check_output_path
 
     config = run.config(NamesConfig(recipe=recipe.value, bidirectional=bidirectional, val_split=val_split,
                                     **recipes.values("names", recipe.value, cell=cell and cell.value, hidden=hidden,
@@ -96,7 +97,8 @@ def names_rnn(
     names_to_label = _fold_names(predict or []) + _read_names_file(run, predict_file)
     if output is not None and not names_to_label:
         raise UserError("--output writes the predictions: pass --predict NAME or --predict-file FILE too")
-    run.check_output(output, "--output", suffixes=(".csv", ".jsonl"))
+    if output is not None:
+        check_output_path(output)
     run.check_output(plot, "--plot", suffixes=(".png",))
     if not run.trains and not names_to_label and test is None:
         raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")

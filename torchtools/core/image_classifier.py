@@ -69,10 +69,7 @@ def saved_classes(run: Run) -> list[str]:
 def describe(images: ImageSet, eval_name: str) -> None:
     say(f"{images.source}: {len(images.train_labels):,} train and {len(images.test_labels):,} {eval_name} images, "
         f"{len(images.classes)} classes")
-    if images.skipped:
-        shown = ", ".join(str(path) for path in images.skipped[:SKIPPED_SHOWN])
-        warn(f"skipped {len(images.skipped)} file(s) OpenCV cannot read: {shown}"
-             + (" ..." if len(images.skipped) > SKIPPED_SHOWN else ""))
+    _warn_unreadable(images.skipped)
 
 
 def training_sample(images: ImageSet | FolderFiles, fmt: ImageFormat, count: int = 5000) -> Tensor:
@@ -185,10 +182,14 @@ def _note_skipped(images: ImageSet | FolderFiles, *streams) -> None:
     """Streamed files turn out unreadable only as epochs meet them: add them to the set's list, and say so."""
     found = [path for stream in streams for path in getattr(stream, "skipped", [])]
     new = [path for path in dict.fromkeys(found) if path not in images.skipped]
-    if new:
-        images.skipped.extend(new)
-        warn(f"skipped {len(new)} file(s) OpenCV cannot read: " + ", ".join(map(str, new[:SKIPPED_SHOWN]))
-             + (" ..." if len(new) > SKIPPED_SHOWN else ""))
+    images.skipped.extend(new)
+    _warn_unreadable(new)
+
+
+def _warn_unreadable(paths: list[Path]) -> None:
+    if paths:
+        warn(f"skipped {len(paths)} file(s) OpenCV cannot read: " + ", ".join(map(str, paths[:SKIPPED_SHOWN]))
+             + (" ..." if len(paths) > SKIPPED_SHOWN else ""))
 
 
 def load_weights(run: Run, model: nn.Module) -> None:
