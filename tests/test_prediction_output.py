@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from torchtools.core.errors import UserError
-from torchtools.data.prediction_output import PredictionWriter, check_output_path
+from torchtools.core.prediction_output import PredictionWriter, check_output_path
 
 CLASSES = ["ant", "bee", "wasp, paper"]  # a comma in a class name must survive the CSV
 ODD_NAME = Path('photos/my "best", shot é.jpg')

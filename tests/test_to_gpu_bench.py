@@ -62,7 +62,7 @@ def test_absent_or_unknown_device_exits_2(cli):
 
 def test_accelerator_only_parts_with_the_cpu_standing_in():
     """Copies and model.to run only with an accelerator; the CPU stands in to check they measure and compare."""
-    from torchtools.commands import gpu_benchmarks as benchmarking
+    from torchtools.lessons import gpu_benchmarks as benchmarking
 
     plan = benchmarking.Plan.quick(repeats=2, copy_mib=(1, 2))
     copies, skipped = benchmarking.copy_bandwidth(torch.device("cpu"), plan)

@@ -69,7 +69,7 @@ def cifar(
     whole batches.
     """
     from torchtools import recipes
-    from torchtools.core import image_classifier as classifier
+    from torchtools.commands import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
     from torchtools.core.output import say
     from torchtools.data import roots

@@ -53,7 +53,7 @@ def conv_demo(
 ) -> None:
     """The convolution lessons: sizes, padding modes, corr2d, an edge detector, a learned kernel, pooling,
     and the feature maps of a picture."""
-    from torchtools.commands import convolution_lessons as convolution
+    from torchtools.lessons import convolution
     from torchtools.core.run import check_writable_folder
 
     seed = run.seed
@@ -168,7 +168,7 @@ def _show_pool(result: dict) -> dict:
 
 def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out: Path, runs_dir: Path,
                 no_tensorboard: bool) -> dict:
-    from torchtools.commands import convolution_lessons as convolution
+    from torchtools.lessons import convolution
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.core.output import print_table, say
 

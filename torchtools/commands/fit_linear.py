@@ -64,7 +64,7 @@ def fit_linear(
     run,
 ) -> None:
     """Fit y = w*x + b: the linear-model lessons, on the course's toy data or your CSV."""
-    from torchtools.commands import linear_lessons as linear
+    from torchtools.lessons import linear
     from torchtools.core import plots
     from torchtools.core.engine import Objective
     from torchtools.core.errors import UserError
@@ -176,7 +176,7 @@ def _autograd(points, plan, lr):
 
 def _run_lesson(epoch_step, plan, samples: int):
     """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check.
-    Its checkpoint is written after the last epoch (see linear_lessons.fit_or_load), so a diverged loop
+    Its checkpoint is written after the last epoch (see lessons.linear.fit_or_load), so a diverged loop
     leaves none behind."""
     import math
     import time

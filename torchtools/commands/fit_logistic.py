@@ -44,7 +44,7 @@ def fit_logistic(
     """Fit P(y=1) = sigmoid(w*x + b) with BCE: the course's pass/fail-by-hours lesson, or your CSV."""
     import torch
 
-    from torchtools.commands import linear_lessons as linear
+    from torchtools.lessons import linear
     from torchtools.core import plots
     from torchtools.core.engine import Objective
     from torchtools.data.tables import check_binary_labels

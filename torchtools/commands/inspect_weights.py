@@ -37,7 +37,7 @@ def inspect_weights(
     Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
     checkpoint with its epoch, metrics and config). Loads with weights_only=True.
     """
-    from torchtools.commands import weights_inspection as inspection
+    from torchtools.lessons import weights as inspection
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.models.pretrained import key_summary, read_weights
     from torchtools.core.output import print_table, say

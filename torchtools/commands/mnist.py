@@ -65,7 +65,7 @@ def mnist(
     (99.0% in about 5 s of training on 2 CPU cores). The data stays in memory as one tensor on the device.
     """
     from torchtools import recipes
-    from torchtools.core import image_classifier as classifier
+    from torchtools.commands import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
     from torchtools.core.output import say
     from torchtools.data import roots

@@ -82,12 +82,12 @@ def names_rnn(
     """
     from torchtools.core.engine import Objective, evaluate, fit, make_optimizer
     from torchtools.core.errors import UserError
-    from torchtools.core.image_classifier import report as class_report
+    from torchtools.core.report import report as class_report
     from torchtools import recipes
     from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.names import Vocabulary, read_names
-    from torchtools.data.prediction_output import check_output_path
+    from torchtools.core.prediction_output import check_output_path
 
     config = run.config(NamesConfig(recipe=recipe.value, bidirectional=bidirectional, val_split=val_split,
                                     **recipes.values("names", recipe.value, cell=cell and cell.value, hidden=hidden,
@@ -259,7 +259,7 @@ def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]],
     import torch
 
     from torchtools.data.names import is_junk
-    from torchtools.data.prediction_output import PredictionWriter
+    from torchtools.core.prediction_output import PredictionWriter
 
     model.eval()
     with PredictionWriter(output, top_k, item="name", column="name") as writer:

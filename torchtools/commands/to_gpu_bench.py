@@ -32,7 +32,7 @@ def to_gpu_bench(
     each on the CPU and the accelerator, as medians after warm-up. Without a GPU it measures the CPU half."""
     import torch
 
-    from torchtools.commands import gpu_benchmarks as benchmarking
+    from torchtools.lessons import gpu_benchmarks as benchmarking
     from torchtools.core.devices import resolve_device
     from torchtools.core.output import print_table, say, warn
 

@@ -104,7 +104,7 @@ def transfer(
     """
     import torch
 
-    from torchtools.core import image_classifier as classifier
+    from torchtools.commands import image_classifier as classifier
     from torchtools.core.engine import make_optimizer
     from torchtools.core.errors import UserError
     from torchtools.core.output import say

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed
 from torchtools.core.checkpoints import best_path, save_checkpoint
-from torchtools.data.loaders import TensorBatches
 from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.output import EpochProgress, say, warn
 
@@ -182,7 +181,7 @@ def evaluate(model, objective: Objective, batches, device: torch.device, amp_dty
     gathered, so every process returns the whole set's. Pass the unwrapped model (fit does): shares
     may differ by one batch, so its forward must not wait on the other processes as DDP's may.
     """
-    shared = isinstance(batches, TensorBatches) and batches.world_size > 1
+    shared = hasattr(batches, "shard") and batches.world_size > 1  # TensorBatches under torchrun
     if shared:
         batches = copy.copy(batches).shard(batches.rank, batches.world_size, every_sample=True)
     model.eval()

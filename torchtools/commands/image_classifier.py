@@ -20,18 +20,17 @@ from torch import Tensor, nn
 from torchtools.core import distributed
 from torchtools.core.engine import EvalResult, FitResult, Objective, evaluate, fit
 from torchtools.core.errors import UserError
-from torchtools.core.metrics import confusion_matrix, per_class_accuracy
-from torchtools.core.output import print_table, say, warn
+from torchtools.core.report import report
+from torchtools.core.output import say, warn
 from torchtools.core.run import Run
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
 from torchtools.data.folders import FolderFiles
 from torchtools.data.loaders import TensorBatches
-from torchtools.data.prediction_output import PredictionWriter, check_output_path
+from torchtools.core.prediction_output import PredictionWriter, check_output_path
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
 from torchtools.data.vision import ImageSet
 
-CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
 PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
 SKIPPED_SHOWN = 3
 
@@ -211,40 +210,6 @@ def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[T
     with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
         warnings.simplefilter("ignore")
         writer.add_graph(model, transform(sample[:8].to(next(model.parameters()).device)))
-
-
-def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path | None = None,
-           writer=None) -> tuple[dict[str, float | None], list]:
-    """Per-class accuracy and the confusion matrix: rich tables, optional PNG heatmap and TensorBoard figure.
-
-    Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
-    """
-    from torchtools.core import plots
-
-    matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(classes))
-    accuracy = dict(zip(classes, per_class_accuracy(matrix)))
-    totals = matrix.sum(dim=1).tolist()
-    rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
-            for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
-    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows)
-    if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
-        # Many classes: 4-letter column heads keep the matrix inside a terminal; rows keep the full names.
-        heads = [name[:4] for name in classes] if len(classes) > 10 else classes
-        print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true \\ predicted", *heads],
-                    [(name, *row) for name, row in zip(classes, matrix.tolist())])
-    else:
-        say(f"confusion matrix: {len(classes)} classes, in the --json summary")
-    title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%})"
-    if plot is not None:
-        plots.heatmap(plot, matrix.numpy(), classes, title=title)
-        say(f"confusion matrix drawn to {plot}")
-    if writer is not None:
-        writer.add_figure(f"{split}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), classes, title=title))
-        for name, value in accuracy.items():
-            if value is not None:
-                writer.add_scalar(f"{split}/accuracy_by_class/{name}", value)
-        writer.flush()
-    return accuracy, matrix.tolist()
 
 
 def pictures(items: list[str] | None, output: Path | None) -> list[Path]:
