@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-TASKS = ("mnist", "cifar", "names")
+from torchtools.core.config import DEPENDS
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
@@ -113,28 +111,21 @@ UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, l
 NETWORK = ("model", "cell", "hidden", "layers")
 
 
-def values(task: str, name: str, **typed: Any) -> dict[str, Any]:
-    """The recipe's value for every option it sets, with the options the user typed (not None) put over it."""
-    return {**UNSAID, **RECIPES[name][task], **{key: value for key, value in typed.items() if value is not None}}
+def values(task: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The config's values: each one left out (DEPENDS) takes the recipe's, the options typed stay."""
+    recipe = {**UNSAID, **RECIPES[given["recipe"]][task]}
+    return {name: recipe[name] if value is DEPENDS and name in recipe else value for name, value in given.items()}
 
 
-def describe(task: str, name: str, config) -> str:
+def default_help(task: str, name: str) -> str:
+    """--help's word on an option a recipe sets: "Default: the recipe's (course: 10, fast: 2)."."""
+    shown = [f"{recipe}: {RECIPES[recipe][task].get(name, UNSAID.get(name))}" for recipe in RECIPES]
+    return f"Default: the recipe's ({', '.join(shown)})."
+
+
+def describe(config) -> str:
     """The line a run prints: the recipe and every value of the config it sets."""
-    keys = {*UNSAID, *RECIPES[name][task]}
-    given = [(key, value) for key, value in config.as_dict().items() if key in keys]
+    keys = {*UNSAID, *RECIPES[config.recipe][config.recipe_task(config.saved())]}
+    given = [(key, value) for key, value in config.saved().items() if key in keys]
     given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
-    return f"recipe {name}: " + ", ".join(f"{key} {value}" for key, value in given)
-
-
-def scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """(scheduler, stepped every batch?) for the config's schedule: None for a constant rate, or where a run of
-    one step leaves no room for a cycle."""
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "constant" or total < 2:
-        return None, False
-    # OneCycleLR divides by each phase's length, warmup * total - 1 and the rest: both must stay above 0.
-    warmup = min(max(config.warmup, 1.5 / total), 1 - 0.5 / total)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
-        # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
-        cycle_momentum=False), True
+    return f"recipe {config.recipe}: " + ", ".join(f"{key} {value}" for key, value in given)
