@@ -65,6 +65,18 @@ def test_recipes_resolve_with_overrides():
     assert overridden.model == "fast" and overridden.schedule == "one-cycle"
 
 
+def test_readme_recipe_table_is_the_recipes_own():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert recipes.markdown_table() in readme
+
+
+def test_help_names_each_recipes_value(cli):
+    run = cli("mnist", "--help")
+    assert "course: cnn, fast: fast" in " ".join(run.stdout.replace("│", " ").split())
+
+
 def test_recipe_fast_trains_prints_its_values_and_records_them(cli, tmp_path):
     from test_mnist import write_mnist
 

@@ -129,3 +129,14 @@ def describe(config) -> str:
     given = [(key, value) for key, value in config.saved().items() if key in keys]
     given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
     return f"recipe {config.recipe}: " + ", ".join(f"{key} {value}" for key, value in given)
+
+
+def markdown_table() -> str:
+    """The README's recipe table, generated from the values above (a test keeps the README's copy equal)."""
+    tasks = {"mnist": "mnist", "cifar": "cifar", "cifar-resnet": "cifar --model resnet", "names": "names-rnn"}
+    rows = ["| command | course | fast |", "|---|---|---|"]
+    for task, command in tasks.items():
+        cells = [", ".join(f"{key} {value}" for key, value in RECIPES[name][task].items()) if task in RECIPES[name]
+                 else "as cifar" for name in RECIPES]
+        rows.append(f"| `{command}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

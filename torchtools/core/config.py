@@ -56,15 +56,16 @@ class Setting:
             return dataclasses.field(default_factory=lambda: list(default), metadata={"setting": self})
         return dataclasses.field(default=default, metadata={"setting": self})
 
-    def check(self, name: str, value: Any, kind: Any) -> Any:
-        """The value, converted to the field's type, or a UserError saying what is wrong with it."""
+    def check(self, name: str, value: Any, kind: Any, *, typed: bool = True) -> Any:
+        """The value, converted to the field's type, or a UserError saying what is wrong with it. Text is
+        parsed only as typed on the command line (`typed`), never from a checkpoint."""
         if value is None:
             if _optional(kind):
                 return None
             raise UserError(f"{self.flag} needs a value")
         base = _base(kind)
         try:
-            if self.parse is not None and isinstance(value, str):
+            if self.parse is not None and typed and isinstance(value, str):
                 value = self.parse(value)
             value = _convert(value, base)
         except (TypeError, ValueError):
@@ -119,7 +120,7 @@ class Config:
         defaults = {field.name: field.default for field in dataclasses.fields(cls)
                     if field.default is not dataclasses.MISSING}
         values = cls.fill({**defaults, **values})
-        return cls(**cls._checked(values, lambda name, error: error))
+        return cls(**cls._checked(values, lambda name, error: error, typed=True))
 
     @classmethod
     def from_saved(cls, saved: Any, *, source: object) -> Config:
@@ -136,16 +137,18 @@ class Config:
                     if field.name not in names and field.default is not dataclasses.MISSING}
         values = {**defaults, **{name: saved[name] for name in names}}
         return cls(**cls._checked(values, lambda name, error: UserError(
-            f"{source}: its config's {name} is wrong ({error}); the file was edited or comes from elsewhere")))
+            f"{source}: its config's {name} is wrong ({error}); the file was edited or comes from elsewhere"),
+            typed=False))
 
     @classmethod
-    def _checked(cls, values: dict[str, Any], wrap: Callable[[str, UserError], UserError]) -> dict[str, Any]:
+    def _checked(cls, values: dict[str, Any], wrap: Callable[[str, UserError], UserError], *,
+                 typed: bool) -> dict[str, Any]:
         settings, checked = cls.settings(), {}
         hints = typing.get_type_hints(cls)
         for name, value in values.items():
             try:
                 if name in settings:
-                    checked[name] = settings[name][0].check(name, value, settings[name][1])
+                    checked[name] = settings[name][0].check(name, value, settings[name][1], typed=typed)
                 else:
                     checked[name] = _fixed(name, value, hints[name])
             except UserError as error:

@@ -78,6 +78,7 @@ class Run(Generic[C]):
         source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
+            _check_state(self.loaded, source)
             if config.resume is not None and self.loaded.get("optimizer") is None:
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
@@ -191,8 +192,41 @@ class Run(Generic[C]):
 def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
     epoch = loaded.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise UserError(f"{source}: its epoch is {epoch!r}, not a count of epochs; the file was edited or comes "
-                        "from elsewhere")
+        raise _foreign(source, f"its epoch is {epoch!r}, not a count of epochs")
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The commands' own state beside the weights, by key: what each must be for the model to be rebuilt.
+STATE = {
+    "model": (lambda value: isinstance(value, dict) and all(isinstance(item, torch.Tensor) for item in value.values()),
+              "tensors by name"),
+    "classes": (_names, "a list of class names"),
+    "labels": (_names, "a list of labels"),
+    "vocabulary": (lambda value: isinstance(value, str), "the characters of the names"),
+    "features": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0, "a count"),
+    "mean": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
+    "std": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
+    "image_format": (lambda value: isinstance(value, dict), "a picture format"),
+}
+
+
+def _check_state(loaded: dict[str, Any], source: Path) -> None:
+    """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
+    for key, (valid, meaning) in STATE.items():
+        if key in loaded and not valid(loaded[key]):
+            raise _foreign(source, f"its {key} is not {meaning}")
+    broken = [name for name, tensor in loaded.get("model", {}).items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{source} holds non-finite weights (NaN or inf) in {len(broken)} tensor(s), e.g. "
+                        f"{broken[0]}: it would label everything nan; use an earlier checkpoint")
+
+
+def _foreign(source: Path, what: str) -> UserError:
+    return UserError(f"{source}: {what}; the file was edited or comes from elsewhere")
 
 
 def _shown(value: Any) -> str:
