@@ -57,7 +57,7 @@ def test_recipes_resolve_with_overrides():
     from torchtools.commands.mnist import MnistConfig
 
     unset = {name: DEPENDS for name in (*recipes.UNSAID, "model", "batch_size", "optimizer", "lr", "epochs")}
-    assert recipes.values("mnist", {**unset, "recipe": "course"}) == {
+    assert recipes.recipe_values("mnist", {**unset, "recipe": "course"}) == {
         **recipes.UNSAID, "recipe": "course", "model": "cnn", "batch_size": 64, "optimizer": "sgd", "lr": 0.01,
         "momentum": 0.5, "epochs": 10}
     overridden = MnistConfig.build({"recipe": "fast", "batch_size": 32, "lr": DEPENDS})

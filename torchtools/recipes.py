@@ -7,9 +7,11 @@ seeds 0, 1, 2 unless said) — see benchmarks/time_to_accuracy.py for the harnes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torchtools.core.config import DEPENDS
+from torchtools.core.options import BATCH_SIZE, COMPILE, EPOCHS, LR, MOMENTUM, OPTIMIZER, RECIPE, TrainingSettings
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
@@ -111,7 +113,7 @@ UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, l
 NETWORK = ("model", "cell", "hidden", "layers")
 
 
-def values(task: str, given: dict[str, Any]) -> dict[str, Any]:
+def recipe_values(task: str, given: dict[str, Any]) -> dict[str, Any]:
     """The config's values: each one left out (DEPENDS) takes the recipe's, the options typed stay."""
     recipe = {**UNSAID, **RECIPES[given["recipe"]][task]}
     return {name: recipe[name] if value is DEPENDS and name in recipe else value for name, value in given.items()}
@@ -129,6 +131,44 @@ def describe(config) -> str:
     given = [(key, value) for key, value in config.saved().items() if key in keys]
     given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
     return f"recipe {config.recipe}: " + ", ".join(f"{key} {value}" for key, value in given)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipeSettings(TrainingSettings):
+    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn.
+    An option given on the command line wins over the recipe's value; the rest have no option."""
+
+    recipe: str = RECIPE("course")
+    compile: bool = COMPILE(False)
+    epochs: int = EPOCHS(DEPENDS)
+    batch_size: int = BATCH_SIZE(DEPENDS)
+    lr: float = LR(DEPENDS)
+    optimizer: str = OPTIMIZER(DEPENDS)
+    momentum: float = MOMENTUM(DEPENDS)
+    weight_decay: float = DEPENDS
+    schedule: str = DEPENDS  # constant | one-cycle (stepped every batch)
+    warmup: float = DEPENDS  # one-cycle: share of the steps rising to lr
+    label_smoothing: float = DEPENDS
+    augment: str = DEPENDS  # none | shift-flip
+
+    # The recipe table a command's values come from (torchtools.recipes); its model fields say which network.
+    TASK = ""
+
+    @classmethod
+    def recipe_task(cls, values: dict) -> str:
+        return cls.TASK
+
+    @classmethod
+    def fill(cls, values: dict) -> dict:
+        return recipe_values(cls.recipe_task(values), values)
+
+    @classmethod
+    def depends_help(cls, name: str) -> str:
+        return default_help(cls.TASK, name)
+
+    def resumable(self) -> frozenset[str]:
+        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
 
 
 def markdown_table() -> str:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
-from torchtools.core.options import DATA, DOWNLOAD, ImageClassifierSettings, RecipeSettings
+from torchtools.core.options import DATA, DOWNLOAD, ImageClassifierSettings
+from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
-from torchtools.core.options import OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, RecipeSettings
+from torchtools.core.options import OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT
+from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchtools.core.config import DEPENDS, Config, Setting
+from torchtools.core.config import Config, Setting
 
 TRAINING = "Training"
 OUTPUT = "Output and checkpoints"
@@ -129,45 +129,3 @@ class ImageClassifierSettings(AcceleratedSettings):
     predict: list[str] | None = PREDICT_IMAGES(None)
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RecipeSettings(TrainingSettings):
-    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn.
-    An option given on the command line wins over the recipe's value; the rest have no option."""
-
-    recipe: str = RECIPE("course")
-    compile: bool = COMPILE(False)
-    epochs: int = EPOCHS(DEPENDS)
-    batch_size: int = BATCH_SIZE(DEPENDS)
-    lr: float = LR(DEPENDS)
-    optimizer: str = OPTIMIZER(DEPENDS)
-    momentum: float = MOMENTUM(DEPENDS)
-    weight_decay: float = DEPENDS
-    schedule: str = DEPENDS  # constant | one-cycle (stepped every batch)
-    warmup: float = DEPENDS  # one-cycle: share of the steps rising to lr
-    label_smoothing: float = DEPENDS
-    augment: str = DEPENDS  # none | shift-flip
-
-    # The recipe table a command's values come from (torchtools.recipes); its model fields say which network.
-    TASK = ""
-
-    @classmethod
-    def recipe_task(cls, values: dict) -> str:
-        return cls.TASK
-
-    @classmethod
-    def fill(cls, values: dict) -> dict:
-        from torchtools import recipes
-
-        return recipes.values(cls.recipe_task(values), values)
-
-    @classmethod
-    def depends_help(cls, name: str) -> str:
-        from torchtools import recipes
-
-        return recipes.default_help(cls.TASK, name)
-
-    def resumable(self) -> frozenset[str]:
-        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.schedule == "one-cycle" else super().resumable()
