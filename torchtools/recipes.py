@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchtools.core.config import DEPENDS
-from torchtools.core.options import BATCH_SIZE, COMPILE, EPOCHS, LR, MOMENTUM, OPTIMIZER, RECIPE, TrainingSettings
+from torchtools.core.options import (BATCH_SIZE, COMPILE, EPOCHS, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
+                                     TrainingSettings)
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
@@ -142,7 +143,7 @@ class RecipeSettings(TrainingSettings):
     compile: bool = COMPILE(False)
     epochs: int = EPOCHS(DEPENDS)
     batch_size: int = BATCH_SIZE(DEPENDS)
-    lr: float = LR(DEPENDS)
+    lr: float = LR_OR_AUTO(DEPENDS)
     optimizer: str = OPTIMIZER(DEPENDS)
     momentum: float = MOMENTUM(DEPENDS)
     weight_decay: float = DEPENDS

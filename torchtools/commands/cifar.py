@@ -62,7 +62,8 @@ def cifar(run: Run[CifarConfig]) -> None:
     config = run.config
     layout, root = roots.cifar_source(config.data, config.dataset)
     folders = layout == "images"
-    say(recipes.describe(config))
+    if run.trains:
+        say(recipes.describe(config))
     pictures = classifier.pictures(run)
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None

@@ -21,11 +21,14 @@ from torch import Tensor, nn
 from torchtools.core import distributed
 from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
                                     make_scheduler)
+from torchtools.commands import image_report
 from torchtools.core.errors import UserError
+from torchtools.core.lr_finder import run_finder
 from torchtools.core.output import say, warn
 from torchtools.core.prediction_output import PredictionWriter, check_output_path
 from torchtools.core.report import report
 from torchtools.core.run import Run
+from torchtools.core.summary import summarise
 from torchtools.data.folders import FolderFiles
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
 from torchtools.data.loaders import TensorBatches
@@ -46,6 +49,7 @@ class Outcome:
     metrics: dict[str, float | None]
     per_class_accuracy: dict[str, float | None] | None = None
     confusion_matrix: list[list[int]] | None = None
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # model_summary, suggested_lr
 
 
 def channels_last(device: torch.device) -> bool:
@@ -100,7 +104,7 @@ def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None
                               plot=plot)
     classes = images.classes if images is not None else saved_classes(run)
     predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k)
-    run.finish(outcome.result, metrics=outcome.metrics, **summary, classes=classes,
+    run.finish(outcome.result, metrics=outcome.metrics, **summary, **outcome.summary, classes=classes,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
                **predicted)
 
@@ -117,18 +121,31 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         run.check_resumed("classes", images.classes, "the class list")
         train_batches, eval_batches = batches(images.to(device), fmt, device, batch_size=config.batch_size,
                                               seed=config.seed)
-        optimizer = make_optimizer(config, [parameter for parameter in model.parameters() if parameter.requires_grad])
-        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
+        trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        objective = Objective.classification(config.label_smoothing)
         sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
-        _log_inputs(run.writer, model, sample, fmt.eval_transform(device, channels_last=False))
-        result = fit(model, Objective.classification(config.label_smoothing), optimizer, train_batches, eval_batches,
+        eval_transform = fmt.eval_transform(device, channels_last=False)
+        summary = {"model_summary": summarise(model, eval_transform(sample[:2]), type(model).__name__)}
+        finding = run_finder(run, model, objective, train_batches, trained)
+        if finding is not None:
+            summary["suggested_lr"] = finding.suggested
+        if run.finds_lr_only:
+            return Outcome(None, None, {}, summary=summary)
+        config = run.config  # --lr auto: now the suggestion
+        optimizer = make_optimizer(config, trained)
+        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
+        _log_inputs(run.writer, model, sample, eval_transform)
+        if run.report is not None:
+            image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,
+                                    images.train_labels[:len(sample)], seed=config.seed)
+        result = fit(model, objective, optimizer, train_batches, eval_batches,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
                      state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
         _note_skipped(images, train_batches, eval_batches)
         evaluation, metrics = result.evaluation, dict(result.metrics)
     else:
         run.load_model(model, f"{len(saved_classes(run))} classes")
-        result, evaluation, metrics = None, None, {}
+        result, evaluation, metrics, summary = None, None, {}, {}
         if images is not None:
             if images.classes != saved_classes(run):
                 raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
@@ -137,11 +154,13 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
             metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
             say(f"{eval_name} loss {evaluation.loss:.4f}  {eval_name} accuracy {evaluation.accuracy:.4f} "
                 f"({len(images.test_labels):,} images)")
-    outcome = Outcome(result, evaluation, metrics)
+    outcome = Outcome(result, evaluation, metrics, summary=summary)
     if evaluation is not None:
         classes = images.classes if images is not None else saved_classes(run)
         outcome.per_class_accuracy, outcome.confusion_matrix = report(
-            evaluation, classes, split=eval_name, plot=plot, writer=run.writer)
+            evaluation, classes, split=eval_name, plot=plot, writer=run.writer, folder=run.report)
+        if run.report is not None:
+            image_report.mistakes(run.report.path("mistakes.png"), evaluation, images, fmt, classes)
     return outcome
 
 

@@ -49,7 +49,8 @@ def mnist(run: Run[MnistConfig]) -> None:
     from torchtools.models.mnist import build
 
     config = run.config
-    say(recipes.describe(config))
+    if run.trains:
+        say(recipes.describe(config))
     pictures = classifier.pictures(run)
     fmt = classifier.saved_format(run, ImageFormat(28, MNIST_MEAN, MNIST_STD, grayscale=True, augment=config.augment,
                                                    invert_light_background=True))

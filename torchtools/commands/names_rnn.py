@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
-from torchtools.core.options import OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT
+from torchtools.core.options import FIND_LR, OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class NamesConfig(RecipeSettings):
              "skipped and named).")()
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
+    find_lr: bool = FIND_LR(False)
     cell: str = Setting("--cell", panel=MODEL, choices=("gru", "lstm", "rnn"), help="Recurrent cell.")(DEPENDS)
     hidden: int = Setting("--hidden", panel=MODEL, min=1, max=SIZE_MAX // 4,
                           help="Embedding and hidden size.")(DEPENDS)
@@ -71,7 +72,8 @@ def names_rnn(run: Run[NamesConfig]) -> None:
 
     config = run.config
     test, output = config.test, config.output
-    say(recipes.describe(config))
+    if run.trains:
+        say(recipes.describe(config))
     names_to_label = _fold_names(config.predict or []) + _read_names_file(run, config.predict_file)
     if output is not None and not names_to_label:
         raise UserError("--output writes the predictions: pass --predict NAME or --predict-file FILE too")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
-from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
                                      TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class TransferConfig(ImageClassifierSettings):
                                 help="Draw the val confusion matrix as a PNG heatmap to this file.")()
     epochs: int = EPOCHS(25)
     batch_size: int = BATCH_SIZE(32)
-    lr: float = LR(0.01)
+    lr: float = LR_OR_AUTO(0.01)
     optimizer: str = OPTIMIZER("sgd")
     momentum: float = MOMENTUM(0.9)
     lr_step: int = Setting("--lr-step", panel=TRAINING, min=1, max=10**6,

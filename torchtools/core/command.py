@@ -54,7 +54,7 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
     depends = default is DEPENDS
     help_text = f"{setting.help} {config_type.depends_help(field.name)}".strip() if depends else setting.help
     parsed, choice = _typer_type(field.name, setting, kind)
-    if setting.parse is not None:  # typed as text, parsed by the Setting: "6,4" -> [6, 4]
+    if setting.parse is not None or setting.words:  # typed as text, parsed by the Setting: "6,4" -> [6, 4]
         parsed, default = str, ",".join(map(str, default)) if isinstance(default, list) else default
     if depends or default == []:
         default = None  # not given: the recipe's value, or no items

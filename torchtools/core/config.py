@@ -50,6 +50,7 @@ class Setting:
     aliases: tuple[str, ...] = ()  # further spellings (--csv for --data)
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # the text typed -> the value (the command line gives text)
+    words: tuple[str, ...] = ()  # values taken as they are beside the type's (--lr auto)
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
@@ -63,6 +64,8 @@ class Setting:
             if _optional(kind):
                 return None
             raise UserError(f"{self.flag} needs a value")
+        if isinstance(value, str) and value in self.words:
+            return value
         base = _base(kind)
         try:
             if self.parse is not None and typed and isinstance(value, str):

@@ -263,7 +263,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                 metrics[f"{eval_name}_loss"] = evaluation.loss
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, run)
-            progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
+            metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
+            progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
             history.append(metrics)
             _log_epoch(run.writer, metrics, epoch)
             improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],

@@ -7,6 +7,7 @@ a command's own default is one call (`epochs: int = EPOCHS(25)`). Nothing here i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,14 @@ FULL_BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per step. Default:
 BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per batch (per process under torchrun).", panel=TRAINING,
                      min=1, max=SIZE_MAX)
 LR = Setting("--lr", help="Learning rate (one-cycle: its peak).", panel=TRAINING, min=0.0)
+AUTO = "auto"  # --lr auto: the learning-rate range test's suggestion
+LR_OR_AUTO = dataclasses.replace(
+    LR, parse=float, words=(AUTO,), metavar="LR|auto",
+    help="Learning rate (one-cycle: its peak); auto: run the range test (--find-lr), then train at its suggestion.")
+FIND_LR = Setting("--find-lr", panel=TRAINING, saved=False,
+                  help="Run the learning-rate range test (a sweep from 1e-7 to 10 over up to 100 training steps), "
+                       "print its suggestion and draw lr_find.png into --report; trains nothing (with --lr auto: "
+                       "then trains at the suggestion). The weights are left as they were.")
 OPTIMIZER = Setting("--optimizer", help="Optimizer.", panel=TRAINING, choices=OPTIMIZERS)
 MOMENTUM = Setting("--momentum", help="SGD momentum.", panel=TRAINING, min=0.0, max=1.0)
 AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
@@ -66,6 +75,9 @@ SAVE_EVERY = Setting("--save-every", panel=OUTPUT, saved=False, min=0, max=10**6
                      help="Also keep every N-th epoch's checkpoint as NAME.epochN.pt; 0 = off.")
 RUNS_DIR = Setting("--runs-dir", panel=OUTPUT, saved=False,
                    help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.")
+REPORT = Setting("--report", panel=OUTPUT, saved=False, show_default=False, metavar="DIR",
+                 help="Write a report to DIR: history.csv, curves.png, confusion.png and the command's own pictures "
+                      "and tables (README, \"The report\").")
 QUIET = Setting("--quiet", "-q", panel=OUTPUT, saved=False, help="Only warnings and errors on stderr.")
 JSON = Setting("--json", panel=OUTPUT, saved=False,
                help="Print one JSON summary on the last line of stdout (keys: see README).")
@@ -112,6 +124,7 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
         help="Stop at the end of the first epoch whose held-out accuracy reaches this (0..1). Default: off.")()
     no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
                                    help="Write no TensorBoard logs.")(False)
+    report: Path | None = REPORT()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,3 +142,4 @@ class ImageClassifierSettings(AcceleratedSettings):
     predict: list[str] | None = PREDICT_IMAGES(None)
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
+    find_lr: bool = FIND_LR(False)

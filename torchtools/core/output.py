@@ -9,13 +9,13 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
@@ -57,14 +57,35 @@ def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
+def wrote(what: str, path) -> None:
+    """The one line that says a file or folder was written: "wrote checkpoint: runs/mnist.pt"."""
+    say(f"wrote {what}: {escape(str(path))}")
+
+
 def format_metrics(metrics: dict[str, float | None]) -> str:
-    return "  ".join(f"{name} {_format_number(value)}" for name, value in metrics.items() if value is not None)
+    return "  ".join(f"{name} {number(value)}" for name, value in metrics.items() if value is not None)
 
 
-def _format_number(value: float) -> str:
-    if isinstance(value, int):
+def number(value: Any) -> str:
+    """A number as people read it: counts whole with thousands separators (60,000), measurements to 4
+    significant digits (0.9683, 564 samples/s as 564, 12,346 as 12,346; 3.2e-05 stays exact enough)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def compact(value: float) -> str:
+    """A large count in 4 significant digits: 115,605,504 -> 115.6M."""
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.4g}{unit}"
+    return f"{value:.4g}"
 
 
 class EpochProgress:
@@ -95,6 +116,8 @@ class EpochProgress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
                 console=console,
                 transient=True,
             )
@@ -118,7 +141,8 @@ class EpochProgress:
             self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
             console.print(
-                f"epoch {self.epoch}/{self.epochs}  {format_metrics(metrics)}  {rate:,.0f} samples/s  {seconds:.1f}s"
+                f"epoch {self.epoch}/{self.epochs}  {format_metrics(metrics)}  {number(rate)} samples/s  "
+                f"{number(seconds)}s"
             )
 
     def close(self) -> None:
@@ -127,25 +151,54 @@ class EpochProgress:
             self._bar = None
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                narrow: Callable[[], tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] | None = None) -> None:
+    """A table that fits the terminal: never wrapped. One wider than the console is replaced by `narrow`'s
+    (note, title, columns, rows) where given (the largest confusions for a confusion matrix); else its first
+    column (names) is cut with an ellipsis, and columns that still do not fit are left out, saying which."""
     if is_quiet():
         return
+    table = _table(title, columns, rows)
+    if _width(table) > console.width and narrow is not None:
+        note, title, columns, rows = narrow()
+        say(note)
+        table = _table(title, columns, rows)
+    left_out = []
+    while _width(table, first_cut=True) > console.width and len(columns) > 2:
+        left_out.insert(0, str(columns[-1]))
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+        table = _table(title, columns, rows)
+    if left_out:
+        table.caption = f"left out at {console.width} columns: {', '.join(left_out)} (see --json)"
+    if _width(table) > console.width:
+        table.columns[0].overflow, table.columns[0].no_wrap = "ellipsis", True
+    console.print(table)
+
+
+NAME_WIDTH_MIN = 16  # the least a cut first column keeps
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(str(column), justify="right" if column != columns[0] else "left")
+        left = column == columns[0]
+        table.add_column(str(column), justify="left" if left else "right", no_wrap=not left)
     for row in rows:
         table.add_row(*(_cell(value) for value in row))
-    # A table wider than the console (a confusion matrix of many classes) is printed whole, not squashed.
-    # rich caps measure() and print(width=) at the console's width, so such a table goes through a wider twin.
+    return table
+
+
+def _width(table: Table, *, first_cut: bool = False) -> int:
+    """The table's natural width; with `first_cut`, as it would be with its first column cut to NAME_WIDTH_MIN."""
     natural = console.measure(table, options=console.options.update(max_width=10_000)).maximum
-    wide = console if natural <= console.width else Console(file=console.file, width=natural, highlight=False)
-    wide.print(table)
+    if not first_cut:
+        return natural
+    first = max((len(cell) for cell in [table.columns[0].header, *table.columns[0]._cells]), default=0)
+    return natural - max(0, first - NAME_WIDTH_MIN)
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+    return number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

@@ -1,9 +1,16 @@
-"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for)."""
+"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 from typing import Sequence
+
+from torchtools.core.paths import write_atomically
+
+ANNOTATE_MAX_CLASSES = 20  # counts are written into the confusion cells up to this many classes
+LOG_SPAN = 100.0  # a loss whose largest value is this many times its smallest is drawn on a log axis
 
 
 def _pyplot():
@@ -16,45 +23,138 @@ def _pyplot():
 
 
 def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: str, ylabel: str, title: str,
-              hline: float | None = None, points: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
+              hline: float | None = None, points: tuple[Sequence[float], Sequence[float]] | None = None,
+              mark: tuple[float, float] | None = None) -> Path:
+    """A line over (xs, ys); `points` scattered under it (the data), `mark` a labelled point (a minimum)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    axes.plot(list(xs), list(ys))
+    axes.plot(list(xs), list(ys), label="fit" if points is not None else None)
     if hline is not None:
         axes.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if points is not None:
-        axes.scatter(list(points[0]), list(points[1]), color="C1", zorder=3)
+        axes.scatter(list(points[0]), list(points[1]), color="C1", zorder=3, label="data")
+        axes.legend()
+    if mark is not None:
+        axes.scatter([mark[0]], [mark[1]], color="C3", marker="v", s=80, zorder=4)
+        axes.annotate(f"minimum {mark[1]:.4g} at {mark[0]:.4g}", mark, textcoords="offset points", xytext=(8, 8))
+    if _spans_decades(ys):
+        axes.set_yscale("log")
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(True, alpha=0.3)
-    return _save(figure, path)
+    return save(figure, path)
+
+
+def curves(path: Path, history: list[dict], *, title: str) -> Path:
+    """Loss (and accuracy, where the model has one) per epoch, train and held out."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    panels = [kind for kind in ("loss", "accuracy") if any(key.endswith(kind) and row.get(key) is not None
+                                                            for row in history for key in row)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
+    for axis, kind in zip(axes[0], panels):
+        names = sorted({key for row in history for key in row if key.endswith(f"_{kind}")}, key=_train_first)
+        values = []
+        for name in names:
+            ys = [row.get(name) for row in history]
+            values += [y for y in ys if y is not None]
+            axis.plot(epochs, [math.nan if y is None else y for y in ys], marker="o" if len(epochs) < 30 else None,
+                      label=name.replace("_", " "))
+        if kind == "loss" and _spans_decades(values):
+            axis.set_yscale("log")
+        axis.set(xlabel="epoch", ylabel=kind, title=f"{title}: {kind}")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    return save(figure, path)
 
 
 def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
     """A confusion matrix: rows are true labels, columns predicted."""
-    return _save(heatmap_figure(matrix, labels, title=title), path)
+    return save(heatmap_figure(matrix, labels, title=title), path)
 
 
 def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
-    """The heatmap as a matplotlib figure (for TensorBoard's add_figure)."""
+    """The confusion matrix with each row normalised (the share of a true class given each label), so a small
+    class's confusions show as plainly as a large one's; the counts are written in where they fit."""
+    import numpy as np
+
     plt = _pyplot()
+    counts = np.asarray(matrix)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     size = max(5.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size), dpi=100)
-    image = axes.imshow(matrix, cmap="Blues")
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=90)
     axes.set_yticks(range(len(labels)), labels)
     axes.set(xlabel="predicted", ylabel="true", title=title)
-    figure.colorbar(image, ax=axes, fraction=0.046)
+    if len(labels) <= ANNOTATE_MAX_CLASSES:
+        for row in range(len(labels)):
+            for column in range(len(labels)):
+                if counts[row, column]:
+                    axes.text(column, row, f"{counts[row, column]:,}", ha="center", va="center", fontsize=7,
+                              color="white" if shares[row, column] > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class")
     figure.tight_layout()
     return figure
 
 
-def _save(figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    figure.clear()
+def picture_grid(path: Path, pictures, captions: Sequence[str], *, title: str, columns: int = 8) -> Path:
+    """Pictures (uint8 arrays, HW or HWC) in a grid, each with its caption."""
+    plt = _pyplot()
+    rows = max(1, math.ceil(len(pictures) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows + 0.4), dpi=100, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(pictures):
+            picture = pictures[index]
+            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
+            axis.set_title(captions[index], fontsize=7)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def lr_find(path: Path, lrs: Sequence[float], losses: Sequence[float], *, suggested: float,
+            minimum: float) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot(list(lrs), list(losses))
+    axes.set_xscale("log")
+    axes.axvline(suggested, color="C3", linestyle="--", label=f"steepest descent {suggested:.2e}")
+    axes.axvline(minimum / 10, color="C2", linestyle=":", label=f"minimum / 10 {minimum / 10:.2e}")
+    axes.set(xlabel="learning rate (log)", ylabel="smoothed training loss", title="learning-rate range test")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    return save(figure, path)
+
+
+def roc(path: Path, false_positive: Sequence[float], true_positive: Sequence[float], *, auc: float | None,
+        title: str) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5, 5), dpi=100)
+    axes.plot(list(false_positive), list(true_positive), label=f"AUC {auc:.4f}" if auc is not None else None)
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right")
+    return save(figure, path)
+
+
+def save(figure, path: Path) -> Path:
+    """The figure as a PNG at `path`, atomically."""
     import matplotlib.pyplot as plt
 
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
     plt.close(figure)
-    return path
+    return write_atomically(Path(path), buffer.getvalue())
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    positive = [value for value in values if value is not None and math.isfinite(value) and value > 0]
+    return bool(positive) and len(positive) == len([v for v in values if v is not None]) and \
+        max(positive) / min(positive) >= LOG_SPAN
+
+
+def _train_first(name: str) -> tuple[bool, str]:
+    return not name.startswith("train"), name

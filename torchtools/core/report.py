@@ -1,20 +1,82 @@
-"""The report of a classifier's held-out evaluation: per-class accuracy and the confusion matrix, on the
-terminal, as a PNG heatmap and in TensorBoard; shared by the image commands and names-rnn."""
+"""What a run leaves for a person: the --report folder (history.csv, curves.png, confusion.png and the
+command's own pictures and tables), and the held-out report of a classifier (per-class accuracy and the
+confusion matrix on the terminal, as a PNG heatmap and in TensorBoard), shared by the image commands and
+names-rnn. Every file is written atomically."""
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
+from typing import Any, Sequence
 
 from torchtools.core.engine import EvalResult
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
-from torchtools.core.output import print_table, say
+from torchtools.core.output import print_table, say, wrote
+from torchtools.core.paths import write_atomically
 
-CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary, not on the terminal
+CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary and confusion.png, not on the terminal
+CONFUSIONS_SHOWN = 10  # the largest confusions a too-wide matrix is shown as
+
+
+class ReportFolder:
+    """The --report DIR of a run: each file is named once it is written (`files`, for the JSON summary)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.files: list[str] = []
+
+    def path(self, name: str) -> Path:
+        path = self.folder / name
+        if str(path) not in self.files:
+            self.files.append(str(path))
+        return path
+
+    def history(self, rows: list[dict[str, Any]], *, title: str) -> None:
+        """history.csv (one row per epoch: epoch, every metric, the lr, seconds) and curves.png."""
+        from torchtools.core import plots
+
+        if not rows:
+            return
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        self.csv("history.csv", columns, [[row.get(key) for key in columns] for row in rows])
+        plots.curves(self.path("curves.png"), rows, title=title)
+
+    def csv(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+        """A CSV: floats as repr (they read back exactly), None as an empty cell."""
+        text = io.StringIO()
+        out = csv.writer(text, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows([["" if value is None else repr(value) if isinstance(value, float) else value
+                        for value in row] for row in rows])
+        return write_atomically(self.path(name), text.getvalue().encode())
+
+    def table(self, name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """One table as NAME.csv and as NAME.md (a markdown table a person reads)."""
+        self.csv(f"{name}.csv", columns, rows)
+        lines = [f"# {title}", "", "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_markdown_cell(value) for value in row) + " |" for row in rows]
+        write_atomically(self.path(f"{name}.md"), ("\n".join(lines) + "\n").encode())
+
+    def announce(self) -> None:
+        if self.files:
+            wrote(f"report ({len(self.files)} files)", self.folder)
+
+
+def largest_confusions(matrix, classes: list[str], count: int = CONFUSIONS_SHOWN) -> list[tuple[str, str, int, float]]:
+    """(true, predicted, count, share of the true class) of the most frequent mistakes, largest first."""
+    totals = matrix.sum(dim=1)
+    pairs = [(int(matrix[true, predicted]), true, predicted) for true in range(len(classes))
+             for predicted in range(len(classes)) if true != predicted and matrix[true, predicted] > 0]
+    pairs.sort(key=lambda item: (-item[0], item[1], item[2]))
+    return [(classes[true], classes[predicted], number, number / int(totals[true]))
+            for number, true, predicted in pairs[:count]]
 
 
 def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path | None = None,
-           writer=None) -> tuple[dict[str, float | None], list]:
-    """Per-class accuracy and the confusion matrix: rich tables, optional PNG heatmap and TensorBoard figure.
+           writer=None, folder: ReportFolder | None = None) -> tuple[dict[str, float | None], list]:
+    """Per-class accuracy and the confusion matrix: rich tables (the largest confusions where the matrix is
+    wider than the terminal), the PNG heatmap (--plot, and confusion.png in the report), TensorBoard.
 
     Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
     """
@@ -26,17 +88,29 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
             for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
     print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows)
+    drawn = f"confusion.png in --report {folder.folder}" if folder is not None else "--report DIR's confusion.png"
+
+    def narrow():
+        return (f"confusion matrix: too wide for {_columns()} columns; the largest confusions follow (all of it: "
+                f"{drawn}, and the --json summary)", f"largest confusions ({split})",
+                ["true", "predicted", "count", "share of true"], largest_confusions(matrix, classes))
+
     if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
-        # Many classes: 4-letter column heads keep the matrix inside a terminal; rows keep the full names.
+        # Many classes: 4-letter column heads keep the matrix narrower; rows keep the full names.
         heads = [name[:4] for name in classes] if len(classes) > 10 else classes
         print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true \\ predicted", *heads],
-                    [(name, *row) for name, row in zip(classes, matrix.tolist())])
+                    [(name, *row) for name, row in zip(classes, matrix.tolist())], narrow=narrow)
     else:
-        say(f"confusion matrix: {len(classes)} classes, in the --json summary")
-    title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%})"
+        note, title, columns, confusions = narrow()
+        say(f"confusion matrix: {len(classes)} classes; the largest confusions follow (all of it: {drawn}, and "
+            "the --json summary)")
+        print_table(title, columns, confusions)
+    title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%}; colour: share of the true class)"
     if plot is not None:
         plots.heatmap(plot, matrix.numpy(), classes, title=title)
-        say(f"confusion matrix drawn to {plot}")
+        wrote("confusion matrix", plot)
+    if folder is not None:
+        plots.heatmap(folder.path("confusion.png"), matrix.numpy(), classes, title=title)
     if writer is not None:
         writer.add_figure(f"{split}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), classes, title=title))
         for name, value in accuracy.items():
@@ -44,3 +118,16 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
                 writer.add_scalar(f"{split}/accuracy_by_class/{name}", value)
         writer.flush()
     return accuracy, matrix.tolist()
+
+
+def _columns() -> int:
+    from torchtools.core.output import console
+
+    return console.width
+
+
+def _markdown_cell(value: Any) -> str:
+    from torchtools.core.output import number
+
+    return (number(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else str(value).replace("|", "\\|"))

@@ -24,7 +24,9 @@ from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, resolve_device
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import AcceleratedSettings, TrainingSettings
+from torchtools.core.options import AUTO
 from torchtools.core.paths import check_readable_files, check_writable_file, check_writable_folder
+from torchtools.core.report import ReportFolder
 
 C = TypeVar("C", bound=Config)
 
@@ -45,6 +47,7 @@ class Run(Generic[C]):
     loaded: dict[str, Any] | None = None  # the --checkpoint or --resume file, read and checked by start
     written: Path | None = None  # set once this run has saved an epoch to --save
     started: float = field(default_factory=time.perf_counter)
+    report: ReportFolder | None = None  # the --report folder, checked by start
     _writer: Any = None
 
     @classmethod
@@ -71,8 +74,19 @@ class Run(Generic[C]):
                                 "nothing (use --resume to train on)")
         if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
+        if self.finds_lr_only:
+            unused = [config.option(name) for name in ("save", "save_every", "patience", "target_accuracy",
+                                                        "resume", "checkpoint") if getattr(config, name, None)]
+            if unused:
+                raise UserError(f"{', '.join(unused)} apply to training; --find-lr alone trains nothing (add "
+                                "--lr auto to train at its suggestion)")
         if config.save is not None:
             check_writable_file(config.save, "--save")
+        if config.report is not None:
+            if config.report.exists() and not config.report.is_dir():
+                raise UserError(f"--report {config.report} is a file; give a folder (it is created)")
+            check_writable_folder(config.report, "--report", hint="choose another folder for --report")
+            self.report = ReportFolder(config.report)
         if self.trains and not config.no_tensorboard:
             check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
         source = config.checkpoint or config.resume
@@ -111,6 +125,16 @@ class Run(Generic[C]):
     def trains(self) -> bool:
         """True for a training command, unless it only loads a --checkpoint (to evaluate or predict)."""
         return isinstance(self.config, TrainingSettings) and self.config.checkpoint is None
+
+    @property
+    def finds_lr_only(self) -> bool:
+        """--find-lr without --lr auto: the range test runs on the training data, and nothing is trained."""
+        return bool(getattr(self.config, "find_lr", False)) and getattr(self.config, "lr", None) != AUTO
+
+    @property
+    def finds_lr(self) -> bool:
+        """The run starts with the learning-rate range test (--find-lr, or --lr auto)."""
+        return bool(getattr(self.config, "find_lr", False)) or getattr(self.config, "lr", None) == AUTO
 
     @property
     def resuming(self) -> bool:
@@ -170,6 +194,13 @@ class Run(Generic[C]):
         """
         if self._writer is not None:
             self._writer.close()
+            output.wrote("TensorBoard run", self._writer.log_dir)
+        history = [{"epoch": epoch, **row} for epoch, row in enumerate(result.history if result else [], start=1)]
+        if result is not None and result.checkpoint is not None:
+            self._say_checkpoints(result.checkpoint)
+        if self.report is not None:
+            self.report.history(history, title=self.command)
+            self.report.announce()
         if metrics is None:
             metrics = result.metrics if result is not None else {}
         summary = {
@@ -183,10 +214,23 @@ class Run(Generic[C]):
             "world_size": distributed.world_size(),
             **({"stopped_early": result.stopped_early if result else None}
                if isinstance(self.config, TrainingSettings) else {}),
+            **({"history": history, "report": self.report.files if self.report else None}
+               if isinstance(self.config, TrainingSettings) else {}),
             **extra,
         }
         output.emit_summary(summary)
         return summary
+
+
+    def _say_checkpoints(self, last: Path) -> None:
+        from torchtools.core.checkpoints import best_path
+
+        output.wrote("checkpoint (last epoch)", last)
+        if best_path(last).exists():
+            output.wrote("checkpoint (best epoch)", best_path(last))
+        every = getattr(self.config, "save_every", 0)
+        if every:
+            output.wrote(f"checkpoints (every {every} epochs)", last.with_name(f"{last.stem}.epoch*{last.suffix}"))
 
 
 def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
