@@ -36,6 +36,15 @@ def _usage_error(error: Exception) -> None:
 
 
 class _OneLineErrors:
+    def get_params(self, ctx):
+        """A switch (--help, --version, --install-completion, ...) is shown without a value placeholder:
+        Typer writes "<bool>" after every flag that names no metavar."""
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
     def parse_args(self, ctx, args):
         try:
             return super().parse_args(ctx, args)
@@ -62,7 +71,7 @@ app = typer.Typer(
     name="torchtools",
     help="The classic PyTorch curriculum as fast, scriptable command-line tools.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
