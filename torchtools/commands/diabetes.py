@@ -47,18 +47,20 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     from torchtools.core.engine import Objective, fit, make_optimizer
     from torchtools.core.metrics import binary_report
     from torchtools.core.output import say
+    from torchtools.core.summary import summarise
     from torchtools.data import roots
     from torchtools.models.tabular import mlp
 
     config = run.config
     rows = run.inputs([config.predict] if config.predict is not None else None, "--predict")
-    result, metrics, report = None, {}, None
+    result, metrics, report, extra = None, {}, None, {}
     if run.trains:
         table = roots.diabetes_table(config.data)
         say(table.note or f"data: {table.path}")
         train_loader, val_loader, mean, std = _loaders(table.path, config, config.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")
         model = mlp(len(mean), config.hidden, config.activation).to(run.device)
+        extra["model_summary"] = summarise(model, train_loader.dataset.tensors[0][:2].to(run.device), "MLP")
         result = fit(model, Objective.binary(), make_optimizer(config, model.parameters()), train_loader, val_loader,
                      run, eval_name="val", state={"features": len(mean), "mean": mean, "std": std})
         metrics = dict(result.metrics)
@@ -66,6 +68,8 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
             report = binary_report(torch.sigmoid(result.evaluation.outputs.squeeze(-1)), result.evaluation.targets)
             metrics.update({f"val_{name}": value for name, value in report.items() if name != "confusion_matrix"})
             _print_report(report)
+            if run.report is not None:
+                _draw_roc(run.report.path("roc.png"), result.evaluation, report["roc_auc"])
         else:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
@@ -75,7 +79,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     predictions = _predict(model.cpu(), rows[0], mean, std) if rows else None
     run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,
                predictions=predictions, data=str(table.path) if run.trains else None,
-               builtin_data=table.builtin if run.trains else False)
+               builtin_data=table.builtin if run.trains else False, **extra)
 
 
 def _loaders(path: Path, config: DiabetesConfig, seed: int):
@@ -111,6 +115,16 @@ def _loaders(path: Path, config: DiabetesConfig, seed: int):
     if val_index is not None:
         val_loader = DataLoader(TensorDataset(scaled[val_index], labels[val_index]), batch_size=256)
     return train_loader, val_loader, mean, std
+
+
+def _draw_roc(path: Path, evaluation, auc: float | None) -> None:
+    import torch
+
+    from torchtools.core import plots
+    from torchtools.core.metrics import roc_curve
+
+    false_positive, true_positive = roc_curve(torch.sigmoid(evaluation.outputs.squeeze(-1)), evaluation.targets)
+    plots.roc(path, false_positive, true_positive, auc=auc, title=f"ROC on the hold-out ({len(evaluation.targets)} rows)")
 
 
 def _print_report(report: dict) -> None:

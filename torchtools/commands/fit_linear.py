@@ -57,7 +57,7 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     from torchtools.core import plots
     from torchtools.core.engine import Objective
     from torchtools.core.errors import UserError
-    from torchtools.core.output import say
+    from torchtools.core.output import say, wrote
 
     config = run.config
     method, plot = config.method, config.plot
@@ -73,8 +73,10 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     points = linear.load_points(config.csv, COURSE_X, COURSE_Y)
     inputs, keys = linear.parse_inputs(config.predict or [], points.features)
 
+    sweeps = [path for path in (plot, run.report.path("sweep.png") if run.report and method == "exhaustive" else None)
+              if path is not None]
     lessons = {
-        "exhaustive": lambda points, run: _exhaustive(points, plot),
+        "exhaustive": lambda points, run: _exhaustive(points, sweeps),
         "gd": lambda points, run: _gradient_descent(points, run, config.lr, per_sample=False),
         "sgd": lambda points, run: _gradient_descent(points, run, config.lr, per_sample=True),
         "autograd": lambda points, run: _autograd(points, run, config.lr),
@@ -82,7 +84,11 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     layer, result = linear.fit_or_load(run, points, Objective.regression(), lesson=lessons.get(method))
     if plot is not None and method != "exhaustive":
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
-                        xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method})")
+                        xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method})", loss=True)
+    if plot is not None:
+        wrote("plot", plot)
+    if run.report is not None and points.features == 1:
+        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}")
 
     w, b = linear.weights(layer)
     loss = result.metrics["train_loss"] if result is not None else _mse(layer, points)
@@ -91,7 +97,7 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     run.finish(result, metrics={"loss": loss}, method=method, w=w, b=b, loss=loss, predictions=predictions)
 
 
-def _exhaustive(points, plot: Path | None):
+def _exhaustive(points, drawn: list[Path]):
     """The first lesson: try every w on a grid and keep the one with the smallest MSE (y = w*x)."""
     import torch
 
@@ -105,9 +111,10 @@ def _exhaustive(points, plot: Path | None):
     grid = torch.arange(0, 41, dtype=torch.float32) / 10  # 0.0 .. 4.0 step 0.1, exact decimals
     mse = ((grid[:, None] * x[None, :] - y[None, :]) ** 2).mean(dim=1)
     print_table("MSE for each w", ["w", "MSE"], list(zip(grid.tolist(), mse.tolist())))
-    if plot is not None:
-        plots.line_plot(plot, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w")
     w = grid[mse.argmin()]
+    for path in drawn:  # --plot, and sweep.png in --report
+        plots.line_plot(path, grid.tolist(), mse.tolist(), xlabel="w", ylabel="MSE", title="MSE against w",
+                        mark=(float(w), float(mse.min())))
     return _as_layer(w.reshape(1), torch.zeros(())), _lesson_result([], mse.min().item(), 0.0)
 
 
@@ -185,7 +192,7 @@ def _run_lesson(epoch_step, run, samples: int):
             progress.end_epoch({"train_loss": loss})
             if writer is not None:
                 writer.add_scalar("train/loss", loss, epoch)
-            history.append({"train_loss": loss})
+            history.append({"train_loss": loss, "lr": run.config.lr, "seconds": time.perf_counter() - started})
     finally:
         progress.close()
         if writer is not None:

@@ -27,7 +27,8 @@ class LogisticConfig(TrainingSettings):
         help="Probability of class 1 for X (repeatable; 'a,b' for several features).")()
     plot: Path | None = Setting(
         "--plot", panel=OUTPUT, saved=False, show_default=False,
-        help="PNG of the probability curve over 0..10 with the 0.5 line (one feature), else the loss curve.")()
+        help="PNG of the data and the probability curve over the data's range, with the 0.5 line (one feature), "
+             "else the loss curve.")()
     epochs: int = EPOCHS(1000)
     lr: float = LR(0.1)
     optimizer: str = OPTIMIZER("sgd")
@@ -43,7 +44,7 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
     from torchtools.core import plots
     from torchtools.core.engine import Objective
     from torchtools.data.tables import check_binary_labels
-    from torchtools.core.output import say
+    from torchtools.core.output import say, wrote
 
     config = run.config
     plot = run.check_output(config.plot, "--plot", suffixes=(".png",))
@@ -67,13 +68,14 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
         say(f"x = {key}  ->  P(y=1) = {p:.4f}")
 
     if plot is not None and points.features == 1:
-        hours = torch.linspace(0, 10, 200)
-        with torch.no_grad():
-            curve = torch.sigmoid(layer(hours.unsqueeze(1))).squeeze(-1)
-        plots.line_plot(plot, hours.tolist(), curve.tolist(), xlabel="x (hours)", ylabel="P(y=1)",
-                        title="fit-logistic", hline=0.5, points=(points.x[:, 0].tolist(), points.y.tolist()))
+        linear.draw_fit(plot, layer, points, title="fit-logistic", probability=True)
     elif plot is not None and result is not None:
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
-                        xlabel="epoch", ylabel="BCE", title="fit-logistic")
+                        xlabel="epoch", ylabel="BCE", title="fit-logistic", loss=True)
+    if plot is not None:
+        wrote("plot", plot)
+    if run.report is not None and points.features == 1:
+        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-logistic on {points.source}",
+                        probability=True)
     run.finish(result, metrics={"loss": loss, "train_accuracy": accuracy}, w=w, b=b, loss=loss,
                predictions=predictions)

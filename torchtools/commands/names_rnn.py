@@ -63,6 +63,8 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     """
     from torchtools import recipes
     from torchtools.core.engine import Objective, check_trainable, evaluate, fit, make_optimizer, make_scheduler
+    from torchtools.core.lr_finder import run_finder
+    from torchtools.core.summary import summarise
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.core.prediction_output import check_output_path
@@ -83,7 +85,7 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     if not run.trains and not names_to_label and test is None:
         raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")
     skipped = {"blank": 0, "junk": 0, "unknown_label": 0}
-    result, metrics, report = None, {}, None
+    result, metrics, report, extra = None, {}, None, {}
 
     if run.trains:
         found = roots.names_files(config.data)
@@ -107,29 +109,63 @@ def names_rnn(run: Run[NamesConfig]) -> None:
         if held_out is not None:
             eval_batches = _batches(held_out, labels, vocabulary, run.device, config.batch_size, test, skipped)
         model = _build_model(config, vocabulary, labels).to(run.device)
+        objective = Objective.classification(config.label_smoothing)
+        extra["model_summary"] = summarise(model, train_batches.inputs[:2], "NameClassifier")
+        finding = run_finder(run, model, objective, train_batches, model.parameters())
+        if finding is not None:
+            extra["suggested_lr"] = finding.suggested
+        if run.finds_lr_only:
+            return run.finish(None, labels=labels, skipped=skipped, **extra)
+        config = run.config  # --lr auto: now the suggestion
         optimizer = make_optimizer(config, model.parameters())
         scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
-        result = fit(model, Objective.classification(config.label_smoothing), optimizer, train_batches, eval_batches,
+        result = fit(model, objective, optimizer, train_batches, eval_batches,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
                      state={"labels": labels, "vocabulary": vocabulary.characters})
         metrics, evaluation = dict(result.metrics), result.evaluation
     else:
         labels, vocabulary = list(run.loaded["labels"]), Vocabulary(run.loaded["vocabulary"])
         model = run.load_model(_build_model(config, vocabulary, labels), f"{len(labels)} labels").to(run.device)
-        evaluation, eval_name = None, "test"
+        evaluation, eval_name, held_out = None, "test", None
         if test is not None:
-            test_set = read_names(test)
+            test_set = held_out = read_names(test)
             _count_skipped(skipped, test_set)
             eval_batches = _batches(test_set, labels, vocabulary, run.device, config.batch_size, test, skipped)
             evaluation = evaluate(model, Objective.classification(), eval_batches, run.device, run.amp_dtype)
             metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
     if evaluation is not None:
-        report = class_report(evaluation, labels, split=eval_name, plot=config.plot, writer=run.writer)
+        report = class_report(evaluation, labels, split=eval_name, plot=config.plot, writer=run.writer,
+                              folder=run.report)
+        if run.report is not None:
+            _worst_names(run.report, evaluation, held_out, labels, eval_name)
 
     predicted = _predict(model, vocabulary, labels, names_to_label, run.device, output=output, top_k=config.top_k)
     run.finish(result, metrics=metrics, labels=labels, skipped=skipped,
                per_class_accuracy=report[0] if report else None, confusion_matrix=report[1] if report else None,
-               **predicted)
+               **predicted, **extra)
+
+
+def _worst_names(folder, evaluation, names, labels: list[str], split: str, count: int = 30) -> None:
+    """The report's tables: the most confused label pairs, and the held-out names the model is most confident
+    and wrong about (in the order evaluated: the names whose label the model knows)."""
+    import torch
+
+    from torchtools.core.metrics import confusion_matrix
+    from torchtools.core.report import largest_confusions
+
+    matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(labels))
+    folder.table("confused_pairs", f"most confused labels ({split})", ["true", "predicted", "count", "share of true"],
+                 largest_confusions(matrix, labels, count))
+    known = [name for name, label in zip(names.names, names.labels) if label in set(labels)]
+    probabilities = torch.softmax(evaluation.outputs.float(), dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = torch.nonzero(predicted != evaluation.targets).flatten()
+    worst = wrong[torch.argsort(confidence[wrong], descending=True)][:count].tolist()
+    folder.table("worst_names", f"most confident mistakes ({split})",
+                 ["name", "true", "predicted", "probability", "p(true)"],
+                 [(known[index], labels[int(evaluation.targets[index])], labels[int(predicted[index])],
+                   round(float(confidence[index]), 4),
+                   round(float(probabilities[index, evaluation.targets[index]]), 4)) for index in worst])
 
 
 def _fold_names(names: list[str]) -> list[tuple[str, str]]:

@@ -58,3 +58,15 @@ def binary_report(probabilities: Tensor, targets: Tensor, threshold: float = 0.5
         "roc_auc": roc_auc(probabilities, targets),
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def roc_curve(scores: Tensor, targets: Tensor) -> tuple[list[float], list[float]]:
+    """(false positive rates, true positive rates) as the threshold falls through every distinct score."""
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    ordered, hits = scores.double()[order], targets.long()[order]
+    positives, negatives = int(hits.sum()), len(hits) - int(hits.sum())
+    true_positive, false_positive = torch.cumsum(hits, 0), torch.cumsum(1 - hits, 0)
+    last_of_tie = torch.cat([ordered[1:] != ordered[:-1], torch.tensor([True])])
+    tpr = (true_positive[last_of_tie].double() / max(positives, 1)).tolist()
+    fpr = (false_positive[last_of_tie].double() / max(negatives, 1)).tolist()
+    return [0.0, *fpr], [0.0, *tpr]

@@ -24,8 +24,9 @@ def _pyplot():
 
 def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: str, ylabel: str, title: str,
               hline: float | None = None, points: tuple[Sequence[float], Sequence[float]] | None = None,
-              mark: tuple[float, float] | None = None) -> Path:
-    """A line over (xs, ys); `points` scattered under it (the data), `mark` a labelled point (a minimum)."""
+              mark: tuple[float, float] | None = None, loss: bool = False) -> Path:
+    """A line over (xs, ys); `points` scattered under it (the data), `mark` a labelled point (a minimum);
+    a `loss` that spans decades on a log axis."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     axes.plot(list(xs), list(ys), label="fit" if points is not None else None)
@@ -37,7 +38,7 @@ def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: s
     if mark is not None:
         axes.scatter([mark[0]], [mark[1]], color="C3", marker="v", s=80, zorder=4)
         axes.annotate(f"minimum {mark[1]:.4g} at {mark[0]:.4g}", mark, textcoords="offset points", xytext=(8, 8))
-    if _spans_decades(ys):
+    if loss and _spans_decades(list(ys)):
         axes.set_yscale("log")
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(True, alpha=0.3)

@@ -88,11 +88,11 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
             for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
     print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows)
-    drawn = f"confusion.png in --report {folder.folder}" if folder is not None else "--report DIR's confusion.png"
+    drawn = "confusion.png in --report" if folder is not None else "--report DIR's confusion.png"
 
     def narrow():
-        return (f"confusion matrix: too wide for {_columns()} columns; the largest confusions follow (all of it: "
-                f"{drawn}, and the --json summary)", f"largest confusions ({split})",
+        return (f"confusion matrix: too wide for {_columns()} columns (all of it: {drawn}, and --json)",
+                f"largest confusions ({split})",
                 ["true", "predicted", "count", "share of true"], largest_confusions(matrix, classes))
 
     if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
@@ -102,8 +102,7 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
                     [(name, *row) for name, row in zip(classes, matrix.tolist())], narrow=narrow)
     else:
         note, title, columns, confusions = narrow()
-        say(f"confusion matrix: {len(classes)} classes; the largest confusions follow (all of it: {drawn}, and "
-            "the --json summary)")
+        say(f"confusion matrix: {len(classes)} classes (all of it: {drawn}, and --json)")
         print_table(title, columns, confusions)
     title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%}; colour: share of the true class)"
     if plot is not None:

@@ -29,6 +29,7 @@ class Points:
     x: Tensor  # samples x features, float32
     y: Tensor  # samples
     source: str  # the CSV, or "the course's data"
+    columns: tuple[str, ...] = ("x", "y")  # the CSV's header, else x (x1, x2, ...) and y
 
     @property
     def features(self) -> int:
@@ -40,8 +41,29 @@ def load_points(csv: Path | None, default_x: list[float], default_y: list[float]
     if csv is None:
         return Points(torch.tensor(default_x).unsqueeze(1), torch.tensor(default_y), "the course's data")
     table = read_numeric_csv(csv, min_columns=2)
+    features = table.features.shape[1]
+    columns = tuple(table.header) if table.header else (
+        *(["x"] if features == 1 else [f"x{index}" for index in range(1, features + 1)]), "y")
     return Points(torch.from_numpy(table.features).contiguous(), torch.from_numpy(table.last_column).contiguous(),
-                  str(csv))
+                  str(csv), columns)
+
+
+def draw_fit(path: Path, layer, points: Points, *, title: str, probability: bool = False) -> Path:
+    """The data and the fitted line (or, with `probability`, the sigmoid curve and its 0.5 line) over the data's
+    own range, on its own column names. One feature only: several have no single line to draw."""
+    from torchtools.core import plots
+
+    x = points.x[:, 0]
+    low, high = float(x.min()), float(x.max())
+    margin = (high - low) * 0.05 or 1.0
+    grid = torch.linspace(low - margin, high + margin, 200)
+    with torch.no_grad():
+        fitted = layer.cpu()(grid.unsqueeze(1)).squeeze(-1)
+        fitted = torch.sigmoid(fitted) if probability else fitted
+    ylabel = f"P({points.columns[-1]} = 1)" if probability else points.columns[-1]
+    return plots.line_plot(path, grid.tolist(), fitted.tolist(), xlabel=points.columns[0], ylabel=ylabel,
+                           title=title, hline=0.5 if probability else None,
+                           points=(x.tolist(), points.y.tolist()))
 
 
 def check_features(run: Run, points: Points) -> None:
