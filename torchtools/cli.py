@@ -62,7 +62,7 @@ app = typer.Typer(
     name="torchtools",
     help="The classic PyTorch curriculum as fast, scriptable command-line tools.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
