@@ -20,7 +20,7 @@ set -euo pipefail
 DATA=${DATA:-data}                     # dataset root: DATA/MNIST/raw holds the four IDX files
 FOLDER=${FOLDER:-incoming}             # images to label (a folder, walked recursively)
 OUT=${OUT:-ci-out}                     # checkpoint, predictions and the training summary go here
-THRESHOLD=${THRESHOLD:-0.98}           # least test accuracy (0..1) that passes
+THRESHOLD=${THRESHOLD:-0.97}           # least test accuracy (0..1) that passes
 RECIPE=${RECIPE:-fast}                 # fast: about 99% test accuracy in its 2 epochs (course: 10 epochs)
 EPOCHS=${EPOCHS:-}                     # empty: the recipe's
 # How to run torchtools: the installed command, or e.g. TORCHTOOLS="python -m torchtools".

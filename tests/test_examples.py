@@ -111,7 +111,7 @@ def test_the_readmes_crontab_line_runs_under_crons_bare_environment(tmp_path):
     result = subprocess.run(["/bin/sh", "-c", command], env=cron_env, capture_output=True, text=True, timeout=60)
     log = (tmp_path / "log" / "torchtools-nightly.log").read_text()
     assert result.returncode == 0, log
-    assert "ok: test accuracy 0.99 (threshold 0.98)" in log
+    assert "ok: test accuracy 0.99 (threshold 0.97)" in log
     assert json.loads((srv / "models" / "nightly" / "train.json").read_text())["metrics"]["test_accuracy"] == 0.99
 
 

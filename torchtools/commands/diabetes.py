@@ -124,7 +124,8 @@ def _draw_roc(path: Path, evaluation, auc: float | None) -> None:
     from torchtools.core.metrics import roc_curve
 
     false_positive, true_positive = roc_curve(torch.sigmoid(evaluation.outputs.squeeze(-1)), evaluation.targets)
-    plots.roc(path, false_positive, true_positive, auc=auc, title=f"ROC on the hold-out ({len(evaluation.targets)} rows)")
+    plots.roc(path, false_positive, true_positive, auc=auc,
+              title=f"ROC on the hold-out ({len(evaluation.targets)} rows)")
 
 
 def _print_report(report: dict) -> None:

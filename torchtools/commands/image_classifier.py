@@ -24,7 +24,7 @@ from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trai
 from torchtools.commands import image_report
 from torchtools.core.errors import UserError
 from torchtools.core.lr_finder import run_finder
-from torchtools.core.output import say, warn
+from torchtools.core.output import format_metrics, say, warn
 from torchtools.core.prediction_output import PredictionWriter, check_output_path
 from torchtools.core.report import report
 from torchtools.core.run import Run
@@ -137,7 +137,7 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         _log_inputs(run.writer, model, sample, eval_transform)
         if run.report is not None:
             image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,
-                                    images.train_labels[:len(sample)], seed=config.seed)
+                                        images.train_labels[:len(sample)], seed=config.seed)
         result = fit(model, objective, optimizer, train_batches, eval_batches,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
                      state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
@@ -152,8 +152,7 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
                                 f"trained on {', '.join(saved_classes(run))}")
             evaluation = evaluate_images(model, images, fmt, device, run.amp_dtype)
             metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
-            say(f"{eval_name} loss {evaluation.loss:.4f}  {eval_name} accuracy {evaluation.accuracy:.4f} "
-                f"({len(images.test_labels):,} images)")
+            say(f"{format_metrics(metrics)} ({len(images.test_labels):,} images)")
     outcome = Outcome(result, evaluation, metrics, summary=summary)
     if evaluation is not None:
         classes = images.classes if images is not None else saved_classes(run)

@@ -70,7 +70,7 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     say(f"total: {total['params']:,} parameters, {total['buffer_values']:,} buffer values, "
         f"{total['bytes']:,} bytes ({total['bytes'] / 2**20:.1f} MiB)")
 
-    comparison = None
+    comparison = model_summary = None
     if arch is not None:
         comparison = inspection.compare(state, arch, classes)
         say(f"against {arch} ({classes} classes): {comparison['matching']} matching, "
@@ -81,6 +81,7 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
         for name, keys in (("missing", comparison["missing"]), ("unexpected", comparison["unexpected"]),
                            ("shape-mismatched", mismatched)):
             say(f"{name}: {key_summary(keys)}")
+        model_summary = _arch_summary(arch, classes)
     differences = None
     if other is not None:
         other_state = read_weights(other, trust_pickle=config.trust_pickle).state
@@ -99,8 +100,20 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
         say(f"{written} histograms written: tensorboard --logdir {histogram_dir}")
     run.finish(file_kind=kind, arch=inferred, tensors=rows, total_params=total["params"],
                total_bytes=total["bytes"], checkpoint_info=checkpoint_info, comparison=comparison,
-               diff=differences, histograms=histogram_dir)
+               diff=differences, histograms=histogram_dir, model_summary=model_summary)
 
 
 def _number(value: float | None, template: str = "{:.4g}") -> str:
     return "-" if value is None else template.format(value)
+
+
+def _arch_summary(arch: str, classes: int) -> dict:
+    """The --arch model's layers on a 224x224 picture, worked out on the meta device (shapes only, no memory)."""
+    import torch
+
+    from torchtools.core.summary import summarise
+    from torchtools.models.pretrained import build
+
+    model = build(arch, classes, shapes_only=True)
+    device = next(model.parameters()).device
+    return summarise(model, torch.zeros(2, 3, 224, 224, device=device), f"{arch}, {classes} classes, 224x224 input")

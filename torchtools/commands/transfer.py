@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
-from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
-                                     TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run

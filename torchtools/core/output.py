@@ -168,11 +168,21 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         left_out.insert(0, str(columns[-1]))
         columns, rows = columns[:-1], [row[:-1] for row in rows]
         table = _table(title, columns, rows)
+    excess = _width(table) - console.width
+    if excess > 0:  # names cut in the middle, keeping both ends: layer4.0.downsample.0.weight -> layer4.…0.weight
+        first = max(len(str(row[0])) for row in rows)
+        rows = [(_cut(str(row[0]), max(first - excess, NAME_WIDTH_MIN)), *row[1:]) for row in rows]
+        table = _table(title, columns, rows)
     if left_out:
         table.caption = f"left out at {console.width} columns: {', '.join(left_out)} (see --json)"
-    if _width(table) > console.width:
-        table.columns[0].overflow, table.columns[0].no_wrap = "ellipsis", True
     console.print(table)
+
+
+def _cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 NAME_WIDTH_MIN = 16  # the least a cut first column keeps
@@ -180,11 +190,14 @@ NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        left = column == columns[0]
-        table.add_column(str(column), justify="left" if left else "right", no_wrap=not left)
-    for row in rows:
-        table.add_row(*(_cell(value) for value in row))
+    cells = [[_cell(value) for value in row] for row in rows]
+    for index, column in enumerate(columns):
+        # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
+        widest = max([len(str(column)), *(len(row[index]) for row in cells if index < len(row))])
+        table.add_column(str(column), justify="right" if index else "left", no_wrap=bool(index),
+                         min_width=widest if index else None)
+    for row in cells:
+        table.add_row(*row)
     return table
 
 

@@ -49,8 +49,8 @@ def curves(path: Path, history: list[dict], *, title: str) -> Path:
     """Loss (and accuracy, where the model has one) per epoch, train and held out."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    panels = [kind for kind in ("loss", "accuracy") if any(key.endswith(kind) and row.get(key) is not None
-                                                            for row in history for key in row)]
+    panels = [kind for kind in ("loss", "accuracy")
+              if any(key.endswith(kind) and row.get(key) is not None for row in history for key in row)]
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
     for axis, kind in zip(axes[0], panels):
         names = sorted({key for row in history for key in row if key.endswith(f"_{kind}")}, key=_train_first)

@@ -75,8 +75,8 @@ class Run(Generic[C]):
         if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.finds_lr_only:
-            unused = [config.option(name) for name in ("save", "save_every", "patience", "target_accuracy",
-                                                        "resume", "checkpoint") if getattr(config, name, None)]
+            training_only = ("save", "save_every", "patience", "target_accuracy", "resume", "checkpoint")
+            unused = [config.option(name) for name in training_only if getattr(config, name, None)]
             if unused:
                 raise UserError(f"{', '.join(unused)} apply to training; --find-lr alone trains nothing (add "
                                 "--lr auto to train at its suggestion)")
@@ -220,7 +220,6 @@ class Run(Generic[C]):
         }
         output.emit_summary(summary)
         return summary
-
 
     def _say_checkpoints(self, last: Path) -> None:
         from torchtools.core.checkpoints import best_path
