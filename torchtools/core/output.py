@@ -68,16 +68,17 @@ def format_metrics(metrics: dict[str, float | None]) -> str:
 
 def number(value: Any) -> str:
     """A number as people read it: counts whole with thousands separators (60,000), measurements to 4
-    significant digits (0.9683, 564 samples/s as 564, 12,346 as 12,346; 3.2e-05 stays exact enough)."""
+    significant digits, trailing zeros kept so a column of them lines up (0.9683, 0.4080, 564.0461 as 564.0,
+    12,345.6 as 12,346, 3.2e-05 as 3.200e-05)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
     if not math.isfinite(value):
         return str(value)
-    if abs(value) >= 1000:
+    if abs(float(f"{value:.4g}")) >= 1000:  # 999.96 rounds up to 1,000, not "1000."
         return f"{value:,.0f}"
-    return f"{value:.4g}"
+    return f"{value:#.4g}"
 
 
 def compact(value: float) -> str:

@@ -10,6 +10,7 @@ from typing import Sequence
 from torchtools.core.paths import write_atomically
 
 ANNOTATE_MAX_CLASSES = 20  # counts are written into the confusion cells up to this many classes
+FLAT = 1e-6  # curves that move less than this (relatively) are drawn flat, not as ticks at 1e-9 apart
 LOG_SPAN = 100.0  # a loss whose largest value is this many times its smallest is drawn on a log axis
 
 
@@ -62,6 +63,12 @@ def curves(path: Path, history: list[dict], *, title: str) -> Path:
                       label=name.replace("_", " "))
         if kind == "loss" and _spans_decades(values):
             axis.set_yscale("log")
+        else:  # values that barely move read as themselves, not as "1e-9 + 0.1" offsets
+            axis.ticklabel_format(axis="y", useOffset=False)
+            low, high = min(values, default=0.0), max(values, default=0.0)
+            if high - low <= FLAT * max(abs(high), 1.0):  # flat: a band of 1% around it
+                margin = 0.01 * max(abs(high), 1.0)
+                axis.set_ylim(low - margin, high + margin)
         axis.set(xlabel="epoch", ylabel=kind, title=f"{title}: {kind}")
         axis.grid(True, alpha=0.3)
         axis.legend()
@@ -87,7 +94,8 @@ def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=90)
     axes.set_yticks(range(len(labels)), labels)
-    axes.set(xlabel="predicted", ylabel="true", title=title)
+    axes.set(xlabel="predicted", ylabel="true")
+    axes.set_title(title, wrap=True)  # a long title wraps inside the figure instead of being cut at its edges
     if len(labels) <= ANNOTATE_MAX_CLASSES:
         for row in range(len(labels)):
             for column in range(len(labels)):

@@ -48,7 +48,7 @@ def model_summary(model: nn.Module, sample) -> dict[str, Any]:
         for hook in hooks:
             hook.remove()
     seen = {row["name"] for row in rows}
-    for name, module in leaves:  # called through a fused path of the model's own (the CPU GRU): no hook ran
+    for name, module in leaves:  # its weights used by a parent's own code, not called as a module: no hook ran
         own = sum(parameter.numel() for parameter in module.parameters(recurse=False))
         if name not in seen and own:
             rows.append({"name": name, "type": type(module).__name__, "output_shape": [], "params": own,

@@ -39,7 +39,8 @@ class NameClassifier(nn.Module):
     def forward(self, codes: Tensor) -> Tensor:
         """codes (batch, time), names right-padded with PAD -> logits (batch, classes)."""
         lengths = (codes != PAD).sum(dim=1).cpu()
-        if self._fast_cpu_gru and codes.device.type == "cpu":
+        # A hooked GRU (the model summary's, TensorBoard's graph) is called as the module, so the hooks see it.
+        if self._fast_cpu_gru and codes.device.type == "cpu" and not self.rnn._forward_hooks:
             order = torch.argsort(lengths, descending=True, stable=True)
             final = gru_final_states(self.embedding, self.rnn, codes[order], lengths[order])
             logits = self.fc(torch.cat(list(final), dim=1))
