@@ -89,3 +89,25 @@ def test_a_flat_curve_has_no_offset_ticks_and_a_long_confusion_title_stays_in_th
     width = heatmap.bbox.width
     title = heatmap.axes[0].title.get_window_extent()
     assert 0 <= title.x0 and title.x1 <= width
+
+
+def test_a_predict_only_run_says_where_the_predictions_went_and_prints_no_training_lines(cli, tmp_path):
+    import cv2
+    import numpy as np
+
+    from datafiles import write_mnist
+
+    data = write_mnist(tmp_path / "data", train=40, test=10)
+    trained = cli("mnist", "--data", data, "--model", "mlp", "--epochs", "1", "--save", tmp_path / "m.pt",
+                  "--no-tensorboard")
+    assert trained.exit_code == 0, trained.stderr
+    assert f"wrote checkpoint (last epoch): {tmp_path / 'm.pt'}" in trained.stderr
+    (tmp_path / "in").mkdir()
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / "in" / f"{index}.png"), np.full((28, 28), 40 * index, np.uint8))
+    run = cli("mnist", "--checkpoint", tmp_path / "m.pt", "--predict", tmp_path / "in", "--output",
+              tmp_path / "p.csv")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == f"wrote predictions (3 rows): {tmp_path / 'p.csv'}"
+    for training_line in ("epoch 1/", "recipe ", "model: ", "parameters", "per-class accuracy"):
+        assert training_line not in run.stderr, run.stderr

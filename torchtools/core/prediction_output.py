@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from torchtools.core.output import say, warn
+from torchtools.core.output import say, warn, wrote
 from torchtools.core.paths import check_writable_file
 
 FORMATS = (".csv", ".jsonl")
@@ -106,7 +106,7 @@ class PredictionWriter:
             shown = ", ".join(map(str, self.skipped[:SHOWN])) + (" ..." if len(self.skipped) > SHOWN else "")
             warn(f"skipped {len(self.skipped)} {unreadable}: {shown}")
         if self.count > PRINTED:
-            say(f"... {self.count:,} labelled" + (f", written to {self.path}" if self.path else ""))
+            say(f"... {self.count:,} labelled")
         summary = self.summary()
         if not inputs:
             summary["predictions"] = None
@@ -135,6 +135,7 @@ class PredictionWriter:
                 os.chmod(self._temp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
                 os.replace(self._temp_name, self.path)
                 committed = True
+                wrote(f"predictions ({self.count:,} row{'' if self.count == 1 else 's'})", self.path)
         finally:
             if not committed:  # an error in the block or while finishing: no partial file anywhere
                 Path(self._temp_name).unlink(missing_ok=True)

@@ -60,7 +60,7 @@ class ReportFolder:
 
     def announce(self) -> None:
         if self.files:
-            wrote(f"report ({len(self.files)} files)", self.folder)
+            wrote(f"report ({len(self.files)} file{'' if len(self.files) == 1 else 's'})", self.folder)
 
 
 def largest_confusions(matrix, classes: list[str], count: int = CONFUSIONS_SHOWN) -> list[tuple[str, str, int, float]]:
