@@ -263,9 +263,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                 metrics[f"{eval_name}_loss"] = evaluation.loss
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, run)
-            metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
-            progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
-            history.append(metrics)
+            progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
+            # The history row also holds the epoch's wall time (evaluation included), for history.csv; the
+            # metrics (the summary's, the checkpoint's, TensorBoard's) hold only what the seed decides.
+            history.append({**metrics, "seconds": time.perf_counter() - started})
             _log_epoch(run.writer, metrics, epoch)
             improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
                                                      higher_is_better)
@@ -290,8 +291,13 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             run.writer.flush()
     if stopped_early is not None:
         say(_stop_message(stopped_early, config, history, best_epoch, monitor))
-    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history),
+    return FitResult(history, last_metrics(history), evaluation, train_seconds, len(history),
                      run.written, stopped_early, best_epoch)
+
+
+def last_metrics(history: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """The last epoch's metrics: its history row without the wall time (which no seed repeats)."""
+    return {key: value for key, value in history[-1].items() if key != "seconds"} if history else {}
 
 
 def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
@@ -303,7 +309,7 @@ def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, 
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": epoch,
-        "metrics": history[-1] if history else {},
+        "metrics": last_metrics(history),
         "history": history,
         "config": run.config.saved(),
         **state,
