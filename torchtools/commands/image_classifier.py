@@ -126,7 +126,11 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
         eval_transform = fmt.eval_transform(device, channels_last=False)
         summary = {"model_summary": summarise(model, eval_transform(sample[:2]), type(model).__name__)}
-        finding = run_finder(run, model, objective, train_batches, trained)
+
+        def finder_batches():  # a twin of train_batches: the range test uses up none of training's draws
+            return batches(images.to(device), fmt, device, batch_size=config.batch_size, seed=config.seed)[0]
+
+        finding = run_finder(run, model, objective, finder_batches, trained)
         if finding is not None:
             summary["suggested_lr"] = finding.suggested
         if run.finds_lr_only:

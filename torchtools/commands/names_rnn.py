@@ -111,7 +111,7 @@ def names_rnn(run: Run[NamesConfig]) -> None:
         model = _build_model(config, vocabulary, labels).to(run.device)
         objective = Objective.classification(config.label_smoothing)
         extra["model_summary"] = summarise(model, train_batches.inputs[:2], "NameClassifier")
-        finding = run_finder(run, model, objective, train_batches, model.parameters())
+        finding = run_finder(run, model, objective, lambda: train_batches, model.parameters())  # no augmentation
         if finding is not None:
             extra["suggested_lr"] = finding.suggested
         if run.finds_lr_only:

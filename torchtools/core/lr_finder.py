@@ -62,6 +62,7 @@ def _sweep(model, objective, optimizer, batches, run, steps: int, start: float, 
     lrs, losses, average, best = [], [], 0.0, math.inf
     step = 0
     while step < steps:
+        before = step
         for inputs, targets in batches:
             lr = start * factor ** step
             for group in optimizer.param_groups:
@@ -83,6 +84,8 @@ def _sweep(model, objective, optimizer, batches, run, steps: int, start: float, 
             best = min(best, smoothed)
             if smoothed > DIVERGED * best or step >= steps:
                 return lrs, losses
+        if step == before:  # no batches at all: nothing to cycle
+            break
     return lrs, losses
 
 
@@ -111,9 +114,11 @@ def _slope(lrs: list[float], losses: list[float], index: int) -> float:
     return (losses[index + 1] - losses[index - 1]) / span
 
 
-def run_finder(run, model, objective, batches, parameters) -> LrFinding | None:
-    """The range test where the run asks for it (--find-lr, --lr auto), on an optimizer of its own; lr_find.png
-    goes into --report. Under --lr auto the run's config then takes the suggestion, for the optimizer after."""
+def run_finder(run, model, objective, make_batches, parameters) -> LrFinding | None:
+    """The range test where the run asks for it (--find-lr, --lr auto), on an optimizer of its own and on batches
+    of its own (`make_batches()`: a twin of training's, so training's shuffle and augmentation draws are not
+    used up by it); lr_find.png goes into --report. Under --lr auto the run's config then takes the
+    suggestion, for the optimizer after."""
     import dataclasses
 
     from torchtools.core import plots
@@ -124,7 +129,7 @@ def run_finder(run, model, objective, batches, parameters) -> LrFinding | None:
         return None
     auto = run.config.lr == AUTO
     config = dataclasses.replace(run.config, lr=START) if auto else run.config
-    finding = find_lr(model, objective, make_optimizer(config, list(parameters)), batches, run)
+    finding = find_lr(model, objective, make_optimizer(config, list(parameters)), make_batches(), run)
     if run.report is not None:
         plots.lr_find(run.report.path("lr_find.png"), finding.lrs, finding.losses, suggested=finding.suggested,
                       minimum=finding.minimum)
