@@ -4,6 +4,8 @@ torchtools, fast), and the whole script on the real MNIST (slow tier)."""
 import csv
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,9 @@ import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "examples" / "ci_train_and_predict.sh"
+README = (REPO / "README.md").read_text()
+README_THRESHOLD = re.search(r"THRESHOLD=([0-9.]+) examples/ci_train_and_predict.sh", README).group(1)
+CRON_LINE = next(line for line in README.splitlines() if line.startswith("30 2 * * * "))
 
 # Records its arguments, writes what torchtools would and prints a --json summary with FAKE_ACCURACY.
 STAND_IN = '''
@@ -85,8 +90,9 @@ def test_the_ci_script_on_the_real_mnist(tmp_path, shared_data):
         pytest.skip("mnist has no --output yet (the prediction writer is not wired into the command)")
     images = digit_folder(tmp_path / "incoming")
     out = tmp_path / "out"
+    # As the README runs it: its THRESHOLD=0.97, the script's own recipe and epochs.
     env = {**os.environ, "TORCHTOOLS": f"{sys.executable} -m torchtools", "DATA": str(shared_data),
-           "FOLDER": str(tmp_path / "incoming"), "OUT": str(out), "THRESHOLD": "0.9"}
+           "FOLDER": str(tmp_path / "incoming"), "OUT": str(out), "THRESHOLD": README_THRESHOLD}
     result = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     with (out / "predictions.csv").open(newline="") as file:
@@ -96,3 +102,36 @@ def test_the_ci_script_on_the_real_mnist(tmp_path, shared_data):
     summary = json.loads((out / "predict.json").read_text().splitlines()[-1])
     assert "broken.png" in " ".join(summary["unreadable_images"])
     assert (out / "mnist.pt").is_file() and f"predictions: {out}/predictions.csv" in result.stdout
+
+
+def test_the_readme_cron_line_runs_under_crons_bare_environment(tmp_path):
+    """The README's crontab line, as cron runs it: sh -c with PATH=/usr/bin:/bin and no login environment;
+    the installed torchtools is a stand-in at the path the line names."""
+    assert f"# {CRON_LINE}" in SCRIPT.read_text()  # the script's header says the same
+    stand_in = tmp_path / "venv" / "bin" / "torchtools"
+    stand_in.parent.mkdir(parents=True)
+    calls = tmp_path / "calls.jsonl"
+    settings = f"import os\nos.environ.update(CALLS={str(calls)!r}, FAKE_ACCURACY='0.99')\n"
+    stand_in.write_text(f"#!{sys.executable}\n{settings}{STAND_IN}")
+    stand_in.chmod(0o755)
+    (tmp_path / "incoming").mkdir()
+    command = CRON_LINE.split(" ", 5)[5]
+    places = {"/srv/torchtools/.venv/bin/torchtools": stand_in, "/srv/torchtools": REPO,
+              "/srv/datasets": tmp_path / "data", "/srv/incoming": tmp_path / "incoming",
+              "/srv/models/nightly": tmp_path / "nightly", "/var/log/torchtools-nightly.log": tmp_path / "nightly.log"}
+    for old, new in places.items():
+        command = command.replace(old, shlex.quote(str(new)))
+    result = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    log = (tmp_path / "nightly.log").read_text()
+    assert result.returncode == 0, log
+    assert "ok: test accuracy 0.99 (threshold 0.97)" in log
+    assert json.loads((tmp_path / "nightly" / "train.json").read_text())["metrics"]["test_accuracy"] == 0.99
+    assert calls.read_text().count("\n") == 2
+
+
+def test_the_script_trains_the_fast_recipe_for_its_two_epochs(tmp_path):
+    result, calls = run_script(tmp_path, 0.99)
+    assert result.returncode == 0, result.stderr
+    first = calls[0]
+    assert first[first.index("--recipe") + 1] == "fast" and first[first.index("--epochs") + 1] == "2"

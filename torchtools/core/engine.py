@@ -290,8 +290,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             run.writer.flush()
     if stopped_early is not None:
         say(_stop_message(stopped_early, config, history, best_epoch, monitor))
-    return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history),
-                     run.written, stopped_early, best_epoch)
+    last = {key: value for key, value in history[-1].items() if key != "seconds"} if history else {}
+    return FitResult(history, last, evaluation, train_seconds, len(history), run.written, stopped_early, best_epoch)
 
 
 def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
