@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from torchtools.core.output import say, warn
+from torchtools.core.output import say, warn, wrote
 from torchtools.core.paths import check_writable_file
 
 FORMATS = (".csv", ".jsonl")
@@ -106,7 +106,9 @@ class PredictionWriter:
             shown = ", ".join(map(str, self.skipped[:SHOWN])) + (" ..." if len(self.skipped) > SHOWN else "")
             warn(f"skipped {len(self.skipped)} {unreadable}: {shown}")
         if self.count > PRINTED:
-            say(f"... {self.count:,} labelled" + (f", written to {self.path}" if self.path else ""))
+            say(f"... {self.count:,} labelled")
+        if self.path is not None:
+            wrote(f"predictions ({self.count:,} rows)", self.path)
         summary = self.summary()
         if not inputs:
             summary["predictions"] = None
