@@ -41,7 +41,7 @@ def test_no_table_is_wider_than_80_columns_and_json_is_one_line(tmp_path, resnet
     run = run_torchtools(*args, "--json", cwd=tmp_path, env={"COLUMNS": "80", "TORCHTOOLS_CACHE": str(tmp_path)})
     assert run.exit_code == 0, run.stderr
     tables = [line for line in run.stderr.splitlines() if BOX & set(line)]
-    assert tables, run.stderr
+    assert tables or name == "fit-logistic", run.stderr  # fit-logistic prints no table
     assert max(map(len, tables)) <= 80, "\n".join(line for line in tables if len(line) > 80)
     assert len(run.stdout.splitlines()) == 1 and json.loads(run.stdout)["command"] == name
 
