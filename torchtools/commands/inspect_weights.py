@@ -13,8 +13,9 @@ from torchtools.core.command import command
 
 @command("inspect-weights", ("runs_dir", "quiet", "json"))
 def inspect_weights(
-    file: Annotated[Path, typer.Argument(help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.",
-                                         show_default=False)],
+    file: Annotated[Path, typer.Argument(
+        help="A state_dict (.pth/.pt, or .safetensors), a checkpoint, a torchtools checkpoint, or torchvision's "
+             "published weights by name (imagenet with --arch, ResNet34_Weights.IMAGENET1K_V1).", show_default=False)],
     filter_: Annotated[Optional[str], typer.Option(
         "--filter", help="Only tensors whose name matches this regular expression (re.search).",
         show_default=False)] = None,
@@ -35,7 +36,8 @@ def inspect_weights(
     """Show every tensor in a weights file: shape, dtype, size and value statistics, with totals.
 
     Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
-    checkpoint with its epoch, metrics and config). Loads with weights_only=True.
+    checkpoint with its epoch, metrics and config). Loads with weights_only=True; .safetensors files with
+    safetensors' own loader (no pickle).
     """
     from torchtools.lessons import weights as inspection
     from torchtools.core.checkpoints import open_tensorboard
@@ -45,7 +47,7 @@ def inspect_weights(
 
     if histograms:
         check_writable_folder(run.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
-    weights = read_weights(file, trust_pickle=trust_pickle)
+    weights = read_weights(file, arch=arch, trust_pickle=trust_pickle)
     kind, inferred = inspection.describe(weights)
     say(f"{file}: {kind}")
     checkpoint_info = None
