@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import Run, assert_user_error
-from test_mnist import pattern, write_mnist
+from datafiles import NAMES_SMALL, names_rows, pattern, write_cifar10_batches, write_image, write_mnist, write_names_csv
 
 # The course's cnn and SGD (lr 0.01, momentum 0.5): after two epochs about 0.9 test accuracy, not a sure 1.0.
 TRAIN = ("--model", "cnn", "--batch-size", "16", "--no-download", "--json")
@@ -132,17 +132,28 @@ def test_resumed_two_process_run_matches_one_process_with_the_same_global_batch(
 
 CORE_SCRIPT = """
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchtools.core import distributed
-from torchtools.data.loaders import TensorBatches
-from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
+from torchtools.core.engine import Objective, fit, make_optimizer
+from torchtools.core.options import TrainingSettings
 from torchtools.core.run import Run
+from torchtools.data.loaders import TensorBatches
 
-run = Run.start("check", device="cpu", quiet=True)
+
+@dataclass(frozen=True, kw_only=True)
+class CheckConfig(TrainingSettings):
+    epochs: int = 3
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+
+
+run = Run.start("check", CheckConfig, {"device": "cpu", "quiet": True, "no_tensorboard": True}, frozenset())
 generator = torch.Generator().manual_seed(0)
 inputs = torch.randn(201, 8, generator=generator)  # odd: one sample sits each epoch out
 targets = (inputs[:, 0] + inputs[:, 1] > 0).long()
@@ -157,9 +168,7 @@ for way, (train, held_out) in ways.items():
     torch.manual_seed(100 + distributed.rank())  # each process starts from other weights
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
     torch.save(model.state_dict(), f"{way}-start{distributed.rank()}.pt")
-    plan = FitPlan("check", 3, run.device)
-    fit(model, Objective.classification(), make_optimizer("sgd", model.parameters(), 0.1, 0.9), train, held_out,
-        plan)
+    fit(model, Objective.classification(), make_optimizer(run.config, model.parameters()), train, held_out, run)
     torch.save(model.state_dict(), f"{way}-end{distributed.rank()}.pt")
 """
 
@@ -205,14 +214,11 @@ def test_the_timeout_must_be_seconds(cli, monkeypatch):
 
 @pytest.mark.slow
 def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
-    from test_cifar import write_cifar10_batches
-    from test_names_rnn import SMALL, _names, _write_csv
-    from test_transfer import write_image
 
     from torchtools.core.checkpoints import load_checkpoint
 
-    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
-    run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *SMALL, "--save",
+    names = write_names_csv(tmp_path / "names.csv", names_rows(0), gzipped=False)
+    run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *NAMES_SMALL, "--save",
                    tmp_path / "names.pt", "--predict", "Ivanov", "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     assert run.summary["world_size"] == 2 and run.summary["metrics"]["val_accuracy"] > 0.9

@@ -14,10 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import REPO, assert_user_error
-from test_cifar import write_cifar10_batches
-from test_mnist import write_mnist
-from test_names_rnn import _names, _write_csv
-from test_transfer import write_photo_folders
+from datafiles import names_rows, write_cifar10_batches, write_mnist, write_names_csv, write_photo_folders
 from torchtools.cli import app
 
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
@@ -39,7 +36,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     """One small checkpoint per command, trained on generated data in the real formats."""
     root = tmp_path_factory.mktemp("export")
     places = {"data": write_mnist(root / "data", train=100, test=40), "photos": root / "photos",
-              "names": _write_csv(root / "names.csv", _names(0, 30), gzipped=False)}
+              "names": write_names_csv(root / "names.csv", names_rows(0, 30), gzipped=False)}
     write_cifar10_batches(root / "data")
     write_photo_folders(root / "photos", train=6, val=3)
     checkpoints = {}
@@ -91,7 +88,7 @@ def some_inputs(command: str, metadata: dict) -> torch.Tensor:
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("command", list(TRAIN))
 def test_every_checkpoint_exports_in_every_format_with_torchtools_logits(cli, tmp_path, trained, command, fmt,
-                                                                          monkeypatch):
+                                                                         monkeypatch):
     monkeypatch.setenv("TORCHTOOLS_DATA", str(trained["data"]))  # mnist and cifar check on their test images
     output = tmp_path / "out" / f"model{SUFFIX[fmt]}"
     run = cli("export", trained[command], "--format", fmt, "--output", output, "--json")
@@ -135,8 +132,8 @@ def test_a_safetensors_export_is_pretrained_weights_for_transfer(cli, tmp_path, 
     assert run.summary["arch"] == "resnet18"
 
 
-def test_an_export_past_the_tolerance_exits_1_with_the_figures_and_leaves_nothing(cli, tmp_path, trained,
-                                                                                    monkeypatch):
+def test_an_export_past_the_tolerance_exits_1_with_the_figures_and_leaves_nothing(
+        cli, tmp_path, trained, monkeypatch):
     from torchtools.core import exports
 
     real_load = exports.load
@@ -178,7 +175,8 @@ def test_what_cannot_be_exported_is_one_error_line(cli, tmp_path, trained):
                       "not a readable pytorch file")
     copy = tmp_path / "copy.pt"
     copy.write_bytes(trained["mnist"].read_bytes())
-    assert_user_error(cli("export", copy, "--format", "torchscript", "--output", copy), "would overwrite the checkpoint")
+    assert_user_error(cli("export", copy, "--format", "torchscript", "--output", copy),
+                      "would overwrite the checkpoint")
     assert_user_error(cli("export", trained["names-rnn"], "--format", "exported", "--output", tmp_path / "n.pt2",
                           "--inputs", tmp_path, "--inputs", tmp_path), "one file or folder")
     assert copy.read_bytes() == trained["mnist"].read_bytes()
@@ -190,7 +188,8 @@ def test_predict_onnx_example_labels_a_folder_as_torchtools_does_without_torch(c
     write_photo_folders(folder, train=2, val=3, prefix="p")
     (folder / "val" / "bees" / "broken.png").write_bytes(b"not a picture")
     model = tmp_path / "m.onnx"
-    assert cli("export", trained["transfer"], "--format", "onnx", "--output", model, "--inputs", folder).exit_code == 0
+    exported_ = cli("export", trained["transfer"], "--format", "onnx", "--output", model, "--inputs", folder)
+    assert exported_.exit_code == 0, exported_.stderr
     assert cli("transfer", "--checkpoint", trained["transfer"], "--predict", folder / "val", "--output",
                tmp_path / "p.csv", "--quiet").exit_code == 0
     blocked = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "

@@ -12,7 +12,9 @@ import pytest
 from safetensors.torch import save_file
 
 from conftest import assert_user_error
-from test_transfer import SMALL, write_photo_folders
+from datafiles import write_photo_folders
+
+SMALL = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--json")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def resnet18_safetensors(tmp_path_factory, resnet18_weights) -> Path:
 
 
 def test_safetensors_weights_fine_tune_and_report_exactly_as_the_pth(cli, tmp_path, photos, resnet18_weights,
-                                                                      resnet18_safetensors):
+                                                                     resnet18_safetensors):
     runs = {}
     for name, weights in (("pth", resnet18_weights[0]), ("safetensors", resnet18_safetensors)):
         runs[name] = cli("transfer", "--weights", weights, "--data", photos, "--epochs", "1", "--load", "drop-head",

@@ -11,24 +11,44 @@ from __future__ import annotations
 
 import functools
 import time
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
 from rich.markup import escape
 
-from torchtools.core import options
 from torchtools.core.command import command
+from torchtools.core.config import Setting
+from torchtools.core.options import TRUST_PICKLE, OutputSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 GENERATED_SEED = 0
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2", "safetensors": ".safetensors"}
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    exported = "exported"
-    safetensors = "safetensors"
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(OutputSettings):
+    checkpoint: Path = Setting("CHECKPOINT", help="A checkpoint of mnist, cifar, transfer, names-rnn or diabetes "
+                                                  "(--save, or its .best.pt).")(None)
+    format: str | None = Setting(
+        "--format", choices=tuple(FORMATS), show_default=False,
+        help="onnx (.onnx, run by onnxruntime), torchscript (.pt, torch.jit.load), exported (.pt2, an "
+             "ExportedProgram for torch.export.load) or safetensors (.safetensors weights, a .json beside). "
+             "Default: from the --output suffix.")()
+    output: Path | None = Setting("--output", "-o", show_default=False, help="The file to write.")()
+    inputs: list[str] | None = Setting(
+        "--inputs", show_default=False, metavar="PATH",
+        help="What the check runs on: pictures (files, folders, quoted globs) for image models, a name,label CSV or "
+             "<Label>.txt folder for names-rnn, a CSV of rows for diabetes. Default: the checkpoint's dataset "
+             "where it is at hand (under --data's root), else generated inputs.")()
+    samples: int = Setting("--samples", min=2, max=100_000, help="How many inputs the check runs on.")(32)
+    tolerance: float = Setting(
+        "--tolerance", min=0.0, max=1.0,
+        help="Largest absolute logit difference from torchtools' own outputs, times the largest |logit| where "
+             "that is above 1 (float32 rounding is relative).")(1e-4)
+    trust_pickle: bool = TRUST_PICKLE(False)
 
 
 def _mnist(saved: dict):
@@ -68,96 +88,119 @@ def _diabetes(saved: dict):
 REBUILD = {"mnist": _mnist, "cifar": _cifar, "transfer": _transfer, "names-rnn": _names, "diabetes": _diabetes}
 
 
-@command("export", ("quiet", "json"))
-def export(
-    checkpoint: Annotated[Path, typer.Argument(
-        help="A checkpoint of mnist, cifar, transfer, names-rnn or diabetes (--save or .best.pt).",
-        show_default=False)],
-    format_: Annotated[Format, typer.Option(
-        "--format", help="onnx (.onnx, onnxruntime), torchscript (.pt, torch.jit.load), exported (.pt2, "
-                         "torch.export.load) or safetensors (.safetensors weights + a .json beside).",
-        show_default=False)],
-    output: Annotated[Path, typer.Option("--output", help="The file to write.", show_default=False)],
-    inputs: Annotated[Optional[list[str]], typer.Option(
-        "--inputs", help="What the check runs on: pictures (files, folders, quoted globs) for image models, a "
-                         "name,label CSV or <Label>.txt folder for names-rnn, a CSV of rows for diabetes. "
-                         "Default: the checkpoint's dataset where it is at hand, else generated inputs.",
-        show_default=False)] = None,
-    samples: Annotated[int, typer.Option("--samples", min=2, help="How many inputs the check runs on.")] = 32,
-    tolerance: Annotated[float, typer.Option(
-        "--tolerance", min=0.0, help="Largest absolute logit difference from torchtools' own outputs, times the "
-                                     "largest |logit| where that is above 1 (float32 rounding is relative).")] = 1e-4,
-    trust_pickle: options.TrustPickle = False,
-    *,
-    run,
-) -> None:
+@command("export", ExportConfig)
+def export(run: Run[ExportConfig]) -> None:
     """Export a trained model for use outside torchtools, and check it gives torchtools' logits.
 
     The class names and the preprocessing travel with the file (ONNX metadata_props, the torchtools.json
     extra file of TorchScript and ExportedProgram files, the JSON beside a .safetensors file). The batch
     dimension (and a names model's length) stays free.
     """
-    import json
-
     import torch
 
-    from torchtools import __version__
     from torchtools.commands.export_inputs import KINDS
     from torchtools.core import exports
-    from torchtools.core.checkpoints import load_checkpoint
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say
 
-    fmt = format_.value
-    run.check_output(output, "--output", suffixes=(exports.SUFFIXES[fmt],))
-    written_names = [output] + ([exports.metadata_path(output)] if fmt == "safetensors" else [])
-    if any(name.resolve() == checkpoint.resolve() for name in written_names):
-        raise UserError(f"--output {output} would overwrite the checkpoint {checkpoint}; choose another name")
+    config = run.config
+    fmt = _format(config)
+    _check_output(run, config, fmt)
     exports.check_available(fmt)
-    saved = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    if saved.get("command") not in REBUILD:
-        raise UserError(f"{checkpoint} was saved by `torchtools {saved.get('command')}`; export takes checkpoints of "
-                        f"{', '.join(REBUILD)}")
-    kind = KINDS[saved["command"]](saved)
-    network = _rebuilt(saved, checkpoint)
-    batch, source = kind.inputs(inputs, samples, seed=GENERATED_SEED)
-    say(f"{checkpoint}: torchtools {saved['command']}, {kind.describe()}; checking on {len(batch)} {source}")
+    saved = _checkpoint(config)
+    kind, network = KINDS[saved["command"]](saved), _rebuilt(saved, config.checkpoint)
+    batch, source = kind.inputs(config.inputs, config.samples, seed=GENERATED_SEED)
+    say(f"{config.checkpoint}: torchtools {saved['command']}, {kind.describe()}; checking on {len(batch)} {source}")
     with torch.no_grad():
         expected = kind.reference(network, batch).float()
-    metadata = json.loads(json.dumps({"torchtools": __version__, "command": saved["command"],  # as JSON reads it
-                                      "config": saved.get("config"), **kind.metadata()}))
+    metadata = _metadata(saved, kind)
 
     started = time.perf_counter()
     try:
-        written = exports.save(fmt, kind.graph(network), kind.example(batch), kind.dynamic, output, metadata,
+        written = exports.save(fmt, kind.graph(network), kind.example(batch), kind.dynamic, config.output, metadata,
                                state=network.state_dict())
     except Exception as error:  # an exporter's own failure: no user mistake, but no traceback either
         _fail(f"{fmt} could not export this model: {_first_line(error)}")
     seconds = time.perf_counter() - started
+    outputs, read_back = _read_back(fmt, written, kind, saved, batch)
+    check = {"format": fmt, "path": str(config.output), "bytes": written.bytes, "seconds": round(seconds, 4),
+             **_compare(outputs, expected, kind.top1, config.tolerance), "samples": len(batch), "inputs": source,
+             "metadata": str(exports.metadata_path(config.output)) if fmt == "safetensors" else None}
+    figures = (f"largest |logit difference| {check['max_abs_diff']:.3g}, top-1 agreement "
+               f"{check['top1_agreement']:.1%} on {len(batch)} inputs")
+    finish = functools.partial(run.finish, metrics={}, source=str(config.checkpoint), model_command=saved["command"],
+                               export=check)
+    if not check["passed"] or read_back != metadata:
+        written.discard()
+        why = "" if read_back == metadata else "; its metadata did not read back as written"
+        _fail(f"the {fmt} export differs from torchtools ({figures}; allowed {check['allowed_diff']:.3g}: --tolerance "
+              f"{config.tolerance:g} x the largest |logit| {check['max_abs_logit']:.3g}{why}); nothing written", finish)
+    files = written.keep()
+    say(f"wrote {', '.join(map(str, files))} ({check['bytes']:,} bytes, {seconds:.1f} s); {figures}")
+    finish()
+
+
+def _check_output(run: Run[ExportConfig], config: ExportConfig, fmt: str) -> None:
+    """--output: the format's suffix, a place that can be written, and never the checkpoint itself."""
+    from torchtools.core import exports
+    from torchtools.core.errors import UserError
+
+    run.check_output(config.output, "--output", suffixes=(FORMATS[fmt],))
+    written = [config.output] + ([exports.metadata_path(config.output)] if fmt == "safetensors" else [])
+    if any(name.resolve() == config.checkpoint.resolve() for name in written):
+        raise UserError(f"--output {config.output} would overwrite the checkpoint {config.checkpoint}; "
+                        "choose another name")
+
+
+def _checkpoint(config: ExportConfig) -> dict:
+    """The checkpoint, checked as every command checks one it loads, and of a command that exports."""
+    from torchtools.core.checkpoints import load_checkpoint
+    from torchtools.core.errors import UserError
+    from torchtools.core.run import _check_state
+
+    saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
+    if saved.get("command") not in REBUILD:
+        raise UserError(f"{config.checkpoint} was saved by `torchtools {saved.get('command')}`; export takes "
+                        f"checkpoints of {', '.join(REBUILD)}")
+    _check_state(saved, config.checkpoint)
+    return saved
+
+
+def _metadata(saved: dict, kind) -> dict:
+    """What travels with the export, as JSON reads it back (lists, not tuples)."""
+    import json
+
+    from torchtools import __version__
+
+    return json.loads(json.dumps({"torchtools": __version__, "command": saved["command"],
+                                  "config": saved.get("config"), **kind.metadata()}))
+
+
+def _read_back(fmt: str, written, kind, saved: dict, batch):
+    """(the export's logits on `batch`, its metadata), through the format's own runtime; an export that does
+    not load or run is removed, and exit 1."""
+    from torchtools.core import exports
+
     try:
-        model, read_back = exports.load(fmt, written, fresh=lambda state: kind.graph(_loaded(saved, state)))
-        outputs = model(batch).float()
+        model, metadata = exports.load(fmt, written, fresh=lambda state: kind.graph(_loaded(saved, state)))
+        return model(batch).float(), metadata
     except BaseException as error:
         written.discard()
         if not isinstance(error, Exception):
             raise
         _fail(f"the {fmt} export does not run in its own runtime: {_first_line(error)}")
-    check = {"format": fmt, "path": str(output), "bytes": written.bytes, "seconds": round(seconds, 4),
-             **_compare(outputs, expected, kind.top1, tolerance), "samples": len(batch), "inputs": source,
-             "metadata": str(exports.metadata_path(output)) if fmt == "safetensors" else None}
-    figures = (f"largest |logit difference| {check['max_abs_diff']:.3g}, top-1 agreement "
-               f"{check['top1_agreement']:.1%} on {len(batch)} inputs")
-    finish = functools.partial(run.finish, metrics={}, source=str(checkpoint), model_command=saved["command"],
-                               export=check)
-    if not check["passed"] or read_back != metadata:
-        written.discard()
-        why = "" if read_back == metadata else "; its metadata did not read back as written"
-        _fail(f"the {fmt} export differs from torchtools ({figures}; allowed {check['allowed_diff']:.3g}: "
-              f"--tolerance {tolerance:g} x the largest |logit| {check['max_abs_logit']:.3g}{why}); nothing written",
-              finish)
-    files = written.keep()
-    say(f"wrote {', '.join(map(str, files))} ({check['bytes']:,} bytes, {seconds:.1f} s); {figures}")
-    finish()
+
+
+def _format(config: ExportConfig) -> str:
+    """--format, or the one the --output suffix names; the two must agree."""
+    from torchtools.core.errors import UserError
+
+    if config.checkpoint is None or config.output is None:
+        raise UserError("pass the CHECKPOINT to export and --output FILE (.onnx, .pt, .pt2 or .safetensors)")
+    by_suffix = {suffix: name for name, suffix in FORMATS.items()}.get(config.output.suffix.lower())
+    if config.format is None and by_suffix is None:
+        raise UserError(f"--output {config.output}: name a format with --format, or end the name in "
+                        f"{', '.join(FORMATS.values())}")
+    return config.format or by_suffix
 
 
 def _compare(outputs, expected, top1, tolerance: float) -> dict:
@@ -174,17 +217,14 @@ def _compare(outputs, expected, top1, tolerance: float) -> dict:
 
 def _fail(message: str, finish=None) -> None:
     """The export is not good: one error line, the summary (with the figures) where there are any, exit 1."""
+    import typer
+
     from torchtools.core.output import console
 
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     if finish is not None:
         finish()
     raise typer.Exit(1)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def _rebuilt(saved: dict, checkpoint: Path):
@@ -202,3 +242,9 @@ def _loaded(saved: dict, state: dict):
     network = REBUILD[saved["command"]](saved)
     network.load_state_dict(state)
     return network.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    from torchtools.core.errors import first_line
+
+    return f"{type(error).__name__}: {first_line(error)}"

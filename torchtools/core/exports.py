@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from torchtools.core.errors import UserError
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2", "safetensors": ".safetensors"}
 METADATA_FILE = "torchtools.json"
 EXTRA_INSTALL = "pip install 'torchtools[export]'"
 

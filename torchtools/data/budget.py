@@ -21,7 +21,6 @@ DEFAULT_SHARE, DEFAULT_CAP = 0.25, 8 * GIB
 # Where the machine's memory cannot be read (neither sysconf nor a cgroup limit): a budget that any
 # machine able to train a CNN has.
 UNKNOWN_MEMORY_BUDGET = 2 * GIB
-LOADERS = ("auto", "memory", "stream")
 _UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
@@ -33,8 +32,6 @@ def decoded_bytes(count: int, channels: int, size: int) -> int:
 
 def choose_loader(requested: str, count: int, channels: int, size: int) -> tuple[str, str]:
     """("memory" or "stream", a one-line reason with the figures), for --loader auto|memory|stream."""
-    if requested not in LOADERS:
-        raise UserError(f"--loader {requested!r}: choose one of {', '.join(LOADERS)}")
     needed = decoded_bytes(count, channels, size)
     figures = f"{count:,} images x {channels}x{size}x{size} = {format_bytes(needed)}"
     if requested != "auto":
