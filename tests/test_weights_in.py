@@ -104,6 +104,9 @@ def test_imagenet_weights_come_through_the_hub_cache_and_are_hash_checked(cli, t
                                                                           resnet18_weights, monkeypatch):
     from torchvision.models import ResNet18_Weights
 
+    run = cli("transfer", "--weights", "imagenet", "--arch", "resnet18", "--data", photos, "--epochs", "1", *SMALL)
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["weights"] == str(hub) and run.summary["missing_keys"] == []
     run = cli("inspect-weights", "imagenet", "--arch", "resnet18", "--json", "--quiet")
     assert run.exit_code == 0, run.stderr
     assert run.summary["file_kind"] == "ResNet18_Weights.IMAGENET1K_V1: resnet18, 1000 classes"
@@ -142,6 +145,8 @@ def test_weights_names_that_do_not_fit_are_one_error_line(cli, tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert_user_error(cli("inspect-weights", "ResNet34_Weights.IMAGENET1K_V1", "--arch", "resnet18"),
                       "resnet34's weights, not --arch resnet18's")
+    assert_user_error(cli("transfer", "--weights", "ResNet34_Weights.IMAGENET1K_V1", "--arch", "resnet18", "--data",
+                          tmp_path, *SMALL), "resnet34's weights, not --arch resnet18's")
     assert_user_error(cli("inspect-weights", "ResNet34_Weights.NO_SUCH"), "no such torchvision weights")
     assert_user_error(cli("inspect-weights", "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"),
                       "not the weights of a torchvision classifier")

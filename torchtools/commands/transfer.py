@@ -22,9 +22,10 @@ MODEL = "Model and weights"
 class TransferConfig(ImageClassifierSettings):
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False,
-        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt) or a checkpoint holding one under "
-             "'model'/'state_dict' ('module.' prefixes are stripped); 'none' trains from scratch. Loaded with "
-             "weights_only=True.")()
+        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
+             ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
+             "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "
+             "published weights (fetched once into torch.hub's cache, hash-checked); 'none' trains from scratch.")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
         help="Number of classes; must equal the number of class folders. Default: that number.")()
@@ -88,9 +89,10 @@ def transfer(run: Run[TransferConfig]) -> None:
     config = run.config
     fresh = run.trains and not run.resuming
     if fresh and config.weights is None:
-        raise UserError("pass --weights FILE (a state_dict or checkpoint), or --weights none to train from scratch")
+        raise UserError("pass --weights FILE (a state_dict or checkpoint), --weights imagenet for torchvision's "
+                        "published weights, or --weights none to train from scratch")
     source = None if config.weights is None or config.weights.lower() == "none" else \
-        pretrained.read_weights(Path(config.weights), trust_pickle=config.trust_pickle)
+        pretrained.read_weights(config.weights, arch=config.arch, trust_pickle=config.trust_pickle)
     if fresh:  # the architecture inferred from the weights, and the file they came from, are what is saved
         resolved, inferred = pretrained.resolve_arch(source, config.arch) if source is not None else \
             (config.arch, False)
