@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from torchtools.core.command import command
 from torchtools.core.config import Setting
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
-                                     TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
+                                     TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings, LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -19,7 +19,7 @@ MODEL = "Model and weights"
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferConfig(ImageClassifierSettings):
+class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False,
         help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
@@ -81,7 +81,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     from torchtools.commands import image_classifier as classifier
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
-    from torchtools.data import roots
+    from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
     from torchtools.models import pretrained
@@ -107,9 +107,12 @@ def transfer(run: Run[TransferConfig]) -> None:
                       crop=config.image_size, augment="resized-crop-flip")
     images = None
     if classifier.needs_data(run, pictures):
-        root = roots.transfer_folder(config.data)
+        root, listing = labels_csv.from_settings(config, config.data)
+        root = root if listing is not None else roots.transfer_folder(config.data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
-                              loader=config.loader, size=fmt.size)
+                              loader=config.loader, size=fmt.size, listing=listing and listing.as_tuple())
+        if listing is not None:
+            listing.add_missing(images)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
