@@ -204,3 +204,15 @@ def test_predict_onnx_example_labels_a_folder_as_torchtools_does_without_torch(c
     for (path, label, probability), (their_path, their_label, their_probability) in zip(ours[1:], theirs[1:]):
         assert (path, label) == (their_path, their_label)
         assert float(probability) == pytest.approx(float(their_probability), abs=1e-4)
+
+
+def test_the_best_file_holds_no_optimizer_state_and_is_refused_by_resume(cli, tmp_path, trained):
+    last = torch.load(trained["transfer"], weights_only=True)
+    best_file = trained["transfer"].with_name("transfer.best.pt")
+    best = torch.load(best_file, weights_only=True)
+    assert last["optimizer"]["state"] and best["optimizer"] is None and best["scheduler"] is None
+    assert best_file.stat().st_size < 0.6 * trained["transfer"].stat().st_size  # SGD momentum: one model's worth
+    assert best["model"].keys() == last["model"].keys() and best["classes"] == last["classes"]
+    assert cli("export", best_file, "--output", tmp_path / "best.pt2").exit_code == 0
+    assert_user_error(cli("transfer", "--resume", best_file, "--epochs", "2", "--data", tmp_path),
+                      "holds no optimizer state", "--checkpoint")
