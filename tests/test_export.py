@@ -100,6 +100,8 @@ def test_every_checkpoint_exports_in_every_format_with_torchtools_logits(cli, tm
     assert check["samples"] == 32 and check["seconds"] > 0 and "largest |logit difference|" in run.stderr
     if command in ("mnist", "cifar", "names-rnn", "diabetes"):
         assert "generated" not in check["inputs"], check["inputs"]  # their data was at hand
+    else:
+        assert check["inputs"] == "generated pictures"  # a transfer checkpoint does not say where its photos are
     assert sorted(path.name for path in output.parent.iterdir()) == sorted(
         [output.name] + (["model.json"] if fmt == "safetensors" else []))  # no temporary file left
 
@@ -216,3 +218,29 @@ def test_the_best_file_holds_no_optimizer_state_and_is_refused_by_resume(cli, tm
     assert cli("export", best_file, "--output", tmp_path / "best.pt2").exit_code == 0
     assert_user_error(cli("transfer", "--resume", best_file, "--epochs", "2", "--data", tmp_path),
                       "holds no optimizer state", "--checkpoint")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_names_graph_computes_what_the_classifier_computes(cell, bidirectional):
+    from torchtools.models.deployable import NamesGraph
+    from torchtools.models.names import NameClassifier
+
+    torch.manual_seed(0)
+    model = NameClassifier(30, 4, hidden=8, layers=2, bidirectional=bidirectional, cell=cell).eval()
+    graph = NamesGraph(model).eval()
+    codes = torch.randint(2, 30, (6, 9))
+    codes[1, 3:] = 0
+    codes[4, 1:] = 0  # a one-letter name
+    with torch.no_grad():
+        traced = torch.jit.trace(graph, (codes[:2, :5].clone(),))
+        torch.testing.assert_close(graph(codes), model(codes), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(traced(codes), model(codes), atol=1e-6, rtol=1e-5)  # another length and batch
+
+
+def test_inputs_that_cannot_be_read_are_one_error_line(cli, tmp_path, trained):
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    assert_user_error(cli("export", trained["cifar"], "--output", tmp_path / "c.pt2", "--inputs", tmp_path / "bad.png"),
+                      "none of the 1 picture(s)")
+    assert not (tmp_path / "c.pt2").exists()
