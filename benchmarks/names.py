@@ -18,6 +18,7 @@ import gzip
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from torchtools.core import output
-from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
+from torchtools.core.engine import Objective, evaluate, train_one_epoch
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.names import Vocabulary, read_names
 from torchtools.models.names import NameClassifier
@@ -121,7 +122,8 @@ class TorchtoolsLoop:
         self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS,
                                     fast_cpu_gru=not packed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"))
+        # What train_one_epoch reads of a command's Run.
+        self.run = SimpleNamespace(device=torch.device("cpu"), amp_dtype=None, writer=None, written=None)
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -131,11 +133,11 @@ class TorchtoolsLoop:
 
     def train_epoch(self) -> float:
         self.epoch += 1
-        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.plan,
+        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.run,
                                epoch=self.epoch)["train_loss"]
 
     def test_accuracy(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.run.device).accuracy
 
 
 def main() -> None:

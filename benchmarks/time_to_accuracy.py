@@ -64,15 +64,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
-from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch  # noqa: E402
+from torchtools.core.engine import Objective, evaluate, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
 from torchtools.core.run import seed_everything  # noqa: E402
-from torchtools.recipes import TASKS, scheduler, values  # noqa: E402
+from torchtools.recipes import RECIPES, UNSAID  # noqa: E402
+
+TASKS = ("mnist", "cifar", "names")
 
 
 def recipe_of(task: str, name: str) -> SimpleNamespace:
     """A recipe's values as the commands resolve them; `amp` as the command's --amp default leaves it (on for
     the vision commands, which have the option; names-rnn has none)."""
-    given = values(task, name)
+    given = {**UNSAID, **RECIPES[name][task]}
     return SimpleNamespace(**{**given, "model": given.get("model", given.get("cell")),
                               "amp": task != "names" and name == "fast"})
 
@@ -169,12 +171,11 @@ class FastRun:
             classifier.prepare_model(self.model, device)
             self.train_batches, self.test_batches = classifier.batches(images, fmt, device,
                                                                        batch_size=recipe.batch_size, seed=seed)
-        self.optimizer = make_optimizer(recipe.optimizer, self.model.parameters(), recipe.lr, recipe.momentum,
-                                        recipe.weight_decay)
-        schedule, per_step = scheduler(recipe, self.optimizer, len(self.train_batches))
+        self.optimizer = make_optimizer(recipe, self.model.parameters())
+        self.schedule = make_scheduler(recipe, self.optimizer, len(self.train_batches))
         self.amp = autocast_dtype(device) if recipe.amp else None
-        self.plan = FitPlan("benchmark", recipe.epochs, device, scheduler=schedule, step_scheduler=per_step,
-                            amp_dtype=self.amp)
+        # What train_one_epoch reads of a command's Run.
+        self.run = SimpleNamespace(device=device, amp_dtype=self.amp, writer=None, written=None)
         self.objective = Objective.classification(recipe.label_smoothing)
         self.trained = torch.compile(self.model) if compiled else self.model
         self.epoch = 0
@@ -182,10 +183,11 @@ class FastRun:
     def train_epoch(self) -> None:
         self.epoch += 1
         self.train_batches.set_epoch(self.epoch - 1)
-        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, self.plan, epoch=self.epoch)
+        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, self.run, epoch=self.epoch,
+                        scheduler=self.schedule[0], step_scheduler=self.schedule[1])
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan.device, self.amp).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.run.device, self.amp).accuracy
 
 
 def train_to(loop, target: float, max_epochs: int, label: str, *, verbose: bool = True) -> Trial:

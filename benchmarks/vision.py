@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from PIL import Image
@@ -26,7 +27,7 @@ from torchvision import transforms
 
 from torchtools.commands import image_classifier as classifier
 from torchtools.core import output
-from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch
+from torchtools.core.engine import Objective, evaluate, make_optimizer, train_one_epoch
 from torchtools.core.run import seed_everything
 from torchtools.data.transforms import ImageFormat, channel_stats
 from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist
@@ -94,19 +95,20 @@ class FastPath:
         self.model = classifier.prepare_model(model, device)
         self.train_batches, self.test_batches = classifier.batches(images.to(device), fmt, device, batch_size=64,
                                                                    seed=seed)
-        self.optimizer = make_optimizer("sgd", model.parameters(), lr, momentum)
-        self.plan = FitPlan("benchmark", 1, device)
+        self.optimizer = make_optimizer(SimpleNamespace(optimizer="sgd", lr=lr, momentum=momentum), model.parameters())
+        # What train_one_epoch reads of a command's Run.
+        self.run = SimpleNamespace(device=device, amp_dtype=None, writer=None, written=None)
         self.objective = Objective.classification()
         self.epoch = 0
 
     def train_epoch(self) -> float:
         self.epoch += 1
         started = time.perf_counter()
-        train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.plan, epoch=self.epoch)
+        train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.run, epoch=self.epoch)
         return time.perf_counter() - started
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.run.device).accuracy
 
 
 def mnist_pair(data: Path, model_name: str, seed: int):
