@@ -220,7 +220,7 @@ def test_the_best_file_holds_no_optimizer_state_and_is_refused_by_resume(cli, tm
                       "holds no optimizer state", "--checkpoint")
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:FutureWarning")
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_the_names_graph_computes_what_the_classifier_computes(cell, bidirectional):
@@ -244,3 +244,12 @@ def test_inputs_that_cannot_be_read_are_one_error_line(cli, tmp_path, trained):
     assert_user_error(cli("export", trained["cifar"], "--output", tmp_path / "c.pt2", "--inputs", tmp_path / "bad.png"),
                       "none of the 1 picture(s)")
     assert not (tmp_path / "c.pt2").exists()
+
+
+def test_an_interrupted_epochs_weights_export_with_a_warning(cli, tmp_path, trained):
+    saved = torch.load(trained["mnist"], weights_only=True)
+    interrupted = tmp_path / "interrupted.pt"
+    torch.save({**saved, "partial_epoch": 2}, interrupted)
+    run = cli("export", interrupted, "--output", tmp_path / "m.pt")
+    assert run.exit_code == 0, run.stderr
+    assert "warning: " in run.stderr and "inside epoch 2 (interrupted)" in run.stderr

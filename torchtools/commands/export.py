@@ -155,6 +155,7 @@ def _checkpoint(config: ExportConfig) -> dict:
     """The checkpoint, checked as every command checks one it loads, and of a command that exports."""
     from torchtools.core.checkpoints import load_checkpoint
     from torchtools.core.errors import UserError
+    from torchtools.core.output import warn
     from torchtools.core.run import _check_state
 
     saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
@@ -162,6 +163,9 @@ def _checkpoint(config: ExportConfig) -> dict:
         raise UserError(f"{config.checkpoint} was saved by `torchtools {saved.get('command')}`; export takes "
                         f"checkpoints of {', '.join(REBUILD)}")
     _check_state(saved, config.checkpoint)
+    if saved.get("partial_epoch"):
+        warn(f"{config.checkpoint} holds weights from inside epoch {saved['partial_epoch']} (interrupted); the "
+             "export is of those weights")
     return saved
 
 
