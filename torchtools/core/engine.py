@@ -383,7 +383,9 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
     if distributed.is_main():
         save_checkpoint(save, payload)
         if best:
-            save_checkpoint(best_path(save), payload)
+            # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
+            # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
+            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None})
         every = getattr(run.config, "save_every", 0)
         if every and epoch % every == 0:
             save_checkpoint(save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}"), payload)
