@@ -100,7 +100,7 @@ def export(run: Run[ExportConfig]) -> None:
 
     from torchtools.commands.export_inputs import KINDS
     from torchtools.core import exports
-    from torchtools.core.output import say
+    from torchtools.core.output import say, wrote
 
     config = run.config
     fmt = _format(config)
@@ -135,7 +135,9 @@ def export(run: Run[ExportConfig]) -> None:
         _fail(f"the {fmt} export differs from torchtools ({figures}; allowed {check['allowed_diff']:.3g}: --tolerance "
               f"{config.tolerance:g} x the largest |logit| {check['max_abs_logit']:.3g}{why}); nothing written", finish)
     files = written.keep()
-    say(f"wrote {', '.join(map(str, files))} ({check['bytes']:,} bytes, {seconds:.1f} s); {figures}")
+    say(f"export checked: {check['bytes']:,} bytes, {seconds:.1f} s; {figures}")
+    for file in files:
+        wrote("export", file)
     finish()
 
 
