@@ -9,7 +9,7 @@
 #
 # cron (every night at 02:30). cron runs with PATH=/usr/bin:/bin and no login environment, so name the
 # torchtools of the checkout's venv (TORCHTOOLS), give full paths and a log; a crontab entry is one line:
-#   30 2 * * * cd /srv/torchtools && TORCHTOOLS=/srv/torchtools/.venv/bin/torchtools DATA=/srv/datasets FOLDER=/srv/incoming OUT=/srv/models/nightly examples/ci_train_and_predict.sh >> /var/log/torchtools-nightly.log 2>&1
+# 30 2 * * * cd /srv/torchtools && TORCHTOOLS=/srv/torchtools/.venv/bin/torchtools DATA=/srv/datasets FOLDER=/srv/incoming OUT=/srv/models/nightly examples/ci_train_and_predict.sh >> /var/log/torchtools-nightly.log 2>&1
 #
 # CI (a GitHub Actions step; the failing exit status fails the job, OUT is kept as an artifact):
 #   - run: DATA=$RUNNER_TEMP/data FOLDER=tests/images OUT=out examples/ci_train_and_predict.sh

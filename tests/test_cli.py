@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import assert_user_error, run_torchtools
+from conftest import REPO, assert_user_error, run_torchtools
 
 ALL_COMMANDS = ["fit-linear", "fit-logistic", "diabetes", "mnist", "cifar", "transfer", "names-rnn", "conv-demo",
                 "inspect-weights", "to-gpu-bench"]
@@ -78,3 +78,8 @@ def test_console_script_is_installed(tmp_path):
     script = Path(sys.executable).parent / "torchtools"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("torchtools ")
+
+
+def test_shell_completion_is_offered():
+    run = run_torchtools("--help", cwd=REPO)
+    assert run.exit_code == 0 and "--install-completion" in run.stdout and "--show-completion" in run.stdout

@@ -263,10 +263,9 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                 metrics[f"{eval_name}_loss"] = evaluation.loss
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, run)
-            progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
-            # The history row also holds the epoch's wall time (evaluation included), for history.csv; the
-            # metrics (the summary's, the checkpoint's, TensorBoard's) hold only what the seed decides.
-            history.append({**metrics, "seconds": time.perf_counter() - started})
+            metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
+            progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
+            history.append(metrics)
             _log_epoch(run.writer, metrics, epoch)
             improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
                                                      higher_is_better)
@@ -291,12 +290,12 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             run.writer.flush()
     if stopped_early is not None:
         say(_stop_message(stopped_early, config, history, best_epoch, monitor))
-    return FitResult(history, last_metrics(history), evaluation, train_seconds, len(history),
-                     run.written, stopped_early, best_epoch)
+    return FitResult(history, last_metrics(history), evaluation, train_seconds, len(history), run.written,
+                     stopped_early, best_epoch)
 
 
 def last_metrics(history: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """The last epoch's metrics: its history row without the wall time (which no seed repeats)."""
+    """The last epoch's metrics (the summary's, the checkpoint's): its history row without the wall time."""
     return {key: value for key, value in history[-1].items() if key != "seconds"} if history else {}
 
 
@@ -389,7 +388,9 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
     if distributed.is_main():
         save_checkpoint(save, payload)
         if best:
-            save_checkpoint(best_path(save), payload)
+            # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
+            # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
+            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None})
         every = getattr(run.config, "save_every", 0)
         if every and epoch % every == 0:
             save_checkpoint(save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}"), payload)

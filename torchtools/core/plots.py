@@ -49,6 +49,8 @@ def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: s
 def curves(path: Path, history: list[dict], *, title: str) -> Path:
     """Loss (and accuracy, where the model has one) per epoch, train and held out."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     panels = [kind for kind in ("loss", "accuracy")
               if any(key.endswith(kind) and row.get(key) is not None for row in history for key in row)]
@@ -70,6 +72,10 @@ def curves(path: Path, history: list[dict], *, title: str) -> Path:
                 margin = 0.01 * max(abs(high), 1.0)
                 axis.set_ylim(low - margin, high + margin)
         axis.set(xlabel="epoch", ylabel=kind, title=f"{title}: {kind}")
+        if len(epochs) <= 20:  # whole epochs
+            axis.set_xticks(epochs)
+        else:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(True, alpha=0.3)
         axis.legend()
     return save(figure, path)

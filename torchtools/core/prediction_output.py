@@ -107,6 +107,8 @@ class PredictionWriter:
             warn(f"skipped {len(self.skipped)} {unreadable}: {shown}")
         if self.count > PRINTED:
             say(f"... {self.count:,} labelled")
+        if self.path is not None:
+            wrote(f"predictions ({self.count:,} rows)", self.path)
         summary = self.summary()
         if not inputs:
             summary["predictions"] = None
@@ -135,7 +137,6 @@ class PredictionWriter:
                 os.chmod(self._temp_name, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
                 os.replace(self._temp_name, self.path)
                 committed = True
-                wrote(f"predictions ({self.count:,} row{'' if self.count == 1 else 's'})", self.path)
         finally:
             if not committed:  # an error in the block or while finishing: no partial file anywhere
                 Path(self._temp_name).unlink(missing_ok=True)

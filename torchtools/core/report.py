@@ -104,7 +104,7 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
         note, title, columns, confusions = narrow()
         say(f"confusion matrix: {len(classes)} classes (all of it: {drawn}, and --json)")
         print_table(title, columns, confusions)
-    title = f"{split} confusion matrix (accuracy {evaluation.accuracy:.1%}; colour: share of the true class)"
+    title = f"{split} confusion matrix, accuracy {evaluation.accuracy:.1%}\n(colour: share of the true class)"
     if plot is not None:
         plots.heatmap(plot, matrix.numpy(), classes, title=title)
         wrote("confusion matrix", plot)

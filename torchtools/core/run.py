@@ -58,6 +58,8 @@ class Run(Generic[C]):
         if isinstance(run.config, TrainingSettings):
             run._check_training_options()
             run.device = distributed.start(resolve_device(run.config.device))
+            if not distributed.is_main():
+                run.report = None  # under torchrun, process 0 writes the one report
         if hasattr(run.config, "seed"):
             seed_everything(run.config.seed)
         return run
