@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core import distributed
-from torchtools.core.checkpoints import best_path, save_checkpoint
+from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
 from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.output import EpochProgress, say, warn
 
@@ -126,38 +126,72 @@ def to_device(value: Tensor | tuple[Tensor, ...], device: torch.device):
     return value.to(device, non_blocking=True)
 
 
-def train_one_epoch(model, objective: Objective, optimizer, batches, plan: FitPlan, *, epoch: int,
-                    progress: EpochProgress | None = None) -> dict[str, float | None]:
+def make_scaler(device: torch.device, amp_dtype: torch.dtype | None,
+                state: dict[str, Any] | None = None) -> torch.amp.GradScaler:
+    """The fit's one GradScaler: loss scaling for fp16 autocast (bf16 and fp32 need none: a disabled scaler
+    passes the steps through). Created once per fit, so the scale carries over from epoch to epoch; `state`
+    (the checkpoint's "scaler", see `scaler_state`) restores it on --resume."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+    return scaler
+
+
+def scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any] | None:
+    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when it is disabled."""
+    return scaler.state_dict() if scaler.is_enabled() else None
+
+
+def _sum(device: torch.device) -> Tensor:
+    """A running sum kept on the device (read only when needed: reading it syncs); float64 where it exists."""
+    return torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
+
+
+def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: torch.device, epoch: int,
+                    amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                    batch_scheduler: Any = None, writer: Any = None, log_every: int = 100,
+                    progress: EpochProgress | None = None, last_checkpoint: Path | None = None
+                    ) -> dict[str, float | None]:
+    """One pass over `batches`, under autocast to `amp_dtype` (None: fp32).
+
+    `scaler` is the fit's GradScaler (`make_scaler`), required for fp16; `batch_scheduler` is stepped after
+    every batch (one-cycle; None where the schedule steps per epoch). The loss and accuracy sums stay on the
+    device and are read every REFRESH_EVERY batches (under torchrun, summed over the job there).
+    """
+    if amp_dtype == torch.float16 and (scaler is None or not scaler.is_enabled()):
+        raise ValueError("fp16 autocast needs the fit's GradScaler (make_scaler)")
     model.train()
-    scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype == torch.float16)
-    # Sums stay on the device; they are read only every REFRESH_EVERY batches.
-    loss_sum = torch.zeros((), device=plan.device)
-    correct = torch.zeros((), device=plan.device, dtype=torch.long)
+    loss_sum = _sum(device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     steps_per_epoch = len(batches)
     for step, (inputs, targets) in enumerate(batches, start=1):
-        inputs, targets = to_device(inputs, plan.device), targets.to(plan.device, non_blocking=True)
-        with torch.autocast(plan.device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None):
+        inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = forward(model, inputs)
             loss = objective.loss(output, targets)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if plan.scheduler is not None and plan.step_scheduler:
-            plan.scheduler.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         batch_size = len(targets)
         seen += batch_size
         loss_sum += loss.detach() * batch_size
         if objective.predict is not None:
             correct += (objective.predict(output.detach()) == targets).sum()
-        if plan.writer is not None and step % plan.log_every == 0:
-            plan.writer.add_scalar("train/loss_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
+        if writer is not None and step % log_every == 0:
+            writer.add_scalar("train/loss_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
         if step % REFRESH_EVERY == 0 or step == steps_per_epoch:
             # Under torchrun, the whole job's totals: every process sees, and stops on, the same loss.
             total_loss, total_correct, total_seen = distributed.sum_across(loss_sum, correct, seen)
             running_loss = total_loss / total_seen
-            _check_finite(running_loss, epoch, plan)
+            _check_finite(running_loss, epoch, last_checkpoint)
             if progress is not None:
                 stats = {"loss": running_loss}
                 if objective.predict is not None:
@@ -171,11 +205,20 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, plan: FitPl
     }
 
 
+# Model outputs gathered on the device before one copy to the host (64 MiB of fp32): evaluation reads the
+# device once per this many outputs, not once per batch.
+OUTPUTS_PER_COPY = 2 ** 24
+
+
 @torch.no_grad()
 @distributed.reporting_lost_peers
-def evaluate(model, objective: Objective, batches, device: torch.device, amp_dtype: torch.dtype | None = None
-             ) -> EvalResult:
-    """Loss, accuracy and outputs over all of `batches`.
+def evaluate(model, objective: Objective, batches, device: torch.device) -> EvalResult:
+    """Loss, accuracy and outputs over all of `batches`, in fp32.
+
+    fp32 always, whatever the training autocast: the accuracy is the weights', the same during training,
+    with --checkpoint and on any machine (there is deliberately no precision argument to differ). The loss
+    sum stays on the device and outputs are copied to the host in a few large chunks, so the device is not
+    synchronised per batch.
 
     Under torchrun, TensorBatches are split over the processes (each sample once) and the results
     gathered, so every process returns the whole set's. Pass the unwrapped model (fit does): shares
@@ -185,19 +228,29 @@ def evaluate(model, objective: Objective, batches, device: torch.device, amp_dty
     if shared:
         batches = copy.copy(batches).shard(batches.rank, batches.world_size, every_sample=True)
     model.eval()
-    outputs, targets_seen = [], []
-    loss_sum, seen = 0.0, 0
+    outputs, targets_seen, pending_outputs, pending_targets = [], [], [], []
+    pending, seen, loss_sum = 0, 0, _sum(device)
+
+    def copy_pending() -> None:
+        if pending_outputs:
+            outputs.append(torch.cat(pending_outputs).cpu())
+            targets_seen.append(torch.cat(pending_targets).cpu())
+            pending_outputs.clear()
+            pending_targets.clear()
+
     for inputs, targets in batches:
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = forward(model, inputs)
-            loss = objective.loss(output, targets)
-        loss_sum += loss.item() * len(targets)
+        output = forward(model, inputs).float()
+        loss_sum += objective.loss(output, targets) * len(targets)
         seen += len(targets)
-        outputs.append(output.float().cpu())
-        targets_seen.append(targets.cpu())
-    if shared:
-        loss_sum, seen = distributed.sum_across(loss_sum, seen)
+        pending_outputs.append(output)
+        pending_targets.append(targets)
+        pending += output.numel()
+        if pending >= OUTPUTS_PER_COPY:
+            copy_pending()
+            pending = 0
+    copy_pending()
+    loss_total, seen = distributed.sum_across(loss_sum, seen) if shared else (loss_sum.item(), seen)
     if seen == 0:
         raise UserError("the evaluation set is empty")
     if shared:
@@ -208,7 +261,7 @@ def evaluate(model, objective: Objective, batches, device: torch.device, amp_dty
     accuracy = None
     if objective.predict is not None:
         accuracy = (objective.predict(all_outputs) == all_targets).float().mean().item()
-    return EvalResult(loss_sum / seen, accuracy, all_outputs, all_targets)
+    return EvalResult(loss_total / seen, accuracy, all_outputs, all_targets)
 
 
 @distributed.reporting_lost_peers
@@ -221,6 +274,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     start_epoch = 0
     if plan.resumed is not None:
         start_epoch, history = _resume(model, optimizer, plan)  # every process loads it
+    scaler = make_scaler(plan.device, plan.amp_dtype, plan.resumed.get("scaler") if plan.resumed else None)
     trained = distributed.wrap(model)
     if plan.compile:
         trained = torch.compile(trained)
@@ -233,8 +287,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             _set_epoch(train_batches, epoch - 1)
             progress.start_epoch(epoch, len(train_batches))
             started = time.perf_counter()
-            metrics = train_one_epoch(trained, objective, optimizer, train_batches, plan, epoch=epoch,
-                                      progress=progress)
+            metrics = train_one_epoch(
+                trained, objective, optimizer, train_batches, device=plan.device, epoch=epoch,
+                amp_dtype=plan.amp_dtype, scaler=scaler, batch_scheduler=plan.scheduler if plan.step_scheduler else None,
+                writer=plan.writer, log_every=plan.log_every, progress=progress, last_checkpoint=plan.written)
             distributed.share_buffers(model)
             if plan.device.type == "cuda":
                 torch.cuda.synchronize(plan.device)
@@ -243,10 +299,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             if plan.scheduler is not None and not plan.step_scheduler:
                 plan.scheduler.step()
             if eval_batches is not None:
-                evaluation = evaluate(model, objective, eval_batches, plan.device, plan.amp_dtype)
+                evaluation = evaluate(model, objective, eval_batches, plan.device)
                 metrics[f"{plan.eval_name}_loss"] = evaluation.loss
                 metrics[f"{plan.eval_name}_accuracy"] = evaluation.accuracy
-                _check_finite(evaluation.loss, epoch, plan)
+                _check_finite(evaluation.loss, epoch, plan.written)
             progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
             history.append(metrics)
             _log_epoch(plan.writer, metrics, epoch)
@@ -254,7 +310,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                                                      higher_is_better)
             if improved:
                 best_epoch = epoch
-            _save_epoch(model, optimizer, plan, epoch, history, best=improved)
+            _save_epoch(model, optimizer, plan, epoch, history, best=improved, scaler=scaler)
             stopped_early = _stop_reason(plan, history, epoch, best_epoch, monitor)
             if stopped_early is not None:
                 break
@@ -263,7 +319,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
         if plan.save is not None and distributed.is_main():
             # Weights from inside `epoch`: recorded as after the last whole epoch (so --resume redoes this
             # one) and marked partial, with no metrics claimed for them.
-            payload = _payload(model, optimizer, plan, epoch - 1, history)
+            payload = _payload(model, optimizer, plan, epoch - 1, history, scaler)
             save_checkpoint(plan.save, {**payload, "metrics": {}, "partial_epoch": epoch})
             warn(f"checkpoint saved to {plan.save}: weights from inside epoch {epoch}; "
                  f"--resume {plan.save} redoes epoch {epoch}")
@@ -327,9 +383,9 @@ def _stop_message(reason: str, plan: FitPlan, history, best_epoch: int, monitor:
             f"(best {best:.4f} in epoch {best_epoch}){kept}")
 
 
-def _check_finite(value: float, epoch: int, plan: FitPlan) -> None:
+def _check_finite(value: float, epoch: int, last_checkpoint: Path | None) -> None:
     if not math.isfinite(value):
-        kept = f"the last good checkpoint is {plan.written}" if plan.written else "no checkpoint was written"
+        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value} in epoch {epoch}; training stopped ({kept}). "
                                "Try a lower --lr")
 
@@ -344,12 +400,13 @@ def _log_epoch(writer, metrics: dict[str, float | None], epoch: int) -> None:
             writer.add_scalar(f"{split}/{metric}" if metric else name, value, epoch)
 
 
-def _payload(model, optimizer, plan: FitPlan, epoch: int, history) -> dict[str, Any]:
+def _payload(model, optimizer, plan: FitPlan, epoch: int, history, scaler) -> dict[str, Any]:
     return {
         "command": plan.command,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": plan.scheduler.state_dict() if plan.scheduler is not None else None,
+        "scaler": scaler_state(scaler),
         "epoch": epoch,
         "metrics": history[-1] if history else {},
         "history": history,
@@ -358,17 +415,15 @@ def _payload(model, optimizer, plan: FitPlan, epoch: int, history) -> dict[str, 
     }
 
 
-def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: bool) -> None:
+def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: bool, scaler) -> None:
     if plan.save is None:
         return
     if distributed.is_main():
-        payload = _payload(model, optimizer, plan, epoch, history)
-        save_checkpoint(plan.save, payload)
-        if best:
-            save_checkpoint(best_path(plan.save), payload)
-        if plan.save_every and epoch % plan.save_every == 0:
-            save_checkpoint(plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}"),
-                            payload)
+        every = plan.save_every and epoch % plan.save_every == 0
+        destinations = [plan.save, *([best_path(plan.save)] if best else []),
+                        *([plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}")]
+                          if every else [])]
+        save_epoch_files(_payload(model, optimizer, plan, epoch, history, scaler), destinations)
     plan.written = plan.save
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()
