@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from torchtools.core import output
-from torchtools.core.engine import FitPlan, Objective, evaluate, train_one_epoch
+from torchtools.core.engine import Objective, evaluate, train_one_epoch
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.names import Vocabulary, read_names
 from torchtools.models.names import NameClassifier
@@ -121,7 +121,7 @@ class TorchtoolsLoop:
         self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS,
                                     fast_cpu_gru=not packed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.plan = FitPlan("names-rnn", 1, torch.device("cpu"))
+        self.device = torch.device("cpu")
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -131,11 +131,11 @@ class TorchtoolsLoop:
 
     def train_epoch(self) -> float:
         self.epoch += 1
-        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.plan,
+        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, device=self.device,
                                epoch=self.epoch)["train_loss"]
 
     def test_accuracy(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan.device).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.device).accuracy
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
-from torchtools.core.engine import FitPlan, Objective, evaluate, make_optimizer, train_one_epoch  # noqa: E402
+from torchtools.core.engine import Objective, evaluate, make_optimizer, make_scaler, train_one_epoch  # noqa: E402
 from torchtools.core.run import seed_everything  # noqa: E402
 from torchtools.recipes import TASKS, scheduler, values  # noqa: E402
 
@@ -173,8 +173,8 @@ class FastRun:
                                         recipe.weight_decay)
         schedule, per_step = scheduler(recipe, self.optimizer, len(self.train_batches))
         self.amp = autocast_dtype(device) if recipe.amp else None
-        self.plan = FitPlan("benchmark", recipe.epochs, device, scheduler=schedule, step_scheduler=per_step,
-                            amp_dtype=self.amp)
+        self.device, self.batch_scheduler = device, schedule if per_step else None
+        self.scaler = make_scaler(device, self.amp)
         self.objective = Objective.classification(recipe.label_smoothing)
         self.trained = torch.compile(self.model) if compiled else self.model
         self.epoch = 0
@@ -182,10 +182,11 @@ class FastRun:
     def train_epoch(self) -> None:
         self.epoch += 1
         self.train_batches.set_epoch(self.epoch - 1)
-        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, self.plan, epoch=self.epoch)
+        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, device=self.device,
+                        epoch=self.epoch, amp_dtype=self.amp, scaler=self.scaler, batch_scheduler=self.batch_scheduler)
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.plan.device, self.amp).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.device).accuracy
 
 
 def train_to(loop, target: float, max_epochs: int, label: str, *, verbose: bool = True) -> Trial:

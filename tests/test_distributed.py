@@ -290,7 +290,8 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
     assert run.summary["predictions"][0]["top"][0][0] == "Russian"
 
     data = write_cifar10_batches(tmp_path / "cifar", train=100, test=41)
-    run = torchrun("-m", "torchtools", "cifar", "--device", "cpu", "--data", data, "--model", "resnet", "--epochs", "2",
+    run = torchrun("-m", "torchtools", "cifar", "--device", "cpu", "--data", data, "--model", "resnet",
+                   "--epochs", "2",
                    "--batch-size", "16", "--no-tensorboard", "--no-download", "--save", tmp_path / "c.pt",
                    "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
@@ -302,7 +303,8 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
         for label, name in enumerate(("ants", "bees")):
             for index in range(count):
                 write_image(tmp_path / "photos" / split / name / f"{index}.png", label, rng)
-    run = torchrun("-m", "torchtools", "transfer", "--device", "cpu", "--weights", "none", "--arch", "resnet18", "--data",
+    run = torchrun("-m", "torchtools", "transfer", "--device", "cpu", "--weights", "none", "--arch", "resnet18",
+                   "--data",
                    tmp_path / "photos", "--epochs", "2", "--image-size", "32", "--batch-size", "4",
                    "--no-tensorboard", "--save", tmp_path / "t.pt", "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from torchtools import recipes
-from torchtools.core.engine import FitPlan, Objective, make_optimizer, train_one_epoch
+from torchtools.core.engine import Objective, make_optimizer, train_one_epoch
 from torchtools.data.loaders import TensorBatches
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
@@ -19,10 +19,10 @@ def _train_step(model, inputs, targets, given, amp_dtype=None):
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
     batches = TensorBatches(inputs, targets, batch_size=len(targets))
     schedule, per_step = recipes.scheduler(recipe, optimizer, len(batches))
-    plan = FitPlan("test", 1, torch.device("cpu"), scheduler=schedule, step_scheduler=per_step, amp_dtype=amp_dtype)
     before = [parameter.detach().clone() for parameter in model.parameters()]
-    metrics = train_one_epoch(model, Objective.classification(recipe.label_smoothing), optimizer, batches, plan,
-                              epoch=1)
+    metrics = train_one_epoch(model, Objective.classification(recipe.label_smoothing), optimizer, batches,
+                              device=torch.device("cpu"), epoch=1, amp_dtype=amp_dtype,
+                              batch_scheduler=schedule if per_step else None)
     assert torch.isfinite(torch.tensor(metrics["train_loss"]))
     assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
 

@@ -1,7 +1,7 @@
 """Multi-process training under torchrun: join the job, wrap the model in DDP, add up metrics across processes.
 
 torchrun starts one process per device and tells each its place through the environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; read by `launch_environment`). `Run.start` calls `start`; after that the
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: `launch_environment`). `Run.start` calls `start`; after that the
 engine wraps the model, TensorBatches take their share of the data, metrics are summed over all
 processes, and only process 0 prints, logs and saves. Outside torchrun (or with one process) every
 function here is a no-op, so single-process runs take exactly the path they always did.

@@ -289,7 +289,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             started = time.perf_counter()
             metrics = train_one_epoch(
                 trained, objective, optimizer, train_batches, device=plan.device, epoch=epoch,
-                amp_dtype=plan.amp_dtype, scaler=scaler, batch_scheduler=plan.scheduler if plan.step_scheduler else None,
+                amp_dtype=plan.amp_dtype, scaler=scaler,
+                batch_scheduler=plan.scheduler if plan.step_scheduler else None,
                 writer=plan.writer, log_every=plan.log_every, progress=progress, last_checkpoint=plan.written)
             distributed.share_buffers(model)
             if plan.device.type == "cuda":

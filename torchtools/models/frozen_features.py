@@ -82,4 +82,3 @@ class OnFeatures(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.head(features)
-
