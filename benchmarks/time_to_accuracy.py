@@ -64,19 +64,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
-from torchtools.core.engine import Objective, evaluate, make_optimizer, make_scaler, train_one_epoch  # noqa: E402
+from torchtools.core.engine import (Objective, evaluate, make_optimizer, make_scaler, make_scheduler,  # noqa: E402
+                                    train_one_epoch)
 from torchtools.core.run import seed_everything  # noqa: E402
-from torchtools.recipes import TASKS, scheduler, values  # noqa: E402
+from torchtools.recipes import RECIPES, UNSAID  # noqa: E402
 
 
 def recipe_of(task: str, name: str) -> SimpleNamespace:
     """A recipe's values as the commands resolve them; `amp` as the command's --amp default leaves it (on for
     the vision commands, which have the option; names-rnn has none)."""
-    given = values(task, name)
+    given = {**UNSAID, **RECIPES[name][task]}
     return SimpleNamespace(**{**given, "model": given.get("model", given.get("cell")),
                               "amp": task != "names" and name == "fast"})
 
 
+TASKS = tuple(RECIPES["fast"])  # mnist, cifar, names
 COURSE = {task: recipe_of(task, "course") for task in TASKS}
 FAST = {task: recipe_of(task, "fast") for task in TASKS}
 REPO = Path(__file__).resolve().parents[1]
@@ -169,9 +171,8 @@ class FastRun:
             classifier.prepare_model(self.model, device)
             self.train_batches, self.test_batches = classifier.batches(images, fmt, device,
                                                                        batch_size=recipe.batch_size, seed=seed)
-        self.optimizer = make_optimizer(recipe.optimizer, self.model.parameters(), recipe.lr, recipe.momentum,
-                                        recipe.weight_decay)
-        schedule, per_step = scheduler(recipe, self.optimizer, len(self.train_batches))
+        self.optimizer = make_optimizer(recipe, self.model.parameters())
+        schedule, per_step = make_scheduler(recipe, self.optimizer, len(self.train_batches))
         self.amp = autocast_dtype(device) if recipe.amp else None
         self.device, self.batch_scheduler = device, schedule if per_step else None
         self.scaler = make_scaler(device, self.amp)

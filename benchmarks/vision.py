@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from PIL import Image
@@ -100,7 +101,7 @@ class FastPath:
         self.model = classifier.prepare_model(model, device)
         self.train_batches, self.test_batches = classifier.batches(images.to(device), fmt, device, batch_size=64,
                                                                    seed=seed)
-        self.optimizer = make_optimizer("sgd", model.parameters(), lr, momentum)
+        self.optimizer = make_optimizer(SimpleNamespace(optimizer="sgd", lr=lr, momentum=momentum), model.parameters())
         self.objective = Objective.classification()
         self.epoch = 0
 

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import assert_user_error, run_torchtools
@@ -12,9 +11,6 @@ ALL_COMMANDS = ["fit-linear", "fit-logistic", "diabetes", "mnist", "cifar", "tra
 
 
 def test_no_arguments_shows_help_listing_every_command(cli):
-    from torchtools.cli import COMMANDS
-
-    assert [name for name, _ in COMMANDS] == ALL_COMMANDS
     run = cli()
     output = run.stdout + run.stderr
     assert "Usage" in output
@@ -46,25 +42,22 @@ def test_version(cli):
     assert run.stdout.strip() == f"torchtools {__version__}"
 
 
-def test_help_does_not_import_torch_and_is_fast():
+def test_help_does_not_import_torch():
     code = (
-        "import sys, time; t = time.perf_counter()\n"
+        "import sys\n"
         "from torchtools.cli import app\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output\n"
-        "print('torch' in sys.modules, time.perf_counter() - t)"
+        "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False", "torchtools --help imported torch"
-    assert float(out[1]) < 1.0
 
 
 def test_python_dash_m_runs_a_command(tmp_path):
-    started = time.perf_counter()
     run = run_torchtools("--help", cwd=tmp_path)
     assert run.exit_code == 0
     assert "fit-linear" in run.stdout
-    assert time.perf_counter() - started < 5
 
 
 def test_unknown_device_is_one_line_exit_2(cli):

@@ -134,17 +134,28 @@ def test_resumed_two_process_run_matches_one_process_with_the_same_global_batch(
 
 CORE_SCRIPT = """
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchtools.core import distributed
-from torchtools.data.loaders import TensorBatches
-from torchtools.core.engine import FitPlan, Objective, fit, make_optimizer
+from torchtools.core.engine import Objective, fit, make_optimizer
+from torchtools.core.options import TrainingSettings
 from torchtools.core.run import Run
+from torchtools.data.loaders import TensorBatches
 
-run = Run.start("check", device="cpu", quiet=True)
+
+@dataclass(frozen=True, kw_only=True)
+class CheckConfig(TrainingSettings):
+    epochs: int = 3
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+
+
+run = Run.start("check", CheckConfig, {"device": "cpu", "quiet": True, "no_tensorboard": True}, frozenset())
 generator = torch.Generator().manual_seed(0)
 inputs = torch.randn(201, 8, generator=generator)  # odd: one sample sits each epoch out
 targets = (inputs[:, 0] + inputs[:, 1] > 0).long()
@@ -159,9 +170,7 @@ for way, (train, held_out) in ways.items():
     torch.manual_seed(100 + distributed.rank())  # each process starts from other weights
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
     torch.save(model.state_dict(), f"{way}-start{distributed.rank()}.pt")
-    plan = FitPlan("check", 3, run.device)
-    fit(model, Objective.classification(), make_optimizer("sgd", model.parameters(), 0.1, 0.9), train, held_out,
-        plan)
+    fit(model, Objective.classification(), make_optimizer(run.config, model.parameters()), train, held_out, run)
     torch.save(model.state_dict(), f"{way}-end{distributed.rank()}.pt")
 """
 

@@ -126,8 +126,8 @@ def test_one_class_or_empty_splits_are_refused(cli, tmp_path):
             target = one / path.relative_to(tmp_path / "three")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
-    assert_user_error(cli("cifar", "--data", one, *FAST), "one class", "red")
-    assert_user_error(cli("transfer", "--weights", "none", "--data", one, *FAST), "one class")
+    assert_user_error(cli("cifar", "--data", one, *FAST), "1 class(es) (red)")
+    assert_user_error(cli("transfer", "--weights", "none", "--data", one, *FAST), "1 class(es)")
     assert_user_error(cli("transfer", "--weights", "none", "--data", tmp_path / "three", "--classes", "1", *FAST),
                       "--classes is 1")
 

@@ -10,13 +10,55 @@ from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from torchtools import __version__
 from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, inspect_weights, mnist,
                                  names_rnn, to_gpu_bench, transfer)
 from torchtools.core.errors import UserError
 
+
+def _usage_error(error: Exception) -> None:
+    """Typer's usage errors (a value of the wrong type, an unknown choice or option, a missing value) end
+    like every other mistake: one `error:` line naming what to read next, exit 2."""
+    context = getattr(error, "ctx", None)
+    if getattr(error, "exit_code", None) != 2 or not hasattr(error, "format_message") \
+            or type(error).__name__ == "NoArgsIsHelpError":
+        raise error
+    from rich.markup import escape
+
+    from torchtools.core.output import console
+
+    path = context.command_path if context is not None else "torchtools"
+    message = error.format_message().replace("Value error, ", "")
+    console.print(f"[red]error:[/red] {escape(message)} (see {escape(path)} --help)", soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+class _OneLineErrors:
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as error:  # the usage error classes are Typer's private copies of click's
+            _usage_error(error)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as error:
+            _usage_error(error)
+
+
+class _Command(_OneLineErrors, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_OneLineErrors, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="torchtools",
     help="The classic PyTorch curriculum as fast, scriptable command-line tools.",
     no_args_is_help=True,
@@ -63,7 +105,7 @@ COMMANDS: list[tuple[str, Callable]] = [
 ]
 
 for _name, _command in COMMANDS:
-    app.command(_name)(_reporting_user_errors(_command))
+    app.command(_name, cls=_Command)(_reporting_user_errors(_command))
 
 
 def _print_version(value: bool) -> None:

@@ -7,11 +7,11 @@ seeds 0, 1, 2 unless said) — see benchmarks/time_to_accuracy.py for the harnes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-TASKS = ("mnist", "cifar", "names")
+from torchtools.core.config import DEPENDS
+from torchtools.core.options import BATCH_SIZE, COMPILE, EPOCHS, LR, MOMENTUM, OPTIMIZER, RECIPE, TrainingSettings
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
@@ -113,28 +113,70 @@ UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, l
 NETWORK = ("model", "cell", "hidden", "layers")
 
 
-def values(task: str, name: str, **typed: Any) -> dict[str, Any]:
-    """The recipe's value for every option it sets, with the options the user typed (not None) put over it."""
-    return {**UNSAID, **RECIPES[name][task], **{key: value for key, value in typed.items() if value is not None}}
+def recipe_values(task: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The config's values: each one left out (DEPENDS) takes the recipe's, the options typed stay."""
+    recipe = {**UNSAID, **RECIPES[given["recipe"]][task]}
+    return {name: recipe[name] if value is DEPENDS and name in recipe else value for name, value in given.items()}
 
 
-def describe(task: str, name: str, config) -> str:
+def default_help(task: str, name: str) -> str:
+    """--help's word on an option a recipe sets: "Default: the recipe's (course: 10, fast: 2)."."""
+    shown = [f"{recipe}: {RECIPES[recipe][task].get(name, UNSAID.get(name))}" for recipe in RECIPES]
+    return f"Default: the recipe's ({', '.join(shown)})."
+
+
+def describe(config) -> str:
     """The line a run prints: the recipe and every value of the config it sets."""
-    keys = {*UNSAID, *RECIPES[name][task]}
-    given = [(key, value) for key, value in config.as_dict().items() if key in keys]
+    keys = {*UNSAID, *RECIPES[config.recipe][config.recipe_task(config.saved())]}
+    given = [(key, value) for key, value in config.saved().items() if key in keys]
     given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
-    return f"recipe {name}: " + ", ".join(f"{key} {value}" for key, value in given)
+    return f"recipe {config.recipe}: " + ", ".join(f"{key} {value}" for key, value in given)
 
 
-def scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """(scheduler, stepped every batch?) for the config's schedule: None for a constant rate, or where a run of
-    one step leaves no room for a cycle."""
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "constant" or total < 2:
-        return None, False
-    # OneCycleLR divides by each phase's length, warmup * total - 1 and the rest: both must stay above 0.
-    warmup = min(max(config.warmup, 1.5 / total), 1 - 0.5 / total)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
-        # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
-        cycle_momentum=False), True
+@dataclass(frozen=True, kw_only=True)
+class RecipeSettings(TrainingSettings):
+    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn.
+    An option given on the command line wins over the recipe's value; the rest have no option."""
+
+    recipe: str = RECIPE("course")
+    compile: bool = COMPILE(False)
+    epochs: int = EPOCHS(DEPENDS)
+    batch_size: int = BATCH_SIZE(DEPENDS)
+    lr: float = LR(DEPENDS)
+    optimizer: str = OPTIMIZER(DEPENDS)
+    momentum: float = MOMENTUM(DEPENDS)
+    weight_decay: float = DEPENDS
+    schedule: str = DEPENDS  # constant | one-cycle (stepped every batch)
+    warmup: float = DEPENDS  # one-cycle: share of the steps rising to lr
+    label_smoothing: float = DEPENDS
+    augment: str = DEPENDS  # none | shift-flip
+
+    # The recipe table a command's values come from (torchtools.recipes); its model fields say which network.
+    TASK = ""
+
+    @classmethod
+    def recipe_task(cls, values: dict) -> str:
+        return cls.TASK
+
+    @classmethod
+    def fill(cls, values: dict) -> dict:
+        return recipe_values(cls.recipe_task(values), values)
+
+    @classmethod
+    def depends_help(cls, name: str) -> str:
+        return default_help(cls.TASK, name)
+
+    def resumable(self) -> frozenset[str]:
+        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
+        return frozenset() if self.schedule == "one-cycle" else super().resumable()
+
+
+def markdown_table() -> str:
+    """The README's recipe table, generated from the values above (a test keeps the README's copy equal)."""
+    tasks = {"mnist": "mnist", "cifar": "cifar", "cifar-resnet": "cifar --model resnet", "names": "names-rnn"}
+    rows = ["| command | course | fast |", "|---|---|---|"]
+    for task, command in tasks.items():
+        cells = [", ".join(f"{key} {value}" for key, value in RECIPES[name][task].items()) if task in RECIPES[name]
+                 else "as cifar" for name in RECIPES]
+        rows.append(f"| `{command}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -3,65 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import RecipeConfig
+from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.options import DATA, DOWNLOAD, LOADER, ImageClassifierSettings
+from torchtools.recipes import RecipeSettings
 
-
-class Model(str, Enum):
-    quick = "quick"
-    resnet = "resnet"
-    fast = "fast"
-
-
-class Dataset(str, Enum):
-    cifar10 = "cifar10"
-    cifar100 = "cifar100"
-
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 IMAGE_SIZE = 32
-IMAGE_FOLDERS = "images"  # the config's dataset name for a train/ + test/ folder layout
+IMAGE_FOLDERS = "images"  # the summary's dataset name for a train/ + test/ folder layout
 
 
-@dataclass(frozen=True)
-class CifarConfig(RecipeConfig):
-    model: str
-    dataset: str
+@dataclass(frozen=True, kw_only=True)
+class CifarConfig(RecipeSettings, ImageClassifierSettings):
+    TASK = "cifar"
+
+    model: str = Setting(
+        "--model", choices=("quick", "resnet", "fast"),
+        help="quick: the notes' conv-pool x3 + linear model; resnet: ResNet-9 (with --recipe course, a recipe of its "
+             "own: README, \"Recipes\"); fast: an airbench-style conv-BN net.")(DEPENDS)
+    dataset: str = Setting(
+        "--dataset", choices=("cifar10", "cifar100"),
+        help="CIFAR batches under --data (ignored when --data holds train/ and test/ image folders).")("cifar10")
+    data: Path | None = Setting(
+        DATA.flag, saved=False, show_default=False,
+        help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
+             "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.")()
+    download: bool = DOWNLOAD(True)
+    loader: str = LOADER("auto")
+
+    @classmethod
+    def recipe_task(cls, values: dict) -> str:
+        """The course recipe of ResNet-9 is its own; every other model takes the recipe's values."""
+        return "cifar-resnet" if values["recipe"] == "course" and values.get("model") == "resnet" else "cifar"
 
 
-@command("cifar", options.TRAINING_RUN + ("amp", "compile", "save_every"))
-def cifar(
-    recipe: options.Recipe = options.RecipeName.course,
-    model: Annotated[Optional[Model], typer.Option(
-        help="quick: the notes' conv-pool x3 + linear model; resnet: ResNet-9 (with --recipe course: shifts + "
-             "flips, label smoothing 0.2, one-cycle to lr 0.4, batch 512); fast: an airbench-style conv-BN net. "
-             "Default: quick.", show_default=False)] = None,
-    dataset: Annotated[Dataset, typer.Option(
-        help="CIFAR batches under --data (ignored when --data holds train/ and test/ image folders).")
-    ] = Dataset.cifar10,
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
-                       "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.",
-        show_default=False)] = None,
-    download: options.Download = True,
-    predict: options.PredictImages = None,
-    output: options.PredictOutput = None,
-    top_k: options.TopK = 3,
-    loader: options.Loader = options.LoaderName.auto,
-    epochs: options.RecipeEpochs = None,
-    batch_size: options.RecipeBatchSize = None,
-    lr: options.RecipeLearningRate = None,
-    optimizer: options.RecipeOptimizer = None,
-    momentum: options.RecipeMomentum = None,
-    *,
-    run,
-) -> None:
+@command("cifar", CifarConfig)
+def cifar(run: Run[CifarConfig]) -> None:
     """Classify 32x32 colour images: CIFAR-10/100 or your own train/ and test/ image folders.
 
     Images are read once into a uint8 tensor on the device (image folders are decoded with OpenCV,
@@ -70,7 +52,6 @@ def cifar(
     """
     from torchtools import recipes
     from torchtools.commands import image_classifier as classifier
-    from torchtools.core.engine import make_optimizer
     from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.folders import read_folders
@@ -78,21 +59,16 @@ def cifar(
     from torchtools.data.vision import load_cifar
     from torchtools.models.cifar import build
 
-    layout, root = roots.cifar_source(data, dataset.value)
+    config = run.config
+    layout, root = roots.cifar_source(config.data, config.dataset)
     folders = layout == "images"
-    # The course recipe of ResNet-9 is its own (cifar-resnet); every other model takes the recipe's values.
-    task = "cifar-resnet" if recipe is options.RecipeName.course and model is Model.resnet else "cifar"
-    config = run.config(CifarConfig(recipe=recipe.value, dataset=IMAGE_FOLDERS if folders else dataset.value,
-                                    **recipes.values(task, recipe.value, model=model and model.value, epochs=epochs,
-                                                     batch_size=batch_size, lr=lr, momentum=momentum,
-                                                     optimizer=optimizer and optimizer.value)))
-    say(recipes.describe(task, config.recipe, config))
-    pictures = classifier.pictures(predict, output)
+    say(recipes.describe(config))
+    pictures = classifier.pictures(run)
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None
-    if run.trains or not pictures:
-        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=loader.value, size=IMAGE_SIZE) if folders
-                  else load_cifar(config.dataset, root, download=download))
+    if classifier.needs_data(run, pictures):
+        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE) if folders
+                  else load_cifar(config.dataset, root, download=config.download))
         classifier.describe(images, "test")
         if run.trains:
             mean, std = channel_stats(classifier.training_sample(images, fmt))
@@ -100,12 +76,5 @@ def cifar(
     fmt = classifier.saved_format(run, fmt)
     classes = images.classes if images is not None else classifier.saved_classes(run)
     network = build(config.model, len(classes))
-    outcome = classifier.fit_or_evaluate(
-        run, config, network, images, fmt, label_smoothing=config.label_smoothing,
-        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum,
-                                                    config.weight_decay),
-        schedule=lambda optimizer, steps: recipes.scheduler(config, optimizer, steps))
-    predicted = classifier.predict(network, pictures, classes, fmt, run.device, output=output, top_k=top_k)
-    run.finish(outcome.result, metrics=outcome.metrics, model=config.model, dataset=config.dataset, classes=classes,
-               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               **predicted)
+    classifier.train_evaluate_predict(run, network, images, fmt, pictures, model=config.model,
+                                      dataset=IMAGE_FOLDERS if folders else config.dataset)

@@ -2,83 +2,71 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
+from torchtools.core.config import Setting
+from torchtools.core.options import LR, OUTPUT, SeededSettings, TensorboardSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 ARITHMETIC = "Output-size formula (arithmetic demo)"
+TEXT_DEMOS = ["arithmetic", "modes", "corr2d", "edge", "learn-kernel", "pool"]
+SIDE_MAX = 2**16  # arithmetic only: sizes past any picture's
 
 
-class Demo(str, Enum):
-    arithmetic = "arithmetic"
-    modes = "modes"
-    corr2d = "corr2d"
-    edge = "edge"
-    learn_kernel = "learn-kernel"
-    pool = "pool"
-    image = "image"
+@dataclass(frozen=True, kw_only=True)
+class ConvDemoConfig(SeededSettings, TensorboardSettings):
+    demo: list[str] | None = Setting("--demo", "-d", choices=(*TEXT_DEMOS, "image"), show_default=False,
+                                     help="Which demo (repeatable). Default: every demo but image, in turn.")()
+    input_size: int = Setting("--input-size", min=1, max=SIDE_MAX, help="Input side n.", panel=ARITHMETIC)(5)
+    kernel: int = Setting("--kernel", min=1, max=SIDE_MAX, help="Kernel side k.", panel=ARITHMETIC)(3)
+    stride: int = Setting("--stride", min=1, max=SIDE_MAX, help="Stride s.", panel=ARITHMETIC)(1)
+    padding: int = Setting("--padding", min=0, max=SIDE_MAX, help="Zero padding p on each side.",
+                           panel=ARITHMETIC)(0)
+    dilation: int = Setting("--dilation", min=1, max=SIDE_MAX, help="Dilation d.", panel=ARITHMETIC)(1)
+    steps: int = Setting("--steps", min=1, max=10**6, help="learn-kernel: gradient steps (the notes run 100).")(100)
+    lr: float = LR(0.03)
+    image: Path | None = Setting("--image", show_default=False,
+                                 help="image demo: a picture to convolve (read as grey). Default: a generated test "
+                                      "pattern.")()
+    max_side: int = Setting(
+        "--max-side", min=8, max=2**15,
+        help="image demo: larger pictures are scaled down to this many pixels on the long side.")(256)
+    channels: int = Setting("--channels", min=1, max=64, help="image demo: channels of the random Conv2d.")(6)
+    out: Path = Setting("--out", panel=OUTPUT, help="image demo: write the PNG grids of feature maps here.")(
+        Path("conv-demo"))
+    no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
+                                   help="Write no TensorBoard logs.")(False)
 
 
-TEXT_DEMOS = [Demo.arithmetic, Demo.modes, Demo.corr2d, Demo.edge, Demo.learn_kernel, Demo.pool]
-
-
-@command("conv-demo", ("seed", "runs_dir", "no_tensorboard", "quiet", "json"))
-def conv_demo(
-    demo: Annotated[Optional[list[Demo]], typer.Option(
-        "--demo", "-d", help="Which demo (repeatable). Default: every demo but image, in turn.",
-        show_default=False)] = None,
-    input_size: Annotated[int, typer.Option(min=1, help="Input side n.", rich_help_panel=ARITHMETIC)] = 5,
-    kernel: Annotated[int, typer.Option(min=1, help="Kernel side k.", rich_help_panel=ARITHMETIC)] = 3,
-    stride: Annotated[int, typer.Option(min=1, help="Stride s.", rich_help_panel=ARITHMETIC)] = 1,
-    padding: Annotated[int, typer.Option(min=0, help="Zero padding p on each side.",
-                                         rich_help_panel=ARITHMETIC)] = 0,
-    dilation: Annotated[int, typer.Option(min=1, help="Dilation d.", rich_help_panel=ARITHMETIC)] = 1,
-    steps: Annotated[int, typer.Option(min=1, help="learn-kernel: gradient steps (the notes run 100).")] = 100,
-    lr: options.LearningRate = 0.03,
-    image: Annotated[Optional[Path], typer.Option(
-        help="image demo: a picture to convolve (read as grey). Default: a generated test pattern.",
-        show_default=False)] = None,
-    max_side: Annotated[int, typer.Option(
-        min=8, help="image demo: larger pictures are scaled down to this many pixels on the long side.")] = 256,
-    channels: Annotated[int, typer.Option(min=1, max=64, help="image demo: channels of the random Conv2d.")] = 6,
-    out: Annotated[Path, typer.Option(help="image demo: write the PNG grids of feature maps here.",
-                                      rich_help_panel=options.OUTPUT)] = Path("conv-demo"),
-    *,
-    run,
-) -> None:
+@command("conv-demo", ConvDemoConfig)
+def conv_demo(run: Run[ConvDemoConfig]) -> None:
     """The convolution lessons: sizes, padding modes, corr2d, an edge detector, a learned kernel, pooling,
     and the feature maps of a picture."""
     from torchtools.lessons import convolution
     from torchtools.core.run import check_writable_folder
 
-    seed = run.seed
-    selected = list(dict.fromkeys(demo)) if demo else TEXT_DEMOS
-    if Demo.image in selected and not run.no_tensorboard:  # only the image demo writes a TensorBoard run
-        check_writable_folder(run.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
-    results = {}
-    for name in selected:
-        if name is Demo.arithmetic:
-            results[name.value] = _show_arithmetic(convolution.arithmetic(input_size, kernel, stride, padding,
-                                                                          dilation))
-        elif name is Demo.modes:
-            results[name.value] = _show_modes(convolution.modes(input_size, sorted({2, 3, 4, 5, kernel})))
-        elif name is Demo.corr2d:
-            results[name.value] = _show_corr2d(convolution.corr2d_check(seed))
-        elif name is Demo.edge:
-            results[name.value] = _show_edge(convolution.edge())
-        elif name is Demo.learn_kernel:
-            results[name.value] = _show_learned(convolution.learn_kernel(steps, lr, seed))
-        elif name is Demo.pool:
-            results[name.value] = _show_pool(convolution.pool())
-        elif name is Demo.image:
-            results[name.value] = _image_demo(image, max_side, channels, seed, out, run.runs_dir,
-                                              run.no_tensorboard)
-    learned = results.get(Demo.learn_kernel.value)
+    config, seed = run.config, run.config.seed
+    selected = list(dict.fromkeys(config.demo)) if config.demo else TEXT_DEMOS
+    if "image" in selected and not config.no_tensorboard:  # only the image demo writes a TensorBoard run
+        check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
+    shows = {
+        "arithmetic": lambda: _show_arithmetic(convolution.arithmetic(
+            config.input_size, config.kernel, config.stride, config.padding, config.dilation)),
+        "modes": lambda: _show_modes(convolution.modes(config.input_size, sorted({2, 3, 4, 5, config.kernel}))),
+        "corr2d": lambda: _show_corr2d(convolution.corr2d_check(seed)),
+        "edge": lambda: _show_edge(convolution.edge()),
+        "learn-kernel": lambda: _show_learned(convolution.learn_kernel(config.steps, config.lr, seed)),
+        "pool": lambda: _show_pool(convolution.pool()),
+        "image": lambda: _image_demo(config.image, config.max_side, config.channels, seed, config.out,
+                                     config.runs_dir, config.no_tensorboard),
+    }
+    results = {name: shows[name]() for name in selected}
+    learned = results.get("learn-kernel")
     run.finish(metrics={"learn_kernel_loss": learned["losses"][-1]["loss"] if learned else None},
                demos=results, kernel=learned["kernel"] if learned else None)
 

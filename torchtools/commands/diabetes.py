@@ -3,53 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import ClassVar, TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import Setting, comma_separated_ints
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
+                                     TrainingSettings)
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 
-class Activation(str, Enum):
-    sigmoid = "sigmoid"
-    relu = "relu"
+@dataclass(frozen=True, kw_only=True)
+class DiabetesConfig(TrainingSettings):
+    """The feature count comes from the table: it is saved beside the config, with the standardisation."""
+
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+
+    data: Path | None = DATA()
+    hidden: list[int] = Setting("--hidden", min=1, max=SIZE_MAX // 4, metavar="WIDTHS", parse=comma_separated_ints,
+                                help="Hidden layer widths, comma-separated (the course: 6,4).")([6, 4])
+    activation: str = Setting("--activation", choices=("sigmoid", "relu"),
+                              help="Activation between layers.")("sigmoid")
+    val_split: float = VAL_SPLIT(0.2)
+    predict: Path | None = Setting(
+        "--predict", saved=False, show_default=False,
+        help="CSV of rows to score (a label column, if present, is ignored); prints P(y=1) per row.")()
+    epochs: int = EPOCHS(100)
+    batch_size: int = BATCH_SIZE(32)
+    lr: float = LR(0.01)
+    optimizer: str = OPTIMIZER("adam")
+    momentum: float = MOMENTUM(0.0)
 
 
-@dataclass(frozen=True)
-class DiabetesConfig(Config):
-    # The feature count comes from the table: it is saved beside the config, with the standardisation.
-    hidden: list[int]
-    activation: str
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
-    val_split: float
-
-
-@command("diabetes", options.TRAINING_RUN)
-def diabetes(
-    data: options.Data = None,
-    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated (the course: 6,4).")] = "6,4",
-    activation: Annotated[Activation, typer.Option(help="Activation between layers.")] = Activation.sigmoid,
-    val_split: Annotated[float, typer.Option(
-        min=0.0, max=0.9, help="Share of each class held out (seeded, stratified) for the report; 0 = none.")] = 0.2,
-    predict: Annotated[Optional[Path], typer.Option(
-        help="CSV of rows to score (a label column, if present, is ignored); prints P(y=1) per row.",
-        show_default=False)] = None,
-    epochs: options.Epochs = 100,
-    batch_size: options.BatchSize = 32,
-    lr: options.LearningRate = 0.01,
-    optimizer: options.Optimizer = options.OptimizerName.adam,
-    momentum: options.Momentum = 0.0,
-    *,
-    run,
-) -> None:
+@command("diabetes", DiabetesConfig)
+def diabetes(run: Run[DiabetesConfig]) -> None:
     """Predict diabetes from 8 measurements: the course's 8-6-4-1 network, with a proper hold-out report.
 
     Defaults (Adam, lr 0.01, standardised features) learn in seconds; the course's own recipe is
@@ -63,20 +52,17 @@ def diabetes(
     from torchtools.data import roots
     from torchtools.models.tabular import mlp
 
-    config = run.config(DiabetesConfig(_parse_widths(hidden), activation.value, epochs, batch_size, lr,
-                                       optimizer.value, momentum, val_split))
-    rows = run.inputs([predict] if predict is not None else None, "--predict")
+    config = run.config
+    rows = run.inputs([config.predict] if config.predict is not None else None, "--predict")
     result, metrics, report = None, {}, None
     if run.trains:
-        table = roots.diabetes_table(data)
+        table = roots.diabetes_table(config.data)
         say(table.note or f"data: {table.path}")
-        train_loader, val_loader, mean, std = _loaders(table.path, config, run.seed)
+        train_loader, val_loader, mean, std = _loaders(table.path, config, config.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")
         model = mlp(len(mean), config.hidden, config.activation).to(run.device)
-        plan = run.plan(config, extra={"features": len(mean), "mean": mean, "std": std}, eval_name="val")
-        result = fit(model, Objective.binary(),
-                     make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum),
-                     train_loader, val_loader, plan)
+        result = fit(model, Objective.binary(), make_optimizer(config, model.parameters()), train_loader, val_loader,
+                     run, eval_name="val", state={"features": len(mean), "mean": mean, "std": std})
         metrics = dict(result.metrics)
         if result.evaluation is not None:
             report = binary_report(torch.sigmoid(result.evaluation.outputs.squeeze(-1)), result.evaluation.targets)
@@ -85,27 +71,13 @@ def diabetes(
         else:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
-        model = mlp(run.loaded["features"], config.hidden, config.activation)
-        model.load_state_dict(run.loaded["model"])
+        model = run.load_model(mlp(run.loaded["features"], config.hidden, config.activation))
         mean, std = run.loaded["mean"], run.loaded["std"]
-        say(f"loaded {run.checkpoint} (trained {run.loaded['epoch']} epochs)")
 
     predictions = _predict(model.cpu(), rows[0], mean, std) if rows else None
     run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,
                predictions=predictions, data=str(table.path) if run.trains else None,
                builtin_data=table.builtin if run.trains else False)
-
-
-def _parse_widths(text: str) -> list[int]:
-    from torchtools.core.errors import UserError
-
-    try:
-        widths = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--hidden {text!r}: expected comma-separated layer widths such as 6,4") from None
-    if any(width < 1 for width in widths):
-        raise UserError(f"--hidden {text!r}: layer widths must be positive")
-    return widths
 
 
 def _loaders(path: Path, config: DiabetesConfig, seed: int):

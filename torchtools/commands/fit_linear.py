@@ -3,66 +3,56 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import ClassVar, TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings
 
-
-class Method(str, Enum):
-    exhaustive = "exhaustive"
-    gd = "gd"
-    sgd = "sgd"
-    autograd = "autograd"
-    nn = "nn"
-
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 # (epochs, lr) by method. The course's: 100 epochs at lr 0.01 for the hand-written loops, 1000 for
 # nn.Linear; the course sums the nn loss over its 3 samples, so the mean-loss lr here is 0.05 to match.
-# The grid search has neither.
-DEFAULTS = {Method.exhaustive: (0, 0.0), Method.gd: (100, 0.01), Method.sgd: (100, 0.01),
-            Method.autograd: (100, 0.01), Method.nn: (1000, 0.05)}
+# The grid search has neither (its one "epoch" is the scan).
+DEFAULTS = {"exhaustive": (1, 0.0), "gd": (100, 0.01), "sgd": (100, 0.01), "autograd": (100, 0.01),
+            "nn": (1000, 0.05)}
 COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]
 
 
-@dataclass(frozen=True)
-class LinearConfig(Config):
-    method: str
-    epochs: int
-    lr: float
-    optimizer: str
-    batch_size: int | None  # None: full batch
+@dataclass(frozen=True, kw_only=True)
+class LinearConfig(TrainingSettings):
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+    method: str = Setting(
+        "--method", choices=tuple(DEFAULTS),
+        help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad tensors; "
+             "nn: nn.Linear + MSELoss + optim.SGD.")("nn")
+    csv: Path | None = Setting(
+        "--csv", aliases=("--data",), saved=False, show_default=False,
+        help="Fit your data: CSV, header optional, last column y, one or more feature columns. Default: the course's "
+             "x=[1,2,3], y=[2,4,6].")()
+    predict: list[str] | None = Setting(
+        "--predict", saved=False, show_default=False, metavar="X",
+        help="Predict y for X (repeatable; 'a,b' for several features).")()
+    plot: Path | None = PLOT()
+    epochs: int = Setting(EPOCHS.flag, EPOCHS.short, help="Training epochs. Default: 100, or 1000 for nn.",
+                          panel=TRAINING, min=1, max=10**6, resumable=True)(DEPENDS)
+    lr: float = Setting(LR.flag, help="Learning rate. Default: 0.01, or 0.05 for nn.", panel=TRAINING,
+                        min=0.0)(DEPENDS)
+    optimizer: str = Setting(OPTIMIZER.flag, help="Optimizer of --method nn.", panel=TRAINING,
+                             choices=OPTIMIZER.choices)("sgd")
+    batch_size: int | None = FULL_BATCH_SIZE()
+
+    @classmethod
+    def fill(cls, values: dict) -> dict:
+        epochs, lr = DEFAULTS.get(values["method"], (0, 0.0))
+        return {**values, "epochs": epochs if values["epochs"] is DEPENDS else values["epochs"],
+                "lr": lr if values["lr"] is DEPENDS else values["lr"]}
 
 
-@command("fit-linear", options.TRAINING_RUN)
-def fit_linear(
-    method: Annotated[Method, typer.Option(
-        help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad "
-             "tensors; nn: nn.Linear + MSELoss + optim.SGD.")] = Method.nn,
-    csv: Annotated[Optional[Path], typer.Option(
-        "--csv", "--data",
-        help="Fit your data: CSV, header optional, last column y, one or more feature columns. "
-             "Default: the course's x=[1,2,3], y=[2,4,6].", show_default=False)] = None,
-    predict: Annotated[Optional[list[str]], typer.Option(
-        help="Predict y for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
-    plot: options.Plot = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", "-e", min=1, help="Training epochs. Default: 100, or 1000 for nn.", show_default=False,
-        rich_help_panel=options.TRAINING)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        min=0.0, help="Learning rate. Default: 0.01, or 0.05 for nn.", show_default=False,
-        rich_help_panel=options.TRAINING)] = None,
-    optimizer: Annotated[options.OptimizerName, typer.Option(
-        help="Optimizer of --method nn.", rich_help_panel=options.TRAINING)] = options.OptimizerName.sgd,
-    batch_size: options.FullBatchSize = None,
-    *,
-    run,
-) -> None:
+@command("fit-linear", LinearConfig)
+def fit_linear(run: Run[LinearConfig]) -> None:
     """Fit y = w*x + b: the linear-model lessons, on the course's toy data or your CSV."""
     from torchtools.lessons import linear
     from torchtools.core import plots
@@ -70,42 +60,39 @@ def fit_linear(
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
 
-    default_epochs, default_lr = DEFAULTS[method]
-    config = run.config(LinearConfig(method.value, epochs or default_epochs, lr if lr is not None else default_lr,
-                                     optimizer.value, batch_size))
-    method = Method(config.method)
-    if run.target_accuracy is not None:
+    config = run.config
+    method, plot = config.method, config.plot
+    if config.target_accuracy is not None:
         raise UserError("--target-accuracy needs a classifier; fit-linear fits a regression (no accuracy): "
                         "use --patience")
-    if method is not Method.nn and (config.batch_size or run.resume or run.patience
-                                    or config.optimizer != options.OptimizerName.sgd.value):
+    if method != "nn" and (config.batch_size or config.resume or config.patience or config.optimizer != "sgd"):
         raise UserError("--batch-size, --resume, --patience and --optimizer apply to --method nn; "
                         "the lessons' loops fix their own")
     if plot is not None and not run.trains:
         raise UserError("--plot draws the training (or the grid search); a --checkpoint run trains nothing")
     run.check_output(plot, "--plot", suffixes=(".png",))
-    points = linear.load_points(csv, COURSE_X, COURSE_Y)
-    inputs, keys = linear.parse_inputs(predict or [], points.features)
+    points = linear.load_points(config.csv, COURSE_X, COURSE_Y)
+    inputs, keys = linear.parse_inputs(config.predict or [], points.features)
 
     lessons = {
-        Method.exhaustive: lambda points, plan: _exhaustive(points, plan, plot),
-        Method.gd: lambda points, plan: _gradient_descent(points, plan, config.lr, per_sample=False),
-        Method.sgd: lambda points, plan: _gradient_descent(points, plan, config.lr, per_sample=True),
-        Method.autograd: lambda points, plan: _autograd(points, plan, config.lr),
+        "exhaustive": lambda points, run: _exhaustive(points, plot),
+        "gd": lambda points, run: _gradient_descent(points, run, config.lr, per_sample=False),
+        "sgd": lambda points, run: _gradient_descent(points, run, config.lr, per_sample=True),
+        "autograd": lambda points, run: _autograd(points, run, config.lr),
     }
-    layer, result = linear.fit_or_load(run, config, points, Objective.regression(), lesson=lessons.get(method))
-    if plot is not None and method is not Method.exhaustive:
+    layer, result = linear.fit_or_load(run, points, Objective.regression(), lesson=lessons.get(method))
+    if plot is not None and method != "exhaustive":
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
-                        xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method.value})")
+                        xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method})")
 
     w, b = linear.weights(layer)
     loss = result.metrics["train_loss"] if result is not None else _mse(layer, points)
     say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}")
     predictions = _predictions(layer, inputs, keys)
-    run.finish(result, metrics={"loss": loss}, method=method.value, w=w, b=b, loss=loss, predictions=predictions)
+    run.finish(result, metrics={"loss": loss}, method=method, w=w, b=b, loss=loss, predictions=predictions)
 
 
-def _exhaustive(points, plan, plot: Path | None):
+def _exhaustive(points, plot: Path | None):
     """The first lesson: try every w on a grid and keep the one with the smallest MSE (y = w*x)."""
     import torch
 
@@ -125,7 +112,7 @@ def _exhaustive(points, plan, plot: Path | None):
     return _as_layer(w.reshape(1), torch.zeros(())), _lesson_result([], mse.min().item(), 0.0)
 
 
-def _gradient_descent(points, plan, lr, *, per_sample: bool):
+def _gradient_descent(points, run, lr, *, per_sample: bool):
     """Hand-written gradients of the MSE: d/dw = 2x(xw + b - y), d/db = 2(xw + b - y).
 
     gd averages them over all samples for one update an epoch; sgd updates after every sample.
@@ -146,11 +133,11 @@ def _gradient_descent(points, plan, lr, *, per_sample: bool):
             b = b - lr * 2 * error.mean()
         return sum(losses) / len(losses)
 
-    result = _run_lesson(epoch_step, plan, len(y))
+    result = _run_lesson(epoch_step, run, len(y))
     return _as_layer(w, b), result
 
 
-def _autograd(points, plan, lr):
+def _autograd(points, run, lr):
     """The autograd lesson: w and b are tensors with requires_grad; backward() computes the gradients."""
     import torch
 
@@ -170,11 +157,11 @@ def _autograd(points, plan, lr):
             losses.append(loss.item())
         return sum(losses) / len(losses)
 
-    result = _run_lesson(epoch_step, plan, len(points.y))
+    result = _run_lesson(epoch_step, run, len(points.y))
     return _as_layer(w.detach(), b.detach()), result
 
 
-def _run_lesson(epoch_step, plan, samples: int):
+def _run_lesson(epoch_step, run, samples: int):
     """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check.
     Its checkpoint is written after the last epoch (see lessons.linear.fit_or_load), so a diverged loop
     leaves none behind."""
@@ -184,10 +171,10 @@ def _run_lesson(epoch_step, plan, samples: int):
     from torchtools.core.errors import TrainingDiverged
     from torchtools.core.output import EpochProgress
 
-    progress = EpochProgress(plan.epochs)
-    history, seconds = [], 0.0
+    progress = EpochProgress(run.config.epochs)
+    history, seconds, writer = [], 0.0, run.writer
     try:
-        for epoch in range(1, plan.epochs + 1):
+        for epoch in range(1, run.config.epochs + 1):
             progress.start_epoch(epoch, 1)
             started = time.perf_counter()
             loss = epoch_step()
@@ -197,13 +184,13 @@ def _run_lesson(epoch_step, plan, samples: int):
                                        "written). Try a lower --lr")
             progress.update(1, samples, {"loss": loss})
             progress.end_epoch({"train_loss": loss})
-            if plan.writer is not None:
-                plan.writer.add_scalar("train/loss", loss, epoch)
+            if writer is not None:
+                writer.add_scalar("train/loss", loss, epoch)
             history.append({"train_loss": loss})
     finally:
         progress.close()
-        if plan.writer is not None:
-            plan.writer.flush()
+        if writer is not None:
+            writer.flush()
     return _lesson_result(history, history[-1]["train_loss"], seconds)
 
 

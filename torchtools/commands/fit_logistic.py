@@ -4,43 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import ClassVar, TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import Setting
+from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, OUTPUT, TrainingSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 
 
-@dataclass(frozen=True)
-class LogisticConfig(Config):
-    epochs: int
-    lr: float
-    optimizer: str
-    batch_size: int | None  # None: full batch
-
-
-@command("fit-logistic", options.TRAINING_RUN)
-def fit_logistic(
-    csv: Annotated[Optional[Path], typer.Option(
-        "--csv", "--data",
+@dataclass(frozen=True, kw_only=True)
+class LogisticConfig(TrainingSettings):
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+    csv: Path | None = Setting(
+        "--csv", aliases=("--data",), saved=False, show_default=False,
         help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
-             "Default: the course's hours x=[1,2,3], passed y=[0,0,1].", show_default=False)] = None,
-    predict: Annotated[Optional[list[str]], typer.Option(
-        help="Probability of class 1 for X (repeatable; 'a,b' for several features).", show_default=False)] = None,
-    plot: Annotated[Optional[Path], typer.Option(
-        help="PNG of the probability curve over 0..10 with the 0.5 line (one feature), else the loss curve.",
-        rich_help_panel=options.OUTPUT)] = None,
-    epochs: options.Epochs = 1000,
-    lr: options.LearningRate = 0.1,
-    optimizer: options.Optimizer = options.OptimizerName.sgd,
-    batch_size: options.FullBatchSize = None,
-    *,
-    run,
-) -> None:
+             "Default: the course's hours x=[1,2,3], passed y=[0,0,1].")()
+    predict: list[str] | None = Setting(
+        "--predict", saved=False, show_default=False, metavar="X",
+        help="Probability of class 1 for X (repeatable; 'a,b' for several features).")()
+    plot: Path | None = Setting(
+        "--plot", panel=OUTPUT, saved=False, show_default=False,
+        help="PNG of the probability curve over 0..10 with the 0.5 line (one feature), else the loss curve.")()
+    epochs: int = EPOCHS(1000)
+    lr: float = LR(0.1)
+    optimizer: str = OPTIMIZER("sgd")
+    batch_size: int | None = FULL_BATCH_SIZE()
+
+
+@command("fit-logistic", LogisticConfig)
+def fit_logistic(run: Run[LogisticConfig]) -> None:
     """Fit P(y=1) = sigmoid(w*x + b) with BCE: the course's pass/fail-by-hours lesson, or your CSV."""
     import torch
 
@@ -50,13 +46,13 @@ def fit_logistic(
     from torchtools.data.tables import check_binary_labels
     from torchtools.core.output import say
 
-    config = run.config(LogisticConfig(epochs, lr, optimizer.value, batch_size))
-    run.check_output(plot, "--plot", suffixes=(".png",))
-    points = linear.load_points(csv, COURSE_X, COURSE_Y)
-    check_binary_labels(points.y.numpy(), csv or "the course's data")
-    inputs, keys = linear.parse_inputs(predict or [], points.features)
+    config = run.config
+    plot = run.check_output(config.plot, "--plot", suffixes=(".png",))
+    points = linear.load_points(config.csv, COURSE_X, COURSE_Y)
+    check_binary_labels(points.y.numpy(), config.csv or "the course's data")
+    inputs, keys = linear.parse_inputs(config.predict or [], points.features)
 
-    layer, result = linear.fit_or_load(run, config, points, Objective.binary())
+    layer, result = linear.fit_or_load(run, points, Objective.binary())
     layer = layer.cpu()
     with torch.no_grad():
         probabilities = torch.sigmoid(layer(points.x)).squeeze(-1)

@@ -1,15 +1,16 @@
 """The one image-classifier flow of mnist, cifar and transfer: train or load, evaluate, report per class, predict.
 
-A command brings its data (an ImageSet), its model, its ImageFormat (how a picture becomes an input)
-and its optimizer; everything after that is the same for the three: batches sliced from uint8 tensors
-on the device, the engine's fit, the per-class report, and batched prediction of the user's pictures.
+A command brings its data (an ImageSet), its model and its ImageFormat (how a picture becomes an input);
+everything after that is the same for the three, in this order: batches sliced from uint8 tensors on the
+device, the optimizer and schedule of the config, resume, the engine's fit, the per-class report, batched
+prediction of the user's pictures, and the summary.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core import distributed
-from torchtools.core.engine import EvalResult, FitResult, Objective, evaluate, fit
+from torchtools.core.devices import channels_last
+from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
+                                    make_scheduler)
 from torchtools.core.errors import UserError
-from torchtools.core.report import report
 from torchtools.core.output import say, warn
-from torchtools.core.run import Run
-from torchtools.data.image_inputs import expand_image_inputs, image_batches
-from torchtools.data.folders import FolderFiles
-from torchtools.data.loaders import TensorBatches
 from torchtools.core.prediction_output import PredictionWriter, check_output_path
+from torchtools.core.report import report
+from torchtools.core.run import Run
+from torchtools.data.folders import FolderFiles
+from torchtools.data.image_inputs import expand_image_inputs, image_batches
+from torchtools.data.loaders import TensorBatches
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
 from torchtools.data.vision import ImageSet
@@ -44,11 +47,6 @@ class Outcome:
     metrics: dict[str, float | None]
     per_class_accuracy: dict[str, float | None] | None = None
     confusion_matrix: list[list[int]] | None = None
-
-
-def channels_last(device: torch.device) -> bool:
-    """channels_last (NHWC) convolutions: faster on CUDA and, measured here, about 1.5x on CPU (oneDNN)."""
-    return device.type in ("cpu", "cuda")
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -80,52 +78,56 @@ def training_sample(images: ImageSet | FolderFiles, fmt: ImageFormat, count: int
     return torch.cat([batch for readable, batch, _ in batches if readable])
 
 
-def check_trainable(images: ImageSet, *, held_out_asked: bool) -> None:
-    """Refuse training that cannot learn anything, before any epoch."""
-    if len(images.classes) < 2:
-        raise UserError(f"{images.source} holds one class ({images.classes[0]}): a classifier needs two or more")
-    if len(images.train_labels) == 0:
-        raise UserError(f"{images.source} leaves no training images")
-    if held_out_asked and len(images.test_labels) == 0:
-        raise UserError(f"{images.source}: the held-out split came out empty ({len(images.train_labels)} images); "
-                        "add images, or pass --val-split 0 to hold none out")
-
-
 def eval_batch_size(fmt: ImageFormat) -> int:
     """Evaluation needs no gradients: bigger batches, same numbers (small for photo-sized inputs)."""
     return 1024 if fmt.size <= 64 else 64
 
 
-def fit_or_evaluate(run: Run, config, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
-                    optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
-                    schedule: Callable[[torch.optim.Optimizer, int], tuple[Any, bool]] | None = None,
-                    label_smoothing: float = 0.0, eval_name: str = "test", held_out_asked: bool = True,
-                    extra: dict[str, Any] | None = None, plot: Path | None = None) -> Outcome:
+def needs_data(run: Run, pictures: list[Path]) -> bool:
+    """Training reads the data; a --checkpoint run reads it to evaluate, unless it only labels pictures."""
+    return run.trains or not pictures
+
+
+def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
+                           pictures: list[Path], *, eval_name: str = "test", held_out_asked: bool = True,
+                           plot: Path | None = None, **summary: Any) -> None:
+    """The flow after data and model: fit (or load), report, predict, and the summary with `summary`'s keys."""
+    outcome = fit_or_evaluate(run, network, images, fmt, eval_name=eval_name, held_out_asked=held_out_asked,
+                              plot=plot)
+    classes = images.classes if images is not None else saved_classes(run)
+    predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k)
+    run.finish(outcome.result, metrics=outcome.metrics, **summary, classes=classes,
+               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
+               **predicted)
+
+
+def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
+                    eval_name: str = "test", held_out_asked: bool = True, plot: Path | None = None) -> Outcome:
     """Train `model` on images (--resume included), or load the --checkpoint weights into it and evaluate
-    on `images` where given; then report per class. `schedule(optimizer, steps_per_epoch)` returns
-    (scheduler, stepped every batch?)."""
-    device = run.device
+    on `images` where given; then report per class."""
+    config, device = run.config, run.device
     prepare_model(model, device)
     if run.trains:
-        check_trainable(images, held_out_asked=held_out_asked)
+        check_trainable(images.source, images.classes, len(images.train_labels), len(images.test_labels),
+                        held_out_asked=held_out_asked, unit="images")
         run.check_resumed("classes", images.classes, "the class list")
         train_batches, eval_batches = batches(images.to(device), fmt, device, batch_size=config.batch_size,
-                                              seed=run.seed)
-        trained = optimizer([parameter for parameter in model.parameters() if parameter.requires_grad])
-        scheduler, per_step = schedule(trained, len(train_batches)) if schedule else (None, False)
-        state = {"classes": images.classes, "image_format": dataclasses.asdict(fmt), **(extra or {})}
-        plan = run.plan(config, extra=state, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name)
+                                              seed=config.seed)
+        optimizer = make_optimizer(config, [parameter for parameter in model.parameters() if parameter.requires_grad])
+        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
         sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
-        _log_inputs(plan.writer, model, sample, fmt.eval_transform(device, channels_last=False))
-        result = fit(model, Objective.classification(label_smoothing), trained, train_batches, eval_batches, plan)
+        _log_inputs(run.writer, model, sample, fmt.eval_transform(device, channels_last=False))
+        result = fit(model, Objective.classification(config.label_smoothing), optimizer, train_batches, eval_batches,
+                     run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
+                     state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
         _note_skipped(images, train_batches, eval_batches)
         evaluation, metrics = result.evaluation, dict(result.metrics)
     else:
-        load_weights(run, model)
+        run.load_model(model, f"{len(saved_classes(run))} classes")
         result, evaluation, metrics = None, None, {}
         if images is not None:
             if images.classes != saved_classes(run):
-                raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.checkpoint} was "
+                raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
                                 f"trained on {', '.join(saved_classes(run))}")
             evaluation = evaluate_images(model, images, fmt, device)
             metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
@@ -169,8 +171,9 @@ def _slices(inputs, labels: Tensor, fmt: ImageFormat, device: torch.device, **ba
     return StreamedImages(inputs, labels.tolist(), fmt.prepare, grayscale=fmt.grayscale, device=device, **batching)
 
 
-def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat,
-                    device: torch.device) -> EvalResult:
+def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device
+                    ) -> EvalResult:
+    """The held-out images scored as during training (same batches; evaluation is fp32 in both)."""
     held_out = held_out_batches(images.to(device), fmt, device)
     evaluation = evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
     _note_skipped(images, held_out)
@@ -191,16 +194,6 @@ def _warn_unreadable(paths: list[Path]) -> None:
              + (" ..." if len(paths) > SKIPPED_SHOWN else ""))
 
 
-def load_weights(run: Run, model: nn.Module) -> None:
-    try:
-        model.load_state_dict(run.loaded["model"])
-    except RuntimeError as error:
-        raise UserError(f"{run.checkpoint} does not fit the model its config describes: "
-                        f"{str(error).strip().splitlines()[0]}") from None
-    epochs = run.loaded.get("epoch")
-    say(f"loaded {run.checkpoint} (trained {epochs} epoch(s), {len(run.loaded['classes'])} classes)")
-
-
 def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
     """TensorBoard as in the notes: a grid of input images and the model graph."""
     if writer is None or len(sample) == 0:
@@ -212,9 +205,10 @@ def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[T
         writer.add_graph(model, transform(sample[:8].to(next(model.parameters()).device)))
 
 
-def pictures(items: list[str] | None, output: Path | None) -> list[Path]:
+def pictures(run: Run) -> list[Path]:
     """The --predict pictures (files, folders walked recursively, quoted globs) and --output, checked
     before any work."""
+    items, output = run.config.predict, run.config.output
     if output is not None and not items:
         raise UserError("--output writes the --predict results: pass --predict FILE, FOLDER or GLOB too")
     if output is not None:

@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
+from torchtools.core.config import Setting
+from torchtools.core.options import TRUST_PICKLE, TensorboardSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 
-@command("inspect-weights", ("runs_dir", "quiet", "json"))
-def inspect_weights(
-    file: Annotated[Path, typer.Argument(help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.",
-                                         show_default=False)],
-    filter_: Annotated[Optional[str], typer.Option(
-        "--filter", help="Only tensors whose name matches this regular expression (re.search).",
-        show_default=False)] = None,
-    arch: Annotated[Optional[str], typer.Option(
-        "--arch", help="Compare with this torchvision classifier: matching, missing, unexpected and "
-                       "shape-mismatched keys.", show_default=False)] = None,
-    classes: Annotated[int, typer.Option("--classes", min=1, help="Outputs of the --arch model.")] = 1000,
-    other: Annotated[Optional[Path], typer.Option(
-        "--diff", help="Another weights file: the largest absolute difference of every shared tensor.",
-        show_default=False)] = None,
-    histograms: Annotated[bool, typer.Option(
-        "--histograms", help="Write a weight histogram per tensor to TensorBoard (RUNS_DIR/inspect-weights/...).")
-    ] = False,
-    trust_pickle: options.TrustPickle = False,
-    *,
-    run,
-) -> None:
+@dataclass(frozen=True, kw_only=True)
+class InspectConfig(TensorboardSettings):
+    file: Path = Setting("FILE", help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.")(None)
+    filter: str | None = Setting("--filter", show_default=False,
+                                 help="Only tensors whose name matches this regular expression (re.search).")()
+    arch: str | None = Setting("--arch", show_default=False,
+                               help="Compare with this torchvision classifier: matching, missing, unexpected and "
+                                    "shape-mismatched keys.")()
+    classes: int = Setting("--classes", min=1, max=2**20, help="Outputs of the --arch model.")(1000)
+    diff: Path | None = Setting(
+        "--diff", show_default=False,
+        help="Another weights file: the largest absolute difference of every shared tensor.")()
+    histograms: bool = Setting("--histograms", help="Write a weight histogram per tensor to TensorBoard "
+                                                    "(RUNS_DIR/inspect-weights/...).")(False)
+    trust_pickle: bool = TRUST_PICKLE(False)
+
+
+@command("inspect-weights", InspectConfig)
+def inspect_weights(run: Run[InspectConfig]) -> None:
     """Show every tensor in a weights file: shape, dtype, size and value statistics, with totals.
 
     Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
@@ -43,9 +44,11 @@ def inspect_weights(
     from torchtools.core.output import print_table, say
     from torchtools.core.run import check_writable_folder
 
-    if histograms:
-        check_writable_folder(run.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
-    weights = read_weights(file, trust_pickle=trust_pickle)
+    config = run.config
+    file, filter_, arch, classes, other = config.file, config.filter, config.arch, config.classes, config.diff
+    if config.histograms:
+        check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
+    weights = read_weights(file, trust_pickle=config.trust_pickle)
     kind, inferred = inspection.describe(weights)
     say(f"{file}: {kind}")
     checkpoint_info = None
@@ -80,16 +83,16 @@ def inspect_weights(
             say(f"{name}: {key_summary(keys)}")
     differences = None
     if other is not None:
-        differences = inspection.diff(state, inspection.select(read_weights(other, trust_pickle=trust_pickle).state,
-                                                               filter_))
+        other_state = read_weights(other, trust_pickle=config.trust_pickle).state
+        differences = inspection.diff(state, inspection.select(other_state, filter_))
         print_table(f"largest absolute difference, {file} vs {other}", ["name", "max |a - b|"],
                     [(item["name"], _number(item["max_abs_diff"])) for item in differences["tensors"]])
         for name in ("mismatched", "only_in_file", "only_in_other"):
             if differences[name]:
                 say(f"{name.replace('_', ' ')}: {key_summary(differences[name])}")
     histogram_dir = None
-    if histograms:
-        writer = open_tensorboard(run.runs_dir, "inspect-weights")
+    if config.histograms:
+        writer = open_tensorboard(config.runs_dir, "inspect-weights")
         written = inspection.write_histograms(writer, state)
         writer.close()
         histogram_dir = writer.log_dir

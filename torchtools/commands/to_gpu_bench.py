@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
+from torchtools.core.config import Setting
+from torchtools.core.options import OutputSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 
-@command("to-gpu-bench", ("quiet", "json"))
-def to_gpu_bench(
-    device: Annotated[str, typer.Option(
-        "--device", help="The accelerator to compare with the CPU: auto (CUDA, then MPS), cuda, cuda:N, mps; "
-                         "cpu measures the CPU half only.")] = "auto",
-    quick: Annotated[bool, typer.Option(
-        "--quick", help="Small sizes and 3 repeats: a smoke run in seconds, not a measurement to quote.")] = False,
-    repeats: Annotated[Optional[int], typer.Option(
-        min=1, help="Timed repeats per measurement (the median is reported). Default: 5, or 3 with --quick.",
-        show_default=False)] = None,
-    matmul_size: Annotated[Optional[int], typer.Option(
-        min=16, help="n of the n x n matmuls. Default: 2048, or 256 with --quick.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, help="Batch of the training-step benchmark. Default: 64 (the course's), "
-                                          "or 16 with --quick.", show_default=False)] = None,
-    *,
-    run,
-) -> None:
+@dataclass(frozen=True, kw_only=True)
+class GpuBenchConfig(OutputSettings):
+    # The accelerator is this command's own option (its help differs from the training commands' --device).
+    device: str = Setting("--device", help="The accelerator to compare with the CPU: auto (CUDA, then MPS), cuda, "
+                                           "cuda:N, mps; cpu measures the CPU half only.")("auto")
+    quick: bool = Setting("--quick", help="Small sizes and 3 repeats: a smoke run in seconds, not a measurement to "
+                                          "quote.")(False)
+    repeats: int | None = Setting("--repeats", min=1, max=10**4, show_default=False,
+                                  help="Timed repeats per measurement (the median is reported). Default: 5, or 3 "
+                                       "with --quick.")()
+    matmul_size: int | None = Setting("--matmul-size", min=16, max=2**15, show_default=False,
+                                      help="n of the n x n matmuls. Default: 2048, or 256 with --quick.")()
+    batch_size: int | None = Setting("--batch-size", "-b", min=1, max=2**16, show_default=False,
+                                     help="Batch of the training-step benchmark. Default: 64 (the course's), or 16 "
+                                          "with --quick.")()
+
+
+@command("to-gpu-bench", GpuBenchConfig)
+def to_gpu_bench(run: Run[GpuBenchConfig]) -> None:
     """Measure what moving work to a GPU buys: host<->device copy bandwidth (pageable vs pinned), matmul
     GFLOP/s (fp32, tf32, bf16), model.to(device) time and training-step samples/s of the course models,
     each on the CPU and the accelerator, as medians after warm-up. Without a GPU it measures the CPU half."""
@@ -36,13 +41,12 @@ def to_gpu_bench(
     from torchtools.core.devices import resolve_device
     from torchtools.core.output import print_table, say, warn
 
-    # The accelerator is this command's own option (its help differs from the shared --device); the summary's
-    # "device" names it.
-    run.device = resolve_device(device)
+    config = run.config
+    run.device = resolve_device(config.device)  # the summary's "device" names the accelerator
     accelerator = run.device if run.device.type != "cpu" else None
-    changes = {key: value for key, value in
-               {"repeats": repeats, "matmul_size": matmul_size, "batch_size": batch_size}.items() if value is not None}
-    plan = benchmarking.Plan.quick(**changes) if quick else benchmarking.Plan(**changes)
+    changes = {key: value for key in ("repeats", "matmul_size", "batch_size")
+               if (value := getattr(config, key)) is not None}
+    plan = benchmarking.Plan.quick(**changes) if config.quick else benchmarking.Plan(**changes)
     described = [benchmarking.describe_device(torch.device("cpu"))]
     if accelerator is not None:
         described.append(benchmarking.describe_device(accelerator))
@@ -54,7 +58,7 @@ def to_gpu_bench(
         warn(f"the CPU is busy (load average {cpu['load_average']} on {cpu['cores']} cores): "
              "its numbers will be lower than on an idle machine")
     if accelerator is None:
-        say("--device cpu: measuring the CPU half only" if device.strip().lower() == "cpu" else
+        say("--device cpu: measuring the CPU half only" if config.device.strip().lower() == "cpu" else
             "no GPU was found (CUDA is not available, nor MPS): measuring the CPU half only")
     results, skipped = benchmarking.run(accelerator, plan, report=lambda message: say(f"measuring {message}"))
     for benchmark, title in TITLES.items():

@@ -2,98 +2,73 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
-
-from torchtools.core import options
 from torchtools.core.command import command
-from torchtools.core.config import Config
+from torchtools.core.config import Setting
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
+                                     TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
 
 MODEL = "Model and weights"
 
 
-class Load(str, Enum):
-    replace_head = "replace-head"
-    drop_head = "drop-head"
+@dataclass(frozen=True, kw_only=True)
+class TransferConfig(ImageClassifierSettings):
+    weights: str | None = Setting(
+        "--weights", panel=MODEL, show_default=False,
+        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt) or a checkpoint holding one under "
+             "'model'/'state_dict' ('module.' prefixes are stripped); 'none' trains from scratch. Loaded with "
+             "weights_only=True.")()
+    classes: int | None = Setting(
+        "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
+        help="Number of classes; must equal the number of class folders. Default: that number.")()
+    arch: str | None = Setting(
+        "--arch", panel=MODEL, show_default=False,
+        help="torchvision classifier: resnet18/34/50/101/152, vgg16, densenet121, efficientnet_b0, ... "
+             "Default: inferred from the weights' keys and shapes, else resnet34.")()
+    load: str = Setting(
+        "--load", panel=MODEL, choices=("replace-head", "drop-head"),
+        help="replace-head: load every tensor, then swap the last layer for --classes outputs; drop-head: build for "
+             "--classes, delete the head's keys, load with strict=False.")("replace-head")
+    mode: str = Setting(
+        "--mode", panel=MODEL, choices=("finetune", "freeze"),
+        help="finetune: train every layer; freeze: train only the new head (fixed feature extractor).")("finetune")
+    data: Path | None = Setting(
+        DATA.flag, saved=False, show_default=False,
+        help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by --val-split. "
+             "Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
+    val_split: float = VAL_SPLIT(0.2)
+    image_size: int = Setting(
+        "--image-size", min=16, max=4096,
+        help="Input size: train on random-resized crops of this size, validate on the centre crop after resizing "
+             "the shorter side to size*256/224.")(224)
+    loader: str = LOADER("auto")
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False,
+                                help="Draw the val confusion matrix as a PNG heatmap to this file.")()
+    epochs: int = EPOCHS(25)
+    batch_size: int = BATCH_SIZE(32)
+    lr: float = LR(0.01)
+    optimizer: str = OPTIMIZER("sgd")
+    momentum: float = MOMENTUM(0.9)
+    lr_step: int = Setting("--lr-step", panel=TRAINING, min=1, max=10**6,
+                           help="Multiply the learning rate by --lr-gamma every this many epochs (StepLR).")(7)
+    lr_gamma: float = Setting("--lr-gamma", panel=TRAINING, min=0.0, max=1.0,
+                              help="Learning-rate decay factor (StepLR).")(0.1)
+    trust_pickle: bool = TRUST_PICKLE(False)
+    # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
+    schedule: str = "step"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
 
 
-class Mode(str, Enum):
-    finetune = "finetune"
-    freeze = "freeze"
-
-
-@dataclass(frozen=True)
-class TransferConfig(Config):
-    arch: str
-    weights: str | None  # None: trained from scratch
-    load: str
-    mode: str
-    image_size: int
-    val_split: float
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    momentum: float
-    lr_step: int
-    lr_gamma: float
-
-
-@command("transfer", options.TRAINING_RUN + ("amp", "save_every"))
-def transfer(
-    weights: Annotated[Optional[str], typer.Option(
-        "--weights", help="Pretrained weights: a torchvision-style state_dict (.pth/.pt) or a checkpoint holding "
-                          "one under 'model'/'state_dict' ('module.' prefixes are stripped); 'none' trains from "
-                          "scratch. Loaded with weights_only=True.", show_default=False, rich_help_panel=MODEL)] = None,
-    classes: Annotated[Optional[int], typer.Option(
-        "--classes", min=1, help="Number of classes; must equal the number of class folders. Default: that number.",
-        show_default=False, rich_help_panel=MODEL)] = None,
-    arch: Annotated[Optional[str], typer.Option(
-        "--arch", help="torchvision classifier: resnet18/34/50/101/152, vgg16, densenet121, efficientnet_b0, ... "
-                       "Default: inferred from the weights' keys and shapes, else resnet34.",
-        show_default=False, rich_help_panel=MODEL)] = None,
-    load: Annotated[Load, typer.Option(
-        help="replace-head: load every tensor, then swap the last layer for --classes outputs; drop-head: build "
-             "for --classes, delete the head's keys, load with strict=False.", rich_help_panel=MODEL)
-    ] = Load.replace_head,
-    mode: Annotated[Mode, typer.Option(
-        help="finetune: train every layer; freeze: train only the new head (fixed feature extractor).",
-        rich_help_panel=MODEL)] = Mode.finetune,
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by "
-                       "--val-split. Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.",
-        show_default=False)] = None,
-    val_split: Annotated[float, typer.Option(
-        "--val-split", min=0.0, max=0.9,
-        help="Share of each class held out for validation when DATA has no val/ folder (seeded); 0: none.")] = 0.2,
-    image_size: Annotated[int, typer.Option(
-        "--image-size", min=16, help="Input size: train on random-resized crops of this size, validate on the centre "
-                                     "crop after resizing the shorter side to size*256/224.")] = 224,
-    predict: options.PredictImages = None,
-    output: options.PredictOutput = None,
-    top_k: options.TopK = 3,
-    loader: options.Loader = options.LoaderName.auto,
-    plot: Annotated[Optional[Path], typer.Option(
-        "--plot", help="Draw the val confusion matrix as a PNG heatmap to this file.", show_default=False,
-        rich_help_panel=options.OUTPUT)] = None,
-    epochs: options.Epochs = 25,
-    batch_size: options.BatchSize = 32,
-    lr: options.LearningRate = 0.01,
-    optimizer: options.Optimizer = options.OptimizerName.sgd,
-    momentum: options.Momentum = 0.9,
-    lr_step: Annotated[int, typer.Option(
-        "--lr-step", min=1, help="Multiply the learning rate by --lr-gamma every this many epochs (StepLR).",
-        rich_help_panel=options.TRAINING)] = 7,
-    lr_gamma: Annotated[float, typer.Option(
-        "--lr-gamma", min=0.0, help="Learning-rate decay factor (StepLR).", rich_help_panel=options.TRAINING)] = 0.1,
-    trust_pickle: options.TrustPickle = False,
-    *,
-    run,
-) -> None:
+@command("transfer", TransferConfig)
+def transfer(run: Run[TransferConfig]) -> None:
     """Fine-tune a pretrained torchvision classifier on your image folders (transfer learning).
 
     The defaults follow the transfer-learning tutorial: ImageNet normalisation, random-resized-crop +
@@ -102,10 +77,7 @@ def transfer(
     counted) and augmented on the device in whole batches. With --checkpoint, label the --predict
     images, or evaluate on the val images of --data.
     """
-    import torch
-
     from torchtools.commands import image_classifier as classifier
-    from torchtools.core.engine import make_optimizer
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.data import roots
@@ -113,51 +85,49 @@ def transfer(
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
     from torchtools.models import pretrained
 
-    fresh = run.trains and run.resume is None
-    if fresh and weights is None:
+    config = run.config
+    fresh = run.trains and not run.resuming
+    if fresh and config.weights is None:
         raise UserError("pass --weights FILE (a state_dict or checkpoint), or --weights none to train from scratch")
-    source = None if weights is None or weights.lower() == "none" else \
-        pretrained.read_weights(Path(weights), trust_pickle=trust_pickle)
-    resolved, inferred = pretrained.resolve_arch(source, arch) if source is not None and fresh else (arch, False)
-    config = run.config(TransferConfig(
-        pretrained.check_arch(resolved or pretrained.DEFAULT_ARCH), str(source.path) if source else None, load.value,
-        mode.value, image_size, val_split, epochs, batch_size, optimizer.value, lr, momentum, lr_step, lr_gamma))
-    if config.mode == Mode.freeze.value and config.weights is None:
+    source = None if config.weights is None or config.weights.lower() == "none" else \
+        pretrained.read_weights(Path(config.weights), trust_pickle=config.trust_pickle)
+    if fresh:  # the architecture inferred from the weights, and the file they came from, are what is saved
+        resolved, inferred = pretrained.resolve_arch(source, config.arch) if source is not None else \
+            (config.arch, False)
+        config = run.config = dataclasses.replace(config, weights=str(source.path) if source else None,
+                                                  arch=resolved or pretrained.DEFAULT_ARCH)
+    pretrained.check_arch(config.arch)
+    if config.mode == "freeze" and config.weights is None:
         raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
-    pictures = classifier.pictures(predict, output)
-    run.check_output(plot, "--plot", suffixes=(".png",))
+    pictures = classifier.pictures(run)
+    run.check_output(config.plot, "--plot", suffixes=(".png",))
     fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
                       crop=config.image_size, augment="resized-crop-flip")
     images = None
-    if run.trains or not pictures:
-        root = roots.transfer_folder(data)
-        images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=run.seed,
-                              loader=loader.value, size=fmt.size)
-        _check_classes(classes if run.trains else len(classifier.saved_classes(run)), images, root)
+    if classifier.needs_data(run, pictures):
+        root = roots.transfer_folder(config.data)
+        images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
+                              loader=config.loader, size=fmt.size)
+        _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
 
-    network, report = _network(config, source if fresh else None, len(class_names), inferred)
-    trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == Mode.freeze.value
+    network, report = _network(config, source if fresh else None, len(class_names), fresh and inferred)
+    trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == "freeze"
                  else sum(parameter.numel() for parameter in network.parameters()))
-    say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
+    if run.trains:
+        say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
     pretrained.check_input_size(network, config.arch, config.image_size)
-    outcome = classifier.fit_or_evaluate(
-        run, config, network, images, fmt, eval_name="val", plot=plot,
-        held_out_asked=config.val_split > 0 or len(images.test_labels) > 0 if images is not None else False,
-        optimizer=lambda parameters: make_optimizer(config.optimizer, parameters, config.lr, config.momentum),
-        schedule=lambda optimizer, _: (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma),
-                                       False))
-    predicted = classifier.predict(network, pictures, class_names, fmt, run.device, output=output, top_k=top_k)
     loaded_keys = fresh and source is not None
-    run.finish(outcome.result, metrics=outcome.metrics, arch=config.arch, weights=config.weights, load=config.load,
-               mode=config.mode, classes=class_names, missing_keys=report.missing_keys if loaded_keys else None,
-               unexpected_keys=report.unexpected_keys if loaded_keys else None,
-               train_images=len(images.train_labels) if images is not None else 0,
-               val_images=len(images.test_labels) if images is not None else 0,
-               skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable,
-               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               **predicted)
+    classifier.train_evaluate_predict(
+        run, network, images, fmt, pictures, eval_name="val", plot=config.plot,
+        held_out_asked=images is not None and (config.val_split > 0 or len(images.test_labels) > 0),
+        arch=config.arch, weights=config.weights, load=config.load, mode=config.mode,
+        missing_keys=report.missing_keys if loaded_keys else None,
+        unexpected_keys=report.unexpected_keys if loaded_keys else None,
+        train_images=len(images.train_labels) if images is not None else 0,
+        val_images=len(images.test_labels) if images is not None else 0,
+        skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable)
 
 
 def _check_classes(expected: int | None, images, root: Path) -> None:
@@ -180,8 +150,7 @@ def _network(config: TransferConfig, source, classes: int, inferred: bool):
                  "than from pretrained weights")
         network = pretrained.build(config.arch, classes)
         return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
-    network, report = pretrained.load_pretrained(source, config.arch, classes,
-                                                 drop_head=config.load == Load.drop_head.value)
+    network, report = pretrained.load_pretrained(source, config.arch, classes, drop_head=config.load == "drop-head")
     say(f"{source.path}: {source.kind}, {config.arch}{' (inferred)' if inferred else ''}; head {report.head}: "
         f"{report.file_classes or 'none'} -> {classes} classes ({config.load})")
     for name, keys in (("missing keys", report.missing_keys), ("unexpected keys", report.unexpected_keys)):

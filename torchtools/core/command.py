@@ -1,48 +1,102 @@
-"""`@command`: a command's flow function becomes a Typer command with the shared options added.
+"""`@command(name, Config)`: a flow `def flow(run)` becomes a Typer command whose options are the config's fields.
 
-The flow declares only its own options and takes `run: Run`; the decorator adds the shared options it
-asks for (see options.SHARED) to the signature Typer reads, and on a call collects them into one Run,
-which checks every path and option combination before the flow starts. Typer's context also tells which
-options the user typed, so a resumed run can tell a changed option from a default (Run.config).
-Nothing here imports torch: `torchtools --help` stays fast.
+Each field's Setting gives the option (flag, help, default, panel, choices); Typer parses the types, and
+`Config.build` checks every value, so a bad one is the same `error:` line as in a checkpoint. Typer's
+context tells which options the user typed, so a resumed run can tell a changed option from a default
+(Run.start). Nothing here imports torch: `torchtools --help` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Optional
 
 import typer
 
-from torchtools.core.options import SHARED
+from torchtools.core.config import DEPENDS, Config, Setting, _base, _optional
 
 
-def command(name: str, shared: Sequence[str]) -> Callable[[Callable], Callable]:
+def command(name: str, config_type: type[Config]) -> Callable[[Callable], Callable]:
     def decorate(flow: Callable) -> Callable:
-        hints = typing.get_type_hints(flow, include_extras=True)
-        own = [parameter.replace(annotation=hints[parameter.name])
-               for parameter in inspect.signature(flow).parameters.values() if parameter.name != "run"]
-        added = [inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=SHARED[option][0],
-                                   default=SHARED[option][1]) for option in shared]
-        context = inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        parameters = [*own, *added, context]
+        parameters = [_parameter(field, config_type) for field in dataclasses.fields(config_type)
+                      if "setting" in field.metadata]
+        parameters.append(inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
         @functools.wraps(flow)
         def typer_command(**values):
             from torchtools.core.run import Run
 
             context = values.pop("context")
-            run = Run.start(name, explicit=_typed_options(context, values),
-                            **{option: values.pop(option) for option in shared})
-            return flow(**values, run=run)
+            typed = _typed_options(context, values)
+            values = {key: _plain(value) for key, value in values.items()}
+            # Left out, a DEPENDS option takes its value from the others (Config.fill).
+            values = {key: DEPENDS if value is None and _depends(config_type, key) else value
+                      for key, value in values.items()}
+            return flow(Run.start(name, config_type, values, typed))
 
         typer_command.__signature__ = inspect.Signature(parameters)
         typer_command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        typer_command.__doc__ = flow.__doc__
         return typer_command
 
     return decorate
+
+
+def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.Parameter:
+    setting: Setting = field.metadata["setting"]
+    kind = typing.get_type_hints(config_type)[field.name]
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    depends = default is DEPENDS
+    help_text = f"{setting.help} {config_type.depends_help(field.name)}".strip() if depends else setting.help
+    parsed, choice = _typer_type(field.name, setting, kind)
+    if setting.parse is not None:  # typed as text, parsed by the Setting: "6,4" -> [6, 4]
+        parsed, default = str, ",".join(map(str, default)) if isinstance(default, list) else default
+    if depends or default == []:
+        default = None  # not given: the recipe's value, or no items
+    if default is None or _optional(kind):
+        parsed = Optional[parsed]
+    if choice is not None and isinstance(default, str):
+        default = choice(default)
+    if not setting.flag.startswith("-"):  # a positional argument, named in capitals
+        declaration = typer.Argument(help=help_text, show_default=False, metavar=setting.flag)
+    else:
+        declaration = typer.Option(*_flags(setting), help=help_text, rich_help_panel=setting.panel,
+                                   show_default=setting.show_default and not depends, metavar=setting.metavar)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[parsed, declaration])
+
+
+def _flags(setting: Setting) -> list[str]:
+    first = f"{setting.flag}/{setting.negative}" if setting.negative else setting.flag
+    return [first, *setting.aliases, *([setting.short] if setting.short else [])]
+
+
+def _typer_type(name: str, setting: Setting, kind) -> tuple[type, type[Enum] | None]:
+    """(the type Typer parses, its Enum of choices or None): choices are shown in --help and completed."""
+    base = _base(kind)
+    if setting.choices is None:
+        return base, None
+    choice = Enum(f"{name.title().replace('_', '')}Choice", {value: value for value in setting.choices}, type=str)
+    return (list[choice] if typing.get_origin(base) is list else choice), choice
+
+
+def _plain(value):
+    """Typer's choices and tuples as the plain values a config holds."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _depends(config_type: type[Config], name: str) -> bool:
+    field = next(field for field in dataclasses.fields(config_type) if field.name == name)
+    return field.default is DEPENDS
 
 
 def _typed_options(context: typer.Context, values: dict) -> frozenset[str]:

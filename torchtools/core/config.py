@@ -1,60 +1,253 @@
-"""A command's hyperparameters: one frozen dataclass, built once from its options and saved in its checkpoints.
+"""Settings, each declared once: a command's frozen config dataclass is its options.
 
-The checkpoint holds the config as a plain dict; `--checkpoint` rebuilds the model from it and `--resume`
-checks the new run against it (see Run.config). Nothing here imports torch.
+A `Setting` holds a flag's spelling, help, panel, bounds and choices; a config field takes one with its
+default (`epochs: int = EPOCHS(10)`). From the fields come the Typer signature (`core/command.py`), the
+one validation of a value (`Config.build` for the command line and the environment, `Config.from_saved`
+for a checkpoint: the same bounds, the same `error:` line) and the config saved in checkpoints. A field
+without a Setting is a fixed value of the command (a recipe's schedule, transfer's StepLR), saved too.
+A default of `DEPENDS` is filled by the config's `fill` from the values given (a recipe, a method).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 from torchtools.core.errors import UserError
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Base of every command's config. Subclasses are frozen dataclasses whose field names are the
-    command's option names (so a value given on the command line can be told from a default)."""
+class _Depends:
+    """The default of a setting whose value comes from others (the recipe's, the method's)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def __repr__(self) -> str:
+        return "DEPENDS"
+
+
+DEPENDS: Any = _Depends()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: `Setting("--epochs", "-e", help=..., min=1)`; call it with a default to make a config field."""
+
+    flag: str
+    short: str | None = None
+    help: str = ""
+    panel: str | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    saved: bool = True  # a hyperparameter: saved in checkpoints, checked against them on --resume/--checkpoint
+    resumable: bool = False  # a resumed run may change it (more epochs)
+    show_default: bool = True
+    negative: str | None = None  # the off switch of a flag (--no-amp); None: a bare flag
+    aliases: tuple[str, ...] = ()  # further spellings (--csv for --data)
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None  # the text typed -> the value (the command line gives text)
+
+    def __call__(self, default: Any = None) -> Any:
+        if isinstance(default, list):
+            return dataclasses.field(default_factory=lambda: list(default), metadata={"setting": self})
+        return dataclasses.field(default=default, metadata={"setting": self})
+
+    def check(self, name: str, value: Any, kind: Any, *, typed: bool = True) -> Any:
+        """The value, converted to the field's type, or a UserError saying what is wrong with it. Text is
+        parsed only as typed on the command line (`typed`), never from a checkpoint."""
+        if value is None:
+            if _optional(kind):
+                return None
+            raise UserError(f"{self.flag} needs a value")
+        base = _base(kind)
+        try:
+            if self.parse is not None and typed and isinstance(value, str):
+                value = self.parse(value)
+            value = _convert(value, base)
+        except (TypeError, ValueError):
+            raise UserError(f"{self.flag} {_shown(value)}: expected {_kind_name(base)}") from None
+        for item in value if isinstance(value, list) else [value]:
+            if self.choices is not None and item not in self.choices:
+                raise UserError(f"{self.flag} {_shown(item)}: choose one of {', '.join(self.choices)}")
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                self._check_range(number)
+        return value
+
+    def _check_range(self, number: float) -> None:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise UserError(f"{self.flag} {number}: must be a finite number")
+        if self.min is not None and number < self.min:
+            raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
+        if self.max is not None and number > self.max:
+            raise UserError(f"{self.flag} {number}: must be at most {_number(self.max)}{self._range()}")
+
+    def _range(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f" (range {_number(self.min)}..{_number(self.max)})"
+        return ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Base of every command's settings. Subclasses are frozen, keyword-only dataclasses whose fields are
+    the command's options (with a Setting) and its fixed values (without one)."""
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: object) -> Config:
-        names = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in values]
+    def settings(cls) -> dict[str, tuple[Setting, Any]]:
+        """name -> (Setting, type) for each option, in declaration order."""
+        hints = typing.get_type_hints(cls)
+        return {field.name: (field.metadata["setting"], hints[field.name])
+                for field in dataclasses.fields(cls) if "setting" in field.metadata}
+
+    @classmethod
+    def fill(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The values of DEPENDS fields, from the others (a recipe's, a method's defaults)."""
+        return values
+
+    @classmethod
+    def depends_help(cls, name: str) -> str:
+        """What --help says of a DEPENDS default: "Default: the recipe's (course: 10, fast: 2)."."""
+        return ""
+
+    @classmethod
+    def build(cls, values: dict[str, Any]) -> Config:
+        """The config of the options given: DEPENDS defaults filled, every value checked."""
+        defaults = {field.name: field.default for field in dataclasses.fields(cls)
+                    if field.default is not dataclasses.MISSING}
+        values = cls.fill({**defaults, **values})
+        return cls(**cls._checked(values, lambda name, error: error, typed=True))
+
+    @classmethod
+    def from_saved(cls, saved: Any, *, source: object) -> Config:
+        """The config saved in a checkpoint, through the same checks as the command line's: a hand-edited or
+        foreign file is one error naming the key."""
+        if not isinstance(saved, dict):
+            raise UserError(f"{source} holds no config (it was not saved by this version of torchtools)")
+        names = cls.saved_names()
+        missing = [name for name in names if name not in saved]
         if missing:
             raise UserError(f"{source} was saved by another version of torchtools: its config lacks "
                             f"{', '.join(missing)}")
-        return cls(**{name: values[name] for name in names})
+        defaults = {field.name: field.default for field in dataclasses.fields(cls)
+                    if field.name not in names and field.default is not dataclasses.MISSING}
+        values = {**defaults, **{name: saved[name] for name in names}}
+        return cls(**cls._checked(values, lambda name, error: UserError(
+            f"{source}: its config's {name} is wrong ({error}); the file was edited or comes from elsewhere"),
+            typed=False))
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], wrap: Callable[[str, UserError], UserError], *,
+                 typed: bool) -> dict[str, Any]:
+        settings, checked = cls.settings(), {}
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            try:
+                if name in settings:
+                    checked[name] = settings[name][0].check(name, value, settings[name][1], typed=typed)
+                else:
+                    checked[name] = _fixed(name, value, hints[name])
+            except UserError as error:
+                raise wrap(name, error) from None
+        return checked
+
+    @classmethod
+    def saved_names(cls) -> list[str]:
+        """The fields a checkpoint keeps: hyperparameters and fixed values, not where output goes."""
+        return [field.name for field in dataclasses.fields(cls)
+                if "setting" not in field.metadata or field.metadata["setting"].saved]
+
+    def saved(self) -> dict[str, Any]:
+        return {name: _plain(getattr(self, name)) for name in self.saved_names()}
 
     def resumable(self) -> frozenset[str]:
-        """Fields a resumed run may change; every other field must match the checkpoint's."""
-        return frozenset({"epochs"})
+        """Fields a resumed run may change; every other saved field must match the checkpoint's."""
+        return frozenset(name for name, (setting, _) in self.settings().items() if setting.resumable)
 
-    def option(self, name: str) -> str:
+    @classmethod
+    def option(cls, name: str) -> str:
         """How the user spells a field: batch_size -> --batch-size."""
-        return "--" + name.replace("_", "-")
+        setting = cls.settings().get(name)
+        return setting[0].flag if setting else name
 
 
-@dataclasses.dataclass(frozen=True)
-class RecipeConfig(Config):
-    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn;
-    each adds its model's own fields."""
+def comma_separated_ints(text: str) -> list[int]:
+    """"6,4" -> [6, 4] (a ValueError for anything else)."""
+    return [int(part) for part in text.split(",") if part.strip()]
 
-    recipe: str  # course | fast
-    epochs: int
-    batch_size: int
-    lr: float  # one-cycle: the peak
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    schedule: str  # constant | one-cycle (stepped every batch)
-    warmup: float  # one-cycle: share of the steps rising to lr
-    label_smoothing: float
-    augment: str  # none | shift-flip
 
-    def resumable(self) -> frozenset[str]:
-        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.schedule == "one-cycle" else super().resumable()
+def _fixed(name: str, value: Any, kind: Any) -> Any:
+    """A field without an option (a fixed value of the command, or one a recipe sets) is checked by type."""
+    if value is DEPENDS:
+        raise UserError(f"{name} has no value")
+    try:
+        return _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
+    except (TypeError, ValueError):
+        raise UserError(f"{name} {_shown(value)}: expected {_kind_name(_base(kind))}") from None
+
+
+def _optional(kind: Any) -> bool:
+    return type(None) in typing.get_args(kind)
+
+
+def _base(kind: Any) -> Any:
+    """int | None -> int; list[int] stays as it is."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return kind
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """A value of the field's type: exact for bools and ints (no "abc", no 2.5 as an int, no True as 1)."""
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(value)
+        return [_convert(part, item) for part in value]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError(value)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(value)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return float(value)
+    if kind is str:
+        if hasattr(value, "value") and isinstance(value.value, str):  # a Typer choice
+            return value.value
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    if kind is Path:
+        if not isinstance(value, (str, Path)):
+            raise TypeError(value)
+        return Path(value)
+    raise TypeError(kind)
+
+
+def _kind_name(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return f"a list of {_kind_name(typing.get_args(kind)[0])}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path"}.get(
+        kind, str(kind))
+
+
+def _plain(value: Any) -> Any:
+    """A value as a checkpoint keeps it: paths as text (weights_only loading takes plain types)."""
+    return str(value) if isinstance(value, Path) else value
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else str(value)
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)

@@ -15,7 +15,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,13 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed
 from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
-from torchtools.core.errors import TrainingDiverged, UserError
+from torchtools.core.errors import TrainingDiverged, UserError, first_line
 from torchtools.core.output import EpochProgress, say, warn
 
 # How many batches pass between progress redraws / TensorBoard step scalars. Reading a running loss
 # forces a device sync, so it is done sparingly rather than every step.
 REFRESH_EVERY = 10
+LOG_EVERY = 100  # batches between TensorBoard train/loss_step scalars
 
 
 @dataclass
@@ -68,31 +69,6 @@ class EvalResult:
 
 
 @dataclass
-class FitPlan:
-    """Everything about a training run that is not the model, objective, optimizer or data."""
-
-    command: str
-    epochs: int
-    device: torch.device
-    config: dict[str, Any] = field(default_factory=dict)  # rebuilds the model from a checkpoint
-    extra: dict[str, Any] = field(default_factory=dict)  # command state saved with it (classes, stats...)
-    save: Path | None = None
-    save_every: int = 0
-    resumed: dict[str, Any] | None = None  # the --resume checkpoint, already loaded and checked by the Run
-    resume_path: Path | None = None
-    scheduler: Any = None
-    step_scheduler: bool = False  # True: scheduler.step() after every batch (one-cycle), else per epoch
-    amp_dtype: torch.dtype | None = None
-    compile: bool = False  # torch.compile the training forward (the checkpoint keeps the plain model)
-    writer: Any = None  # a SummaryWriter or None
-    log_every: int = 100  # batches between TensorBoard train/loss_step scalars
-    eval_name: str = "test"  # metric prefix for the held-out set: test_accuracy, val_loss...
-    patience: int | None = None  # stop after this many epochs without improvement of the monitored metric
-    target_accuracy: float | None = None  # stop at the end of the first epoch whose accuracy reaches it
-    written: Path | None = None  # set once this run has saved an epoch to `save`
-
-
-@dataclass
 class FitResult:
     history: list[dict[str, float | None]]
     metrics: dict[str, float | None]
@@ -104,16 +80,45 @@ class FitResult:
     best_epoch: int | None = None
 
 
-def make_optimizer(name: str, parameters: Iterable[Tensor], lr: float, momentum: float = 0.0,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    name = name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    raise UserError(f"unknown optimizer {name!r}: use sgd, adam or adamw")
+def make_optimizer(config, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
+    """The config's optimizer (its optimizer, lr, momentum and weight_decay fields) over `parameters`."""
+    weight_decay = getattr(config, "weight_decay", 0.0)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=getattr(config, "momentum", 0.0),
+                               weight_decay=weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=weight_decay)
+
+
+def make_scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> tuple[Any, bool]:
+    """(scheduler or None, stepped every batch?) for the config's schedule: constant, one-cycle (stepped every
+    batch; none where a run of one step leaves no room for a cycle) or step (StepLR, every epoch)."""
+    schedule = getattr(config, "schedule", "constant")
+    if schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma), False
+    total = config.epochs * steps_per_epoch
+    if schedule == "constant" or total < 2:
+        return None, False
+    # OneCycleLR divides by each phase's length, warmup * total - 1 and the rest: both must stay above 0.
+    warmup = min(max(config.warmup, 1.5 / total), 1 - 0.5 / total)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
+        # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
+        cycle_momentum=False), True
+
+
+def check_trainable(source: object, classes: list[str], train: int, held_out: int, *, held_out_asked: bool,
+                    unit: str, kinds: str = "class(es)") -> None:
+    """Refuse, before any epoch, a classifier that cannot learn or cannot be scored."""
+    if len(classes) < 2:
+        raise UserError(f"{source} holds {unit} of {len(classes)} {kinds} ({', '.join(classes) or 'none'}): "
+                        "a classifier needs two or more")
+    if train == 0:
+        raise UserError(f"{source} leaves no training {unit}")
+    if held_out_asked and held_out == 0:
+        raise UserError(f"{source}: the held-out split came out empty ({train} {unit}); add {unit}, "
+                        "or pass --val-split 0 to hold none out")
 
 
 def forward(model: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
@@ -137,9 +142,9 @@ def make_scaler(device: torch.device, amp_dtype: torch.dtype | None,
     return scaler
 
 
-def scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any] | None:
-    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when it is disabled."""
-    return scaler.state_dict() if scaler.is_enabled() else None
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
+    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when there is none."""
+    return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
 
 
 def _sum(device: torch.device) -> Tensor:
@@ -149,14 +154,14 @@ def _sum(device: torch.device) -> Tensor:
 
 def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: torch.device, epoch: int,
                     amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-                    batch_scheduler: Any = None, writer: Any = None, log_every: int = 100,
-                    progress: EpochProgress | None = None, last_checkpoint: Path | None = None
-                    ) -> dict[str, float | None]:
+                    batch_scheduler: Any = None, writer: Any = None, progress: EpochProgress | None = None,
+                    last_checkpoint: Path | None = None) -> dict[str, float | None]:
     """One pass over `batches`, under autocast to `amp_dtype` (None: fp32).
 
     `scaler` is the fit's GradScaler (`make_scaler`), required for fp16; `batch_scheduler` is stepped after
     every batch (one-cycle; None where the schedule steps per epoch). The loss and accuracy sums stay on the
     device and are read every REFRESH_EVERY batches (under torchrun, summed over the job there).
+    `last_checkpoint` is named if the loss diverges.
     """
     if amp_dtype == torch.float16 and (scaler is None or not scaler.is_enabled()):
         raise ValueError("fp16 autocast needs the fit's GradScaler (make_scaler)")
@@ -185,7 +190,7 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: 
         loss_sum += loss.detach() * batch_size
         if objective.predict is not None:
             correct += (objective.predict(output.detach()) == targets).sum()
-        if writer is not None and step % log_every == 0:
+        if writer is not None and step % LOG_EVERY == 0:
             writer.add_scalar("train/loss_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
         if step % REFRESH_EVERY == 0 or step == steps_per_epoch:
             # Under torchrun, the whole job's totals: every process sees, and stops on, the same loss.
@@ -215,10 +220,10 @@ OUTPUTS_PER_COPY = 2 ** 24
 def evaluate(model, objective: Objective, batches, device: torch.device) -> EvalResult:
     """Loss, accuracy and outputs over all of `batches`, in fp32.
 
-    fp32 always, whatever the training autocast: the accuracy is the weights', the same during training,
-    with --checkpoint and on any machine (there is deliberately no precision argument to differ). The loss
-    sum stays on the device and outputs are copied to the host in a few large chunks, so the device is not
-    synchronised per batch.
+    fp32 always, whatever the training autocast: the accuracy is the weights', the same after each
+    training epoch, with --checkpoint and on any machine (there is deliberately no precision argument to
+    differ). The loss sum stays on the device and outputs are copied to the host in a few large chunks,
+    so the device is not synchronised per batch.
 
     Under torchrun, TensorBatches are split over the processes (each sample once) and the results
     gathered, so every process returns the whole set's. Pass the unwrapped model (fit does): shares
@@ -265,74 +270,100 @@ def evaluate(model, objective: Objective, batches, device: torch.device) -> Eval
 
 
 @distributed.reporting_lost_peers
-def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, train_batches,
-        eval_batches, plan: FitPlan) -> FitResult:
-    """Train for plan.epochs, evaluating after each epoch; save last/best/periodic checkpoints."""
-    if plan.target_accuracy is not None and objective.predict is None:
+def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, train_batches, eval_batches,
+        run, *, scheduler=None, step_scheduler: bool = False, state: dict[str, Any] | None = None,
+        eval_name: str = "test") -> FitResult:
+    """Train for run.config.epochs, evaluating after each epoch; save last/best/periodic checkpoints.
+
+    `scheduler` is stepped every batch (`step_scheduler`) or every epoch; `state` is the command's own
+    (classes, vocabulary, standardisation) saved in every checkpoint beside the model.
+    """
+    config, state = run.config, state or {}
+    if config.target_accuracy is not None and objective.predict is None:
         raise UserError("--target-accuracy needs a classifier; this model has no accuracy")
     history: list[dict[str, float | None]] = []
     start_epoch = 0
-    if plan.resumed is not None:
-        start_epoch, history = _resume(model, optimizer, plan)  # every process loads it
-    scaler = make_scaler(plan.device, plan.amp_dtype, plan.resumed.get("scaler") if plan.resumed else None)
+    if run.resuming:
+        start_epoch, history = _resume(model, optimizer, scheduler, run)  # every process loads it
+    # One scaler for the whole fit (fp16 only), its scale carried from epoch to epoch and across --resume.
+    scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
     trained = distributed.wrap(model)
-    if plan.compile:
+    if getattr(config, "compile", False):
         trained = torch.compile(trained)
-    monitor, higher_is_better = _monitored_metric(objective, eval_batches, plan)
+    monitor, higher_is_better = _monitored_metric(objective, eval_batches, eval_name)
     best_epoch = _best_epoch(history, monitor, higher_is_better)
-    progress = EpochProgress(plan.epochs)
+    progress = EpochProgress(config.epochs)
     train_seconds, evaluation, epoch, stopped_early = 0.0, None, start_epoch, None
+
+    def payload(epoch: int) -> dict[str, Any]:
+        return checkpoint_payload(run, model, optimizer, scheduler, epoch, history, state, scaler=scaler)
+
     try:
-        for epoch in range(start_epoch + 1, plan.epochs + 1):
+        for epoch in range(start_epoch + 1, config.epochs + 1):
             _set_epoch(train_batches, epoch - 1)
             progress.start_epoch(epoch, len(train_batches))
             started = time.perf_counter()
-            metrics = train_one_epoch(
-                trained, objective, optimizer, train_batches, device=plan.device, epoch=epoch,
-                amp_dtype=plan.amp_dtype, scaler=scaler,
-                batch_scheduler=plan.scheduler if plan.step_scheduler else None,
-                writer=plan.writer, log_every=plan.log_every, progress=progress, last_checkpoint=plan.written)
+            metrics = train_one_epoch(trained, objective, optimizer, train_batches, device=run.device, epoch=epoch,
+                                      amp_dtype=run.amp_dtype, scaler=scaler,
+                                      batch_scheduler=scheduler if step_scheduler else None, writer=run.writer,
+                                      progress=progress, last_checkpoint=run.written)
             distributed.share_buffers(model)
-            if plan.device.type == "cuda":
-                torch.cuda.synchronize(plan.device)
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
             train_seconds += time.perf_counter() - started
             metrics["lr"] = optimizer.param_groups[0]["lr"]
-            if plan.scheduler is not None and not plan.step_scheduler:
-                plan.scheduler.step()
+            if scheduler is not None and not step_scheduler:
+                scheduler.step()
             if eval_batches is not None:
-                evaluation = evaluate(model, objective, eval_batches, plan.device)
-                metrics[f"{plan.eval_name}_loss"] = evaluation.loss
-                metrics[f"{plan.eval_name}_accuracy"] = evaluation.accuracy
-                _check_finite(evaluation.loss, epoch, plan.written)
+                evaluation = evaluate(model, objective, eval_batches, run.device)
+                metrics[f"{eval_name}_loss"] = evaluation.loss
+                metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
+                _check_finite(evaluation.loss, epoch, run.written)
             progress.end_epoch({key: value for key, value in metrics.items() if key != "lr"})
             history.append(metrics)
-            _log_epoch(plan.writer, metrics, epoch)
+            _log_epoch(run.writer, metrics, epoch)
             improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
                                                      higher_is_better)
             if improved:
                 best_epoch = epoch
-            _save_epoch(model, optimizer, plan, epoch, history, best=improved, scaler=scaler)
-            stopped_early = _stop_reason(plan, history, epoch, best_epoch, monitor)
+            _save_epoch(run, payload(epoch), epoch, best=improved)
+            stopped_early = _stop_reason(config, history, epoch, best_epoch, monitor)
             if stopped_early is not None:
                 break
     except KeyboardInterrupt:
         progress.close()
-        if plan.save is not None and distributed.is_main():
+        if config.save is not None and distributed.is_main():
             # Weights from inside `epoch`: recorded as after the last whole epoch (so --resume redoes this
             # one) and marked partial, with no metrics claimed for them.
-            payload = _payload(model, optimizer, plan, epoch - 1, history, scaler)
-            save_checkpoint(plan.save, {**payload, "metrics": {}, "partial_epoch": epoch})
-            warn(f"checkpoint saved to {plan.save}: weights from inside epoch {epoch}; "
-                 f"--resume {plan.save} redoes epoch {epoch}")
+            save_checkpoint(config.save, {**payload(epoch - 1), "metrics": {}, "partial_epoch": epoch})
+            warn(f"checkpoint saved to {config.save}: weights from inside epoch {epoch}; "
+                 f"--resume {config.save} redoes epoch {epoch}")
         raise
     finally:
         progress.close()
-        if plan.writer is not None:
-            plan.writer.flush()
+        if run.writer is not None:
+            run.writer.flush()
     if stopped_early is not None:
-        say(_stop_message(stopped_early, plan, history, best_epoch, monitor))
+        say(_stop_message(stopped_early, config, history, best_epoch, monitor))
     return FitResult(history, history[-1] if history else {}, evaluation, train_seconds, len(history),
-                     plan.written, stopped_early, best_epoch)
+                     run.written, stopped_early, best_epoch)
+
+
+def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
+                       state: dict[str, Any], *, scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+    """What every checkpoint holds: plain types and tensors only, so it loads with weights_only=True."""
+    return {
+        "command": run.command,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler_state(scaler),
+        "epoch": epoch,
+        "metrics": history[-1] if history else {},
+        "history": history,
+        "config": run.config.saved(),
+        **state,
+    }
 
 
 def _set_epoch(batches, epoch: int) -> None:
@@ -343,8 +374,8 @@ def _set_epoch(batches, epoch: int) -> None:
         target.set_epoch(epoch)
 
 
-def _monitored_metric(objective: Objective, eval_batches, plan: FitPlan) -> tuple[str, bool]:
-    prefix = plan.eval_name if eval_batches is not None else "train"
+def _monitored_metric(objective: Objective, eval_batches, eval_name: str) -> tuple[str, bool]:
+    prefix = eval_name if eval_batches is not None else "train"
     if objective.predict is not None:
         return f"{prefix}_accuracy", True
     return f"{prefix}_loss", False
@@ -364,23 +395,23 @@ def _best_epoch(history, monitor: str, higher_is_better: bool) -> int | None:
     return best
 
 
-def _stop_reason(plan: FitPlan, history, epoch: int, best_epoch: int, monitor: str) -> str | None:
+def _stop_reason(config, history, epoch: int, best_epoch: int, monitor: str) -> str | None:
     """"target" once the monitored accuracy reaches --target-accuracy; "patience" after --patience epochs
     without improvement. Every torchrun process sees the same metrics, so all stop together."""
-    if plan.target_accuracy is not None and history[-1][monitor] >= plan.target_accuracy:
+    if config.target_accuracy is not None and history[-1][monitor] >= config.target_accuracy:
         return "target"
-    if plan.patience is not None and epoch - best_epoch >= plan.patience and epoch < plan.epochs:
+    if config.patience is not None and epoch - best_epoch >= config.patience and epoch < config.epochs:
         return "patience"
     return None
 
 
-def _stop_message(reason: str, plan: FitPlan, history, best_epoch: int, monitor: str) -> str:
+def _stop_message(reason: str, config, history, best_epoch: int, monitor: str) -> str:
     epoch, best = len(history), history[best_epoch - 1][monitor]
-    kept = f"; the best is kept as {best_path(plan.save)}" if plan.save is not None else ""
+    kept = f"; the best is kept as {best_path(config.save)}" if config.save is not None else ""
     if reason == "target":
         return (f"stopped after epoch {epoch}: {monitor} {history[-1][monitor]:.4f} reached --target-accuracy "
-                f"{plan.target_accuracy}{kept}")
-    return (f"stopped after epoch {epoch}: {monitor} has not improved for {plan.patience} epoch(s) "
+                f"{config.target_accuracy}{kept}")
+    return (f"stopped after epoch {epoch}: {monitor} has not improved for {config.patience} epoch(s) "
             f"(best {best:.4f} in epoch {best_epoch}){kept}")
 
 
@@ -401,50 +432,35 @@ def _log_epoch(writer, metrics: dict[str, float | None], epoch: int) -> None:
             writer.add_scalar(f"{split}/{metric}" if metric else name, value, epoch)
 
 
-def _payload(model, optimizer, plan: FitPlan, epoch: int, history, scaler) -> dict[str, Any]:
-    return {
-        "command": plan.command,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": plan.scheduler.state_dict() if plan.scheduler is not None else None,
-        "scaler": scaler_state(scaler),
-        "epoch": epoch,
-        "metrics": history[-1] if history else {},
-        "history": history,
-        "config": plan.config,
-        **plan.extra,
-    }
-
-
-def _save_epoch(model, optimizer, plan: FitPlan, epoch: int, history, *, best: bool, scaler) -> None:
-    if plan.save is None:
+def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None:
+    save = run.config.save
+    if save is None:
         return
     if distributed.is_main():
-        every = plan.save_every and epoch % plan.save_every == 0
-        destinations = [plan.save, *([best_path(plan.save)] if best else []),
-                        *([plan.save.with_name(f"{plan.save.stem}.epoch{epoch}{plan.save.suffix or '.pt'}")]
-                          if every else [])]
-        save_epoch_files(_payload(model, optimizer, plan, epoch, history, scaler), destinations)
-    plan.written = plan.save
+        every = getattr(run.config, "save_every", 0)
+        periodic = save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}")
+        # One serialisation for all of them: the others are links to (or copies of) the first file.
+        save_epoch_files(payload, [save, *([best_path(save)] if best else []),
+                                   *([periodic] if every and epoch % every == 0 else [])])
+    run.written = save
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()
 
 
-def _resume(model, optimizer, plan: FitPlan) -> tuple[int, list]:
+def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
     """Load the --resume checkpoint's model, optimizer and schedule. The Run has checked its config
     against this run's, so a failure here means a damaged or hand-edited file."""
-    checkpoint, path = plan.resumed, plan.resume_path
-    epoch = int(checkpoint["epoch"])
-    if epoch >= plan.epochs:
+    checkpoint, path = run.loaded, run.config.resume
+    epoch = checkpoint["epoch"]
+    if epoch >= run.config.epochs:
         raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
     try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if plan.scheduler is not None and checkpoint.get("scheduler") is not None:
-            plan.scheduler.load_state_dict(checkpoint["scheduler"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} does not fit this model and optimizer: {first}") from None
+        if scheduler is not None and checkpoint.get("scheduler") is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
     partial = checkpoint.get("partial_epoch")
     say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
     return epoch, list(checkpoint.get("history", []))

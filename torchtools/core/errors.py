@@ -7,3 +7,9 @@ class UserError(Exception):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint stays."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for a one-line message (its type where it says nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,147 +1,135 @@
-"""Options shared by several commands, defined once as Annotated aliases.
+"""The settings several commands share, each declared once, and the shared bases of the commands' configs.
 
-A command sets its own default in its signature (`epochs: options.Epochs = 10`), and Typer shows it
-in `--help`. Nothing here imports torch: `torchtools --help` must stay fast.
+A command's config subclasses the bases it needs and adds its own fields; a shared Setting taken with
+a command's own default is one call (`epochs: int = EPOCHS(25)`). Nothing here imports torch:
+`torchtools --help` must stay fast.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
+from torchtools.core.config import Config, Setting
 
 TRAINING = "Training"
 OUTPUT = "Output and checkpoints"
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LOADERS = ("auto", "memory", "stream")
+RECIPES = ("course", "fast")
+SEED_MAX = 2**63 - 1  # torch.manual_seed's range; NumPy takes the seed modulo 2**32
+SIZE_MAX = 2**31 - 1  # batch and layer sizes: beyond this no tensor index fits
 
-class LoaderName(str, Enum):
-    auto = "auto"
-    memory = "memory"
-    stream = "stream"
-
-
-class RecipeName(str, Enum):
-    course = "course"
-    fast = "fast"
-
-
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
-
-
-Device = Annotated[str, typer.Option(
-    "--device", help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA, then MPS, then CPU.",
-    rich_help_panel=TRAINING)]
-Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Training epochs.", rich_help_panel=TRAINING)]
-BatchSize = Annotated[int, typer.Option(
-    "--batch-size", "-b", min=1, help="Samples per batch (per process under torchrun).", rich_help_panel=TRAINING)]
-FullBatchSize = Annotated[Optional[int], typer.Option(
-    "--batch-size", "-b", min=1, help="Samples per step. Default: the whole dataset (full batch).",
-    show_default=False, rich_help_panel=TRAINING)]
-LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel=TRAINING)]
-Optimizer = Annotated[OptimizerName, typer.Option("--optimizer", help="Optimizer.", rich_help_panel=TRAINING)]
-Momentum = Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.", rich_help_panel=TRAINING)]
-# The options a --recipe gives a value: left out, they take the recipe's (its values are in the README).
-RecipeEpochs = Annotated[Optional[int], typer.Option(
-    "--epochs", "-e", min=1, help="Training epochs. Default: the recipe's.", show_default=False,
-    rich_help_panel=TRAINING)]
-RecipeBatchSize = Annotated[Optional[int], typer.Option(
-    "--batch-size", "-b", min=1, help="Samples per batch (per process under torchrun). Default: the recipe's.",
-    show_default=False, rich_help_panel=TRAINING)]
-RecipeLearningRate = Annotated[Optional[float], typer.Option(
-    "--lr", min=0.0, help="Learning rate (one-cycle: its peak). Default: the recipe's.", show_default=False,
-    rich_help_panel=TRAINING)]
-RecipeOptimizer = Annotated[Optional[OptimizerName], typer.Option(
-    "--optimizer", help="Optimizer. Default: the recipe's.", show_default=False, rich_help_panel=TRAINING)]
-RecipeMomentum = Annotated[Optional[float], typer.Option(
-    "--momentum", min=0.0, help="SGD momentum. Default: the recipe's.", show_default=False,
-    rich_help_panel=TRAINING)]
-Seed = Annotated[int, typer.Option(
-    "--seed", help="Random seed: the same seed gives the same numbers on CPU.", rich_help_panel=TRAINING)]
-Amp = Annotated[bool, typer.Option(
-    "--amp/--no-amp", help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).",
-    rich_help_panel=TRAINING)]
-Recipe = Annotated[RecipeName, typer.Option(
-    "--recipe", help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
-                     "\"Recipes\"). Options you give override the recipe's values.", rich_help_panel=TRAINING)]
-Compile = Annotated[bool, typer.Option(
-    "--compile/--no-compile", help="torch.compile the model. Off: measured on the CPU, the compile time costs more "
-                                   "than it saves on these small models.", rich_help_panel=TRAINING)]
-Data = Annotated[Optional[Path], typer.Option(
-    "--data", help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
-                   "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.", show_default=False)]
-
-Save = Annotated[Optional[Path], typer.Option(
-    "--save", help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.",
-    rich_help_panel=OUTPUT)]
-Checkpoint = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", help="Load a trained checkpoint (to predict or evaluate) instead of training.",
-    rich_help_panel=OUTPUT)]
-Resume = Annotated[Optional[Path], typer.Option(
-    "--resume", help="Continue training from a checkpoint: model, optimizer, schedule and epoch.",
-    rich_help_panel=OUTPUT)]
-RunsDir = Annotated[Path, typer.Option(
-    "--runs-dir", help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.", rich_help_panel=OUTPUT)]
-Patience = Annotated[Optional[int], typer.Option(
-    "--patience", min=1, help="Stop when the held-out metric (accuracy, else loss) has not improved for N epochs; "
-                              "the best checkpoint is kept. Default: off.", show_default=False,
-    rich_help_panel=TRAINING)]
-TargetAccuracy = Annotated[Optional[float], typer.Option(
-    "--target-accuracy", min=0.0, max=1.0, help="Stop at the end of the first epoch whose held-out accuracy "
-                                                "reaches this (0..1). Default: off.", show_default=False,
-    rich_help_panel=TRAINING)]
-NoTensorboard = Annotated[bool, typer.Option(
-    "--no-tensorboard", help="Write no TensorBoard logs.", rich_help_panel=OUTPUT)]
-Quiet = Annotated[bool, typer.Option(
-    "--quiet", "-q", help="Only warnings and errors on stderr.", rich_help_panel=OUTPUT)]
-Json = Annotated[bool, typer.Option(
-    "--json", help="Print one JSON summary on the last line of stdout (keys: see README).",
-    rich_help_panel=OUTPUT)]
-Plot = Annotated[Optional[Path], typer.Option("--plot", help="Draw a PNG plot to this file.", rich_help_panel=OUTPUT)]
-TrustPickle = Annotated[bool, typer.Option(
-    "--trust-pickle", help="Allow arbitrary unpickling when loading (only for files you trust).",
-    rich_help_panel=OUTPUT)]
-SaveEvery = Annotated[int, typer.Option(
-    "--save-every", min=0, help="Also keep every N-th epoch's checkpoint as NAME.epochN.pt; 0 = off.",
-    rich_help_panel=OUTPUT)]
-Download = Annotated[bool, typer.Option(
-    "--download/--no-download", help="Download the dataset (torchvision) when its files are absent under --data.")]
-PredictImages = Annotated[Optional[list[str]], typer.Option(
-    "--predict", help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted glob, "
-                      "with the --checkpoint model or the one just trained.", show_default=False)]
-PredictOutput = Annotated[Optional[Path], typer.Option(
-    "--output", "-o", help="Write one row per predicted picture to FILE.csv or FILE.jsonl (atomically).",
-    show_default=False, rich_help_panel=OUTPUT)]
-TopK = Annotated[int, typer.Option(
-    "--top-k", min=1, help="Classes (with probabilities) given per prediction.", rich_help_panel=OUTPUT)]
-Loader = Annotated[LoaderName, typer.Option(
-    "--loader", help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
-                     "processes; memory stays flat) or auto (memory while the decoded set fits "
-                     "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).", rich_help_panel=TRAINING)]
+DEVICE = Setting("--device", panel=TRAINING, saved=False,
+                 help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA (cuda:0), then MPS, then CPU; for fit-linear, "
+                      "fit-logistic and diabetes the CPU (faster than starting CUDA).")
+SEED = Setting("--seed", help="Random seed: the same seed gives the same numbers on CPU.", panel=TRAINING,
+               min=0, max=SEED_MAX, saved=False)
+EPOCHS = Setting("--epochs", "-e", help="Training epochs.", panel=TRAINING, min=1, max=10**6, resumable=True)
+FULL_BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per step. Default: the whole dataset (full batch).",
+                          panel=TRAINING, min=1, max=SIZE_MAX, show_default=False)
+BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per batch (per process under torchrun).", panel=TRAINING,
+                     min=1, max=SIZE_MAX)
+LR = Setting("--lr", help="Learning rate (one-cycle: its peak).", panel=TRAINING, min=0.0)
+OPTIMIZER = Setting("--optimizer", help="Optimizer.", panel=TRAINING, choices=OPTIMIZERS)
+MOMENTUM = Setting("--momentum", help="SGD momentum.", panel=TRAINING, min=0.0, max=1.0)
+AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
+              help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).")
+COMPILE = Setting("--compile", negative="--no-compile", panel=TRAINING, saved=False,
+                  help="torch.compile the model. Off: measured on the CPU, the compile time costs more than it saves "
+                       "on these small models.")
+RECIPE = Setting("--recipe", panel=TRAINING, choices=RECIPES,
+                 help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
+                      "\"Recipes\"). Options you give override the recipe's values.")
+VAL_SPLIT = Setting("--val-split", min=0.0, max=0.9,
+                    help="Share of each class held out (seeded, stratified) for validation; 0: none.")
+DATA = Setting("--data", saved=False, show_default=False,
+               help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
+                    "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.")
+DOWNLOAD = Setting("--download", negative="--no-download", saved=False,
+                   help="Download the dataset (torchvision) when its files are absent under --data.")
+PREDICT_IMAGES = Setting("--predict", saved=False, show_default=False, metavar="PATH",
+                         help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted "
+                              "glob, with the --checkpoint model or the one just trained.")
+PREDICT_OUTPUT = Setting("--output", "-o", panel=OUTPUT, saved=False, show_default=False,
+                         help="Write one row per prediction to FILE.csv or FILE.jsonl (atomically).")
+TOP_K = Setting("--top-k", panel=OUTPUT, saved=False, min=1, max=1000,
+                help="Classes (with probabilities) given per prediction.")
+LOADER = Setting("--loader", panel=TRAINING, saved=False, choices=LOADERS,
+                 help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
+                      "processes; memory stays flat) or auto (memory while the decoded set fits "
+                      "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).")
+PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, help="Draw a PNG plot to this file.")
+TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
+                       help="Allow arbitrary unpickling when loading (only for files you trust).")
+SAVE_EVERY = Setting("--save-every", panel=OUTPUT, saved=False, min=0, max=10**6,
+                     help="Also keep every N-th epoch's checkpoint as NAME.epochN.pt; 0 = off.")
+RUNS_DIR = Setting("--runs-dir", panel=OUTPUT, saved=False,
+                   help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.")
+QUIET = Setting("--quiet", "-q", panel=OUTPUT, saved=False, help="Only warnings and errors on stderr.")
+JSON = Setting("--json", panel=OUTPUT, saved=False,
+               help="Print one JSON summary on the last line of stdout (keys: see README).")
 
 
-# The options every command of a kind shares, with their defaults: `run.command` adds the ones a command
-# asks for to its signature and collects them into its Run. The names are the Run's fields.
-SHARED: dict[str, tuple[object, object]] = {
-    "device": (Device, "auto"),
-    "seed": (Seed, 0),
-    "amp": (Amp, True),
-    "compile": (Compile, False),
-    "save": (Save, None),
-    "save_every": (SaveEvery, 0),
-    "checkpoint": (Checkpoint, None),
-    "resume": (Resume, None),
-    "patience": (Patience, None),
-    "target_accuracy": (TargetAccuracy, None),
-    "runs_dir": (RunsDir, Path("runs")),
-    "no_tensorboard": (NoTensorboard, False),
-    "quiet": (Quiet, False),
-    "json": (Json, False),
-}
-# A training command's shared options; `amp` and `save_every` are added by the commands that use them.
-TRAINING_RUN = ("device", "seed", "save", "checkpoint", "resume", "patience", "target_accuracy", "runs_dir",
-                "no_tensorboard", "quiet", "json")
+@dataclass(frozen=True, kw_only=True)
+class OutputSettings(Config):
+    """Every command: how much it says, and whether it ends with the JSON summary."""
+
+    quiet: bool = QUIET(False)
+    json: bool = JSON(False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeededSettings(OutputSettings):
+    seed: int = SEED(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorboardSettings(OutputSettings):
+    runs_dir: Path = RUNS_DIR(Path("runs"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSettings(SeededSettings, TensorboardSettings):
+    """Every training command: where it runs, where checkpoints go, when it stops early."""
+
+    # --device auto takes the CPU: the toy lessons' few hundred rows train before CUDA has started.
+    prefer_cpu: ClassVar[bool] = False
+    device: str = DEVICE("auto")
+    save: Path | None = Setting(
+        "--save", panel=OUTPUT, saved=False,
+        help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.")()
+    checkpoint: Path | None = Setting(
+        "--checkpoint", panel=OUTPUT, saved=False,
+        help="Load a trained checkpoint (to predict or evaluate) instead of training.")()
+    resume: Path | None = Setting(
+        "--resume", panel=OUTPUT, saved=False,
+        help="Continue training from a checkpoint: model, optimizer, schedule and epoch.")()
+    patience: int | None = Setting(
+        "--patience", panel=TRAINING, saved=False, min=1, max=10**6, show_default=False,
+        help="Stop when the held-out metric (accuracy, else loss) has not improved for N epochs; the best "
+             "checkpoint is kept. Default: off.")()
+    target_accuracy: float | None = Setting(
+        "--target-accuracy", panel=TRAINING, saved=False, min=0.0, max=1.0, show_default=False,
+        help="Stop at the end of the first epoch whose held-out accuracy reaches this (0..1). Default: off.")()
+    no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
+                                   help="Write no TensorBoard logs.")(False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratedSettings(TrainingSettings):
+    """Training commands whose models gain from autocast, and whose runs are long enough to keep epochs."""
+
+    amp: bool = AMP(True)
+    save_every: int = SAVE_EVERY(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageClassifierSettings(AcceleratedSettings):
+    """What mnist, cifar and transfer share beyond training: labelling the user's pictures."""
+
+    predict: list[str] | None = PREDICT_IMAGES(None)
+    output: Path | None = PREDICT_OUTPUT(None)
+    top_k: int = TOP_K(3)

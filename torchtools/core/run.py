@@ -1,9 +1,9 @@
-"""One command's run: the shared options, checked before any work, and the one JSON summary at the end.
+"""One command's run: its config checked before any work, the checkpoint it continues, and the JSON summary.
 
-`@command` builds the Run from the options every command shares (device, seed, amp, save, checkpoint,
-resume, TensorBoard, early stopping, quiet, json). `Run.start` checks everything the run will read or
-write before any data is loaded: a user's mistake costs seconds, never an epoch. The flow then asks the
-run for its config (`run.config`), its fit plan (`run.plan`) and ends with `run.finish`.
+`@command` collects the options into the command's config and calls `Run.start`, which checks everything
+the run will read or write before any data is loaded: a user's mistake costs seconds, never an epoch.
+A --checkpoint or --resume file is loaded here, its config validated like the command line's, and merged
+with this run's. The flow reads `run.config`, and ends with `run.finish`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -21,12 +21,12 @@ import torch
 from torchtools.core import distributed, output
 from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
 from torchtools.core.config import Config
-from torchtools.core.devices import autocast_dtype, resolve_device
-from torchtools.core.engine import FitPlan, FitResult
-from torchtools.core.errors import UserError
+from torchtools.core.devices import autocast_dtype, prepare, resolve_device
+from torchtools.core.errors import UserError, first_line
+from torchtools.core.options import AcceleratedSettings, TrainingSettings
 from torchtools.core.paths import check_readable_files, check_writable_file, check_writable_folder
 
-ConfigType = TypeVar("ConfigType", bound=Config)
+C = TypeVar("C", bound=Config)
 
 
 def seed_everything(seed: int) -> None:
@@ -37,95 +37,113 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass
-class Run:
+class Run(Generic[C]):
     command: str
-    device: torch.device = torch.device("cpu")
+    config: C
     explicit: frozenset[str] = frozenset()  # options the user typed (the rest are defaults)
-    seed: int = 0
-    amp: bool = False
-    compile: bool = False
-    save: Path | None = None
-    save_every: int = 0
-    checkpoint: Path | None = None
-    resume: Path | None = None
-    patience: int | None = None
-    target_accuracy: float | None = None
-    runs_dir: Path = Path("runs")
-    no_tensorboard: bool = False
-    options: frozenset[str] = frozenset()  # the shared options this command takes
+    device: torch.device = torch.device("cpu")
     loaded: dict[str, Any] | None = None  # the --checkpoint or --resume file, read and checked by start
+    written: Path | None = None  # set once this run has saved an epoch to --save
     started: float = field(default_factory=time.perf_counter)
     _writer: Any = None
 
     @classmethod
-    def start(cls, command: str, *, device: str = "cpu", quiet: bool = False, json: bool = False,
-              explicit: frozenset[str] = frozenset(), **options: Any) -> Run:
-        """Check the options, then join the device (under torchrun, this process's own) and seed."""
-        output.configure(quiet=quiet, json=json)
-        run = cls(command, explicit=explicit, options=frozenset(options), **options)
-        run._check_options()
-        run.device = distributed.start(resolve_device(device))
-        seed_everything(run.seed)
+    def start(cls, command: str, config_type: type[C], values: dict[str, Any], explicit: frozenset[str]) -> Run[C]:
+        """Check the options, load the checkpoint, then join the device (under torchrun, this process's own)."""
+        output.configure(quiet=bool(values.get("quiet")), json=bool(values.get("json")))
+        run = cls(command, config_type.build(values), explicit=explicit)
+        if isinstance(run.config, TrainingSettings):
+            run._check_training_options()
+            device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
+            run.device = distributed.start(prepare(device))
+        if hasattr(run.config, "seed"):
+            seed_everything(run.config.seed)
         return run
 
-    def _check_options(self) -> None:
-        if self.checkpoint is not None and self.resume is not None:
+    def _check_training_options(self) -> None:
+        config = self.config
+        if config.checkpoint is not None and config.resume is not None:
             raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
-        if self.checkpoint is not None:
-            unused = [option for option, value in (("--save", self.save), ("--save-every", self.save_every),
-                                                   ("--patience", self.patience),
-                                                   ("--target-accuracy", self.target_accuracy)) if value]
+        if config.checkpoint is not None:
+            unused = [config.option(name) for name in ("save", "save_every", "patience", "target_accuracy")
+                      if getattr(config, name, None)]
             if unused:
-                raise UserError(f"{', '.join(unused)} apply to training; --checkpoint {self.checkpoint} trains "
+                raise UserError(f"{', '.join(unused)} apply to training; --checkpoint {config.checkpoint} trains "
                                 "nothing (use --resume to train on)")
-        if self.save_every and self.save is None:
+        if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
-        if self.save is not None:
-            check_writable_file(self.save, "--save")
-        if self.trains and not self.no_tensorboard:
-            check_writable_folder(self.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
-        source = self.checkpoint or self.resume
+        if config.save is not None:
+            check_writable_file(config.save, "--save")
+        if self.trains and not config.no_tensorboard:
+            check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
+        source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
-            if self.resume is not None and self.loaded.get("optimizer") is None:
+            _check_state(self.loaded, source)
+            if config.resume is not None and self.loaded.get("optimizer") is None:
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
+            self.config = self._with_checkpoint(source)
 
-    @property
-    def trains(self) -> bool:
-        """True for a training command, unless it only loads a --checkpoint (to evaluate or predict)."""
-        return "resume" in self.options and self.checkpoint is None
-
-    @property
-    def writer(self):
-        """The TensorBoard writer of a training run (opened on first use), else None."""
-        if self._writer is None and self.trains:
-            self._writer = open_tensorboard(self.runs_dir, self.command, enabled=not self.no_tensorboard)
-        return self._writer
-
-    def config(self, config: ConfigType) -> ConfigType:
-        """The run's config: as built from the options, or the checkpoint's.
+    def _with_checkpoint(self, source: Path) -> C:
+        """This run's config with the checkpoint's hyperparameters.
 
         --checkpoint: the saved config rebuilds the model, and an option typed that would change it is an
         error. --resume: options left at their defaults take the checkpoint's values; a typed option that
         differs is applied where the run can (epochs), else refused naming both values, never ignored.
         """
-        if self.loaded is None:
-            return config
-        source = self.checkpoint or self.resume
-        saved = type(config).from_dict(self.loaded.get("config") or {}, source=source)
-        changed = {}
-        for name, value in config.as_dict().items():
-            old = getattr(saved, name)
+        config = self.config
+        saved = type(config).from_saved(self.loaded.get("config"), source=source)
+        _check_epoch(self.loaded, source)
+        taken = {}
+        for name in config.saved_names():
+            value, old = getattr(config, name), getattr(saved, name)
             if value == old or name not in self.explicit:
+                taken[name] = old
+            elif self.resuming and name in saved.resumable():
                 continue
-            if self.resume is not None and name in saved.resumable():
-                changed[name] = value
-                continue
-            action = "continues with" if self.resume is not None else "was trained with"
-            raise UserError(f"{config.option(name)} {_shown(value)} differs from the checkpoint: {source} "
-                            f"{action} {config.option(name)} {_shown(old)}; drop the option, or start a new run")
-        return dataclasses.replace(saved, **changed)
+            else:
+                action = "continues with" if self.resuming else "was trained with"
+                raise UserError(f"{config.option(name)} {_shown(value)} differs from the checkpoint: {source} "
+                                f"{action} {config.option(name)} {_shown(old)}; drop the option, or start a new run")
+        return dataclasses.replace(config, **taken)
+
+    @property
+    def trains(self) -> bool:
+        """True for a training command, unless it only loads a --checkpoint (to evaluate or predict)."""
+        return isinstance(self.config, TrainingSettings) and self.config.checkpoint is None
+
+    @property
+    def resuming(self) -> bool:
+        return isinstance(self.config, TrainingSettings) and self.config.resume is not None
+
+    @property
+    def source(self) -> Path | None:
+        """The checkpoint this run loaded (--checkpoint or --resume)."""
+        return self.config.checkpoint or self.config.resume if isinstance(self.config, TrainingSettings) else None
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of training (None: full precision); evaluation is fp32 (engine.evaluate)."""
+        return autocast_dtype(self.device) if isinstance(self.config, AcceleratedSettings) and self.config.amp \
+            else None
+
+    @property
+    def writer(self):
+        """The TensorBoard writer of a training run (opened on first use), else None."""
+        if self._writer is None and self.trains:
+            self._writer = open_tensorboard(self.config.runs_dir, self.command, enabled=not self.config.no_tensorboard)
+        return self._writer
+
+    def load_model(self, model: torch.nn.Module, what: str = "") -> torch.nn.Module:
+        """The --checkpoint weights into `model`; a file that does not fit it is one error line."""
+        try:
+            model.load_state_dict(self.loaded["model"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{self.source} does not fit the model its config describes: {first_line(error)}"
+                            ) from None
+        output.say(f"loaded {self.source} (trained {self.loaded['epoch']} epoch(s){', ' + what if what else ''})")
+        return model
 
     def inputs(self, items: list[Path] | None, option: str) -> list[Path]:
         """Files the run will read, checked now: each exists and can be opened."""
@@ -141,22 +159,11 @@ class Run:
 
     def check_resumed(self, name: str, value: Any, what: str) -> None:
         """A resumed run's data-derived state (classes, vocabulary...) must be the checkpoint's."""
-        if self.resume is not None and self.loaded is not None and self.loaded.get(name) != value:
+        if self.resuming and self.loaded.get(name) != value:
             raise UserError(f"{what} differs from the checkpoint's: this data gives {_shown(value)}, "
-                            f"{self.resume} was trained on {_shown(self.loaded.get(name))}")
+                            f"{self.config.resume} was trained on {_shown(self.loaded.get(name))}")
 
-    def plan(self, config: Config, *, extra: dict[str, Any] | None = None, scheduler: Any = None,
-             step_scheduler: bool = False, eval_name: str = "test") -> FitPlan:
-        """How the engine trains this run: epochs, checkpoints, schedule, autocast, TensorBoard, stopping."""
-        return FitPlan(self.command, config.epochs, self.device, config=config.as_dict(), extra=extra or {},
-                       save=self.save, save_every=self.save_every, resumed=self.loaded if self.resume else None,
-                       resume_path=self.resume, scheduler=scheduler, step_scheduler=step_scheduler,
-                       amp_dtype=autocast_dtype(self.device) if self.amp else None, compile=self.compile,
-                       writer=self.writer,
-                       eval_name=eval_name, patience=self.patience, target_accuracy=self.target_accuracy)
-
-    def finish(self, result: FitResult | None = None, *, metrics: dict[str, Any] | None = None,
-               **extra: Any) -> dict[str, Any]:
+    def finish(self, result=None, *, metrics: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """Build the summary every command ends with; print it as JSON on stdout under --json
         (under torchrun, from process 0 only: one job, one summary).
 
@@ -175,11 +182,52 @@ class Run:
             "metrics": {key: value for key, value in metrics.items() if value is not None},
             "checkpoint": str(result.checkpoint) if result and result.checkpoint else None,
             "world_size": distributed.world_size(),
-            **({"stopped_early": result.stopped_early if result else None} if "patience" in self.options else {}),
+            **({"stopped_early": result.stopped_early if result else None}
+               if isinstance(self.config, TrainingSettings) else {}),
             **extra,
         }
         output.emit_summary(summary)
         return summary
+
+
+def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
+    epoch = loaded.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _foreign(source, f"its epoch is {epoch!r}, not a count of epochs")
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The commands' own state beside the weights, by key: what each must be for the model to be rebuilt.
+STATE = {
+    "model": (lambda value: isinstance(value, dict) and all(isinstance(item, torch.Tensor) for item in value.values()),
+              "tensors by name"),
+    "classes": (_names, "a list of class names"),
+    "labels": (_names, "a list of labels"),
+    "vocabulary": (lambda value: isinstance(value, str), "the characters of the names"),
+    "features": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0, "a count"),
+    "mean": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
+    "std": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
+    "image_format": (lambda value: isinstance(value, dict), "a picture format"),
+}
+
+
+def _check_state(loaded: dict[str, Any], source: Path) -> None:
+    """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
+    for key, (valid, meaning) in STATE.items():
+        if key in loaded and not valid(loaded[key]):
+            raise _foreign(source, f"its {key} is not {meaning}")
+    broken = [name for name, tensor in loaded.get("model", {}).items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{source} holds non-finite weights (NaN or inf) in {len(broken)} tensor(s), e.g. "
+                        f"{broken[0]}: it would label everything nan; use an earlier checkpoint")
+
+
+def _foreign(source: Path, what: str) -> UserError:
+    return UserError(f"{source}: {what}; the file was edited or comes from elsewhere")
 
 
 def _shown(value: Any) -> str:

@@ -26,7 +26,6 @@ GPU_SHARE = 0.25  # of the GPU's free memory
 # Where the machine's memory cannot be read (neither sysconf nor a cgroup limit): a budget that any
 # machine able to train a CNN has.
 UNKNOWN_MEMORY_BUDGET = 2 * GIB
-LOADERS = ("auto", "memory", "stream")
 _UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
@@ -41,8 +40,6 @@ def choose_loader(requested: str, count: int, channels: int, size: int, *, devic
 
     `device`: where the memory loader would keep the set (a torch.device; None or the CPU: host memory only).
     """
-    if requested not in LOADERS:
-        raise UserError(f"--loader {requested!r}: choose one of {', '.join(LOADERS)}")
     needed = decoded_bytes(count, channels, size)
     figures = f"{count:,} images x {channels}x{size}x{size} = {format_bytes(needed)}"
     if requested != "auto":

@@ -27,11 +27,11 @@ from importlib import resources
 from pathlib import Path
 
 from torchtools.core.errors import UserError
+from torchtools.data import cifar_batches
 
 MNIST_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
-CIFAR_FOLDERS = {"cifar10": ("cifar-10-batches-py", "batches.meta"), "cifar100": ("cifar-100-python", "meta")}
 DIABETES_FILES = ("diabetes.csv.gz", "diabetes.csv")
 NAMES_TRAIN, NAMES_TEST = "names_train.csv.gz", "names_test.csv.gz"
 TRANSFER_FOLDER = "hymenoptera_data"
@@ -90,8 +90,8 @@ def cifar_source(data: Path | None, kind: str) -> tuple[str, Path]:
 def cifar_batches_folder(data: Path | None, kind: str) -> Path:
     """Where kind's pickle batches are (or a download puts them): the root or the batches folder itself."""
     root = Path(data) if data is not None else default_root()
-    folder, meta = CIFAR_FOLDERS[kind]
-    return root if (root / meta).is_file() else root / folder
+    layout = cifar_batches.LAYOUTS[kind]
+    return root if (root / layout.meta).is_file() else root / layout.folder
 
 
 def diabetes_table(data: Path | None) -> Found:

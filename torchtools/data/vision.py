@@ -16,7 +16,6 @@ from torchtools.core.errors import UserError
 from torchtools.data import cifar_batches, downloads, roots
 from torchtools.data.idx import read_idx
 
-MNIST_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 CIFAR_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 # The course's MNIST normalisation (the training set's mean and std), used for all three MNIST-style sets.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -48,7 +47,7 @@ def load_mnist(kind: str, root: Path, *, download: bool) -> ImageSet:
     """
     import torchvision.datasets as datasets
 
-    dataset_class = getattr(datasets, MNIST_CLASSES[kind])
+    dataset_class = getattr(datasets, roots.MNIST_FOLDERS[kind])  # the folder is the class name
     raw = roots.mnist_raw_folder(root, kind)
     missing = [(name, md5) for name, md5 in dataset_class.resources if not _idx_path(raw, Path(name).stem).is_file()]
     if missing:

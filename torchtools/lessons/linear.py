@@ -14,16 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import save_checkpoint
-from torchtools.core.config import Config
-from torchtools.core.engine import FitPlan, FitResult, Objective, fit, make_optimizer
+from torchtools.core.engine import FitResult, Objective, checkpoint_payload, fit, make_optimizer
 from torchtools.core.errors import UserError
-from torchtools.core.output import say
 from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.tables import read_numeric_csv
 
-# A hand-written lesson loop: trains a layer on the points under the plan, returns it and its result.
-Lesson = Callable[["Points", FitPlan], tuple[nn.Linear, FitResult]]
+# A hand-written lesson loop: trains a layer on the points for the run, returns it and its result.
+Lesson = Callable[["Points", Run], tuple[nn.Linear, FitResult]]
 
 
 @dataclass
@@ -49,7 +47,7 @@ def load_points(csv: Path | None, default_x: list[float], default_y: list[float]
 def check_features(run: Run, points: Points) -> None:
     """A --checkpoint or --resume model takes the feature count it was trained on."""
     if run.loaded is not None and run.loaded.get("features") != points.features:
-        raise UserError(f"{points.source} has {points.features} feature column(s); {run.checkpoint or run.resume} "
+        raise UserError(f"{points.source} has {points.features} feature column(s); {run.source} "
                         f"was trained on {run.loaded.get('features')}: pass --csv with that many")
 
 
@@ -78,39 +76,29 @@ def weights(layer: nn.Linear) -> tuple[float | list[float], float]:
     return (w[0] if len(w) == 1 else w), float(layer.bias.detach().cpu().item())
 
 
-def fit_or_load(run: Run, config: Config, points: Points, objective: Objective, *,
+def fit_or_load(run: Run, points: Points, objective: Objective, *,
                 lesson: Lesson | None = None) -> tuple[nn.Linear, FitResult | None]:
     """The --checkpoint layer (result None), or one trained on the points: nn.Linear through the engine, or by a
     hand-written `lesson` loop, saved to --save in the engine's checkpoint layout."""
     check_features(run, points)
     if not run.trains:
-        layer = nn.Linear(points.features, 1)
-        layer.load_state_dict(run.loaded["model"])
-        say(f"loaded {run.checkpoint} (trained {run.loaded.get('epoch')} epoch(s))")
-        return layer, None
-    plan = run.plan(config, extra={"features": points.features})
+        return run.load_model(nn.Linear(points.features, 1)), None
+    state = {"features": points.features}
     if lesson is None:
-        return _train_layer(points, objective, plan, config, seed=run.seed)
-    layer, result = lesson(points, plan)
-    if run.save is not None:
-        result.checkpoint = _save_layer(plan, layer, result)
+        return _train_layer(points, objective, run, state)
+    layer, result = lesson(points, run)
+    if run.config.save is not None:
+        # The hand-written lessons have no optimizer: their checkpoint loads with --checkpoint, not --resume.
+        result.checkpoint = save_checkpoint(run.config.save, checkpoint_payload(
+            run, layer, None, None, result.epochs, result.history, state))
     return layer, result
 
 
-def _train_layer(points: Points, objective: Objective, plan: FitPlan, config, *,
-                 seed: int) -> tuple[nn.Linear, FitResult]:
+def _train_layer(points: Points, objective: Objective, run: Run, state: dict) -> tuple[nn.Linear, FitResult]:
     """nn.Linear trained through the engine: full batch unless --batch-size."""
-    layer = nn.Linear(points.features, 1).to(plan.device)
-    batches = TensorBatches(points.x.to(plan.device), points.y.to(plan.device),
+    config = run.config
+    layer = nn.Linear(points.features, 1).to(run.device)
+    batches = TensorBatches(points.x.to(run.device), points.y.to(run.device),
                             batch_size=config.batch_size or len(points.y), shuffle=config.batch_size is not None,
-                            seed=seed)
-    result = fit(layer, objective, make_optimizer(config.optimizer, layer.parameters(), config.lr), batches, None,
-                 plan)
-    return layer, result
-
-
-def _save_layer(plan: FitPlan, layer: nn.Linear, result: FitResult) -> Path:
-    """The hand-written lessons have no optimizer: their checkpoint loads with --checkpoint, not --resume."""
-    return save_checkpoint(plan.save, {"command": plan.command, "model": layer.state_dict(), "optimizer": None,
-                                       "scheduler": None, "epoch": result.epochs, "metrics": result.metrics,
-                                       "history": result.history, "config": plan.config, **plan.extra})
+                            seed=config.seed)
+    return layer, fit(layer, objective, make_optimizer(config, layer.parameters()), batches, None, run, state=state)

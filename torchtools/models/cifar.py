@@ -11,7 +11,8 @@ FAST_WIDTHS = (32, 64, 128)  # the `fast` net's channels per stage (see torchtoo
 def quick(num_classes: int = 10) -> nn.Sequential:
     """The notes' model exactly: three 5x5 conv + 2x2 max-pool stages, flatten, 1024->64->classes.
 
-    It has no activation functions, as in the notes (it is nearly linear, hence ~55% on CIFAR-10).
+    It has no activation functions, as in the notes, so it is nearly linear: the notes report 53-55% after
+    10 epochs of their loop; the fast recipe reaches 65.8-66.1% in 2 (torchtools/recipes.py).
     """
     return nn.Sequential(
         nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(2),
