@@ -189,7 +189,7 @@ def test_every_process_ends_with_the_same_weights_and_buffers(tmp_path):
 
 
 DROPPED_SCRIPT = """
-import json, sys
+import json
 from functools import partial
 from pathlib import Path
 
@@ -197,15 +197,14 @@ import torch
 import torch.distributed as dist
 
 from torchtools.core import distributed
-from torchtools.core.run import Run
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import centre_square
 
-run = Run.start("check", device="cpu", quiet=True)
+device = distributed.start(torch.device("cpu"))
 rank = distributed.rank()
 paths = sorted(Path("images").glob("*.png"))
 streamed = StreamedImages(paths, list(range(len(paths))), partial(centre_square, size=8), grayscale=False,
-                          batch_size=2, shuffle=True, seed=0, device=run.device, workers=0)
+                          batch_size=2, shuffle=True, seed=0, device=device, workers=0)
 if rank == 1:  # every file of this process's first batch is unreadable here
     first = streamed._begin_epoch()[:2].tolist()
     streamed.set_epoch(0)

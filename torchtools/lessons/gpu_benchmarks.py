@@ -224,7 +224,7 @@ def train_step_throughput(device: torch.device, plan: Plan) -> tuple[list[Result
                 torch.manual_seed(0)
                 model = build().to(device, memory_format=memory_format)
                 optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)  # the course's optimizer
-                step = _train_step(model, optimizer, inputs, targets, device, dtype)
+                step = train_step(model, optimizer, inputs, targets, device, dtype)
                 results.append(_result("train_step", name, label, device, time_op(step, device, plan),
                                        work=plan.batch_size, unit="samples/s"))
     finally:
@@ -237,8 +237,8 @@ def _runs_tf32(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs, targets, device: torch.device,
-                dtype: torch.dtype | None) -> Callable[[], None]:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs, targets, device: torch.device,
+               dtype: torch.dtype | None) -> Callable[[], None]:
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # one per run, as fit has
 
     def step() -> None:
