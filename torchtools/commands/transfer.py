@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
-from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT, TRAINING,
-                                     TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
+from torchtools.core.options import (BATCH_SIZE, COMPILE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -61,6 +61,7 @@ class TransferConfig(ImageClassifierSettings):
     lr_gamma: float = Setting("--lr-gamma", panel=TRAINING, min=0.0, max=1.0,
                               help="Learning-rate decay factor (StepLR).")(0.1)
     trust_pickle: bool = TRUST_PICKLE(False)
+    compile: bool = COMPILE(False)
     # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
     schedule: str = "step"
     weight_decay: float = 0.0
