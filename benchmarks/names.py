@@ -62,7 +62,7 @@ class CourseRNNClassifier(nn.Module):
     def forward(self, input, seq_lengths):
         input = input.t()
         batch_size = input.size(1)
-        hidden = torch.zeros(self.n_layers * self.n_directions, batch_size, self.hidden_size)
+        hidden = torch.zeros(self.n_layers * self.n_directions, batch_size, self.hidden_size, device=input.device)
         embedding = self.embedding(input)
         gru_input = pack_padded_sequence(embedding, seq_lengths)
         output, hidden = self.gru(gru_input, hidden)
@@ -81,18 +81,23 @@ def make_tensors(names, countries):
 
 
 class CourseLoop:
-    def __init__(self, data: Path):
+    """The lecture's loop; on a GPU the model and each batch's tensors are moved there (lengths stay on the
+    CPU, as pack_padded_sequence wants)."""
+
+    def __init__(self, data: Path, device: torch.device = torch.device("cpu")):
+        self.device = torch.device(device)
         self.train = CourseNameDataset(data / "names_train.csv.gz")
         self.test = CourseNameDataset(data / "names_test.csv.gz", self.train.country_list)
         self.train_loader = DataLoader(self.train, batch_size=BATCH, shuffle=True)
         self.test_loader = DataLoader(self.test, batch_size=BATCH, shuffle=False)
-        self.model = CourseRNNClassifier(CHARS, HIDDEN, len(self.train.country_list), LAYERS)
+        self.model = CourseRNNClassifier(CHARS, HIDDEN, len(self.train.country_list), LAYERS).to(self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.001)
 
     def train_epoch(self) -> float:
         for names, countries in self.train_loader:
             inputs, seq_lengths, target = make_tensors(names, countries)
+            inputs, target = inputs.to(self.device), target.to(self.device)
             loss = self.criterion(self.model(inputs, seq_lengths), target)
             self.optimizer.zero_grad()
             loss.backward()
@@ -104,7 +109,8 @@ class CourseLoop:
         with torch.no_grad():
             for names, countries in self.test_loader:
                 inputs, seq_lengths, target = make_tensors(names, countries)
-                correct += (self.model(inputs, seq_lengths).argmax(dim=1) == target).sum().item()
+                predicted = self.model(inputs.to(self.device), seq_lengths).argmax(dim=1).cpu()
+                correct += (predicted == target).sum().item()
         return correct / len(self.test)
 
 
