@@ -67,7 +67,8 @@ def cifar(run: Run[CifarConfig]) -> None:
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None
     if classifier.needs_data(run, pictures):
-        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE) if folders
+        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE,
+                               device=run.device) if folders
                   else load_cifar(config.dataset, root, download=config.download))
         classifier.describe(images, "test")
         if run.trains:

@@ -108,7 +108,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     if classifier.needs_data(run, pictures):
         root = roots.transfer_folder(config.data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
-                              loader=config.loader, size=fmt.size)
+                              loader=config.loader, size=fmt.size, device=run.device)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
