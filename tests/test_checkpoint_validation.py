@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error
+from datafiles import NAMES_SMALL, names_rows, write_mnist, write_names_csv
 
 TRAIN = ("--epochs", "2", "--no-tensorboard", "--quiet")
 
@@ -57,11 +58,10 @@ def test_an_edited_checkpoint_is_one_error_naming_the_key(cli, tmp_path, diabete
 
 
 def test_a_names_checkpoint_with_an_unknown_cell_or_another_vocabulary(cli, tmp_path):
-    from test_names_rnn import SMALL, _names, _write_csv
 
-    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
+    names = write_names_csv(tmp_path / "names.csv", names_rows(0), gzipped=False)
     saved = tmp_path / "names.pt"
-    assert cli("names-rnn", "--data", names, "--epochs", "1", *SMALL, "--save", saved).exit_code == 0
+    assert cli("names-rnn", "--data", names, "--epochs", "1", *NAMES_SMALL, "--save", saved).exit_code == 0
     cell = _edited(saved, tmp_path / "cell.pt", _set_config("cell", "transformer"))
     assert_user_error(cli("names-rnn", "--checkpoint", cell, "--predict", "Smith"), "config's cell", "gru")
     vocabulary = _edited(saved, tmp_path / "vocabulary.pt",
@@ -70,7 +70,6 @@ def test_a_names_checkpoint_with_an_unknown_cell_or_another_vocabulary(cli, tmp_
 
 
 def test_a_mnist_checkpoint_naming_an_unknown_model(cli, tmp_path):
-    from test_mnist import write_mnist
 
     data = write_mnist(tmp_path / "data", train=40, test=10)
     saved = tmp_path / "m.pt"

@@ -1,6 +1,5 @@
 """cifar: torchvision's pickle batches, the train/ + test/ image-folder layout, TensorBoard, predict."""
 
-import pickle
 import tarfile
 
 import cv2
@@ -8,49 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error
+from datafiles import CIFAR10_NAMES, coloured_picture, write_cifar10_batches, write_image_folders
 
-NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-COLOURS = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]  # RGB: one dominant channel per learnable class
 FAST = ("--epochs", "4", "--batch-size", "16", "--lr", "0.02", "--momentum", "0.9", "--json")
-
-
-def picture(label: int, rng) -> np.ndarray:
-    """A 32x32 RGB image whose colour is its label, with noise and a random dark square."""
-    image = np.clip(np.array(COLOURS[label]) + rng.normal(0, 25, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-    top, left = rng.integers(0, 24, size=2)
-    image[top:top + 8, left:left + 8] //= 3
-    return image
-
-
-def write_cifar10_batches(root, train=150, test=60, seed=0):
-    """torchvision's cifar-10-batches-py: five training pickles, a test pickle and batches.meta."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-
-    def batch(count):
-        labels = [index % len(COLOURS) for index in range(count)]
-        images = np.stack([picture(label, rng) for label in labels])  # (N, 32, 32, 3)
-        return {"data": images.transpose(0, 3, 1, 2).reshape(count, -1), "labels": labels}
-
-    for index in range(1, 6):
-        (folder / f"data_batch_{index}").write_bytes(pickle.dumps(batch(train // 5)))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch(test)))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": NAMES}))
-    return root
-
-
-def write_image_folders(root, train=30, test=12, seed=0):
-    """root/{train,test}/<class>/*.png|jpg written with OpenCV (BGR on disk), as the CIFAR JPEG tar unpacks."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train), ("test", test)):
-        for label, name in enumerate(("blue", "green", "red")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count // 3):
-                suffix = ".jpg" if index % 2 else ".png"
-                cv2.imwrite(str(folder / f"{index:04d}{suffix}"), picture(label, rng))  # RGB red read as BGR: blue
-    return root
 
 
 def test_pickle_batches_train_save_every_and_reload(cli, tmp_path):
@@ -60,7 +19,7 @@ def test_pickle_batches_train_save_every_and_reload(cli, tmp_path):
     assert run.exit_code == 0, run.stderr
     summary = run.summary
     assert summary["command"] == "cifar" and summary["model"] == "quick" and summary["dataset"] == "cifar10"
-    assert summary["classes"] == NAMES
+    assert summary["classes"] == CIFAR10_NAMES
     assert summary["metrics"]["test_accuracy"] > 0.6  # three classes present: chance is 1/3
     assert sum(map(sum, summary["confusion_matrix"])) == 60
     assert save.is_file() and (tmp_path / "quick.best.pt").is_file()
@@ -90,7 +49,7 @@ def test_tensorboard_gets_scalars_images_and_the_graph(cli, tmp_path):
 def test_image_folders_train_and_predict_class_names(cli, tmp_path):
     data = write_image_folders(tmp_path / "images")
     red = tmp_path / "red.jpg"  # larger than 32x32: resized on reading
-    cv2.imwrite(str(red), cv2.resize(picture(0, np.random.default_rng(9))[:, :, ::-1], (64, 48)))
+    cv2.imwrite(str(red), cv2.resize(coloured_picture(0, np.random.default_rng(9))[:, :, ::-1], (64, 48)))
     run = cli("cifar", "--data", data, "--save", tmp_path / "f.pt", "--no-tensorboard", "--predict", red, *FAST)
     assert run.exit_code == 0, run.stderr
     summary = run.summary

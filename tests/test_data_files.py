@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error
-from test_cifar import NAMES, picture, write_cifar10_batches
-from test_mnist import FILES, write_idx, write_mnist
+from datafiles import CIFAR10_NAMES, FILES, coloured_picture, write_cifar10_batches, write_idx, write_mnist
 
 MNIST_QUICK = ("--model", "mlp", "--epochs", "1", "--no-tensorboard", "--json")
 CIFAR_QUICK = ("--epochs", "1", "--batch-size", "16", "--no-tensorboard", "--json")
@@ -236,7 +235,7 @@ def write_cifar100(root, train=90, test=30, seed=0):
 
     def split(count):
         labels = [index % 3 for index in range(count)]
-        images = np.stack([picture(label, rng) for label in labels])
+        images = np.stack([coloured_picture(label, rng) for label in labels])
         return {"data": images.transpose(0, 3, 1, 2).reshape(count, -1), "fine_labels": labels,
                 "coarse_labels": [0] * count, "filenames": [f"{index}.png" for index in range(count)]}
 
@@ -305,7 +304,7 @@ def test_cifar100_trains_and_the_folders_stay_untouched(cli, tmp_path):
     assert len(run.summary["classes"]) == 100 and run.summary["classes"][2] == "class2"
     run = cli("cifar", "--data", cifar10 / "cifar-10-batches-py", *CIFAR_QUICK)  # the batches folder itself
     assert run.exit_code == 0, run.stderr
-    assert run.summary["classes"] == NAMES
+    assert run.summary["classes"] == CIFAR10_NAMES
     assert (snapshot(cifar100), snapshot(cifar10)) == before
 
 
@@ -380,7 +379,7 @@ def test_cifar_download_is_all_or_nothing(tmp_path, monkeypatch):
 
     fake_archive(monkeypatch, source, fail=False)
     images = load_cifar("cifar10", root, download=True)
-    assert images.classes == NAMES and len(images.train_labels) == 30
+    assert images.classes == CIFAR10_NAMES and len(images.train_labels) == 30
     assert [path.name for path in root.iterdir()] == ["cifar-10-batches-py"]
     assert snapshot(root / "cifar-10-batches-py", times=False) == snapshot(source, times=False)
 

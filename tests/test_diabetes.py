@@ -1,33 +1,18 @@
 """diabetes: the course's table through Dataset/DataLoader, with a stratified hold-out report."""
 
-import gzip
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import assert_refused_before_training, assert_user_error
+from datafiles import write_table
 
 FAST = ("--epochs", "15", "--no-tensorboard", "--json")
-
-
-def write_table(path, rows=240, *, header=False, crlf=False, seed=0):
-    """A learnable table in the course's layout: 8 features in [-1, 1], a 0/1 label last."""
-    rng = np.random.default_rng(seed)
-    features = rng.uniform(-1, 1, size=(rows, 8))
-    labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0).astype(int)
-    newline = "\r\n" if crlf else "\n"
-    lines = ([",".join(f"f{i}" for i in range(8)) + ",label"] if header else []) + [
-        ",".join(f"{value:.3f}" for value in row) + f",{label}" for row, label in zip(features, labels)]
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", newline="") as handle:
-        handle.write(newline.join(lines) + newline)
-    return path
 
 
 def test_trains_and_reports_the_hold_out(cli, tmp_path):

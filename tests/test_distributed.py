@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from conftest import Run, assert_user_error
-from test_mnist import pattern, write_mnist
+from datafiles import (NAMES_SMALL, names_rows, pattern, write_cifar10_batches, write_image, write_mnist,
+                       write_names_csv)
 
 # The course's cnn and SGD (lr 0.01, momentum 0.5): after two epochs about 0.9 test accuracy, not a sure 1.0.
 # Every torchrun test states its device: on a GPU machine `auto` would take CUDA (and NCCL).
@@ -283,15 +284,12 @@ def test_a_broken_launch_is_one_error_line(cli, monkeypatch):
 
 @pytest.mark.slow
 def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
-    from test_cifar import write_cifar10_batches
-    from test_names_rnn import SMALL, _names, _write_csv
-    from test_transfer import write_image
 
     from torchtools.core.checkpoints import load_checkpoint
 
-    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
-    run = torchrun("-m", "torchtools", "names-rnn", "--device", "cpu", "--data", names, "--epochs", "3", *SMALL,
-                   "--save",
+    names = write_names_csv(tmp_path / "names.csv", names_rows(0), gzipped=False)
+    run = torchrun("-m", "torchtools", "names-rnn", "--device", "cpu", "--data", names, "--epochs", "3",
+                   *NAMES_SMALL, "--save",
                    tmp_path / "names.pt", "--predict", "Ivanov", "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     assert run.summary["world_size"] == 2 and run.summary["metrics"]["val_accuracy"] > 0.9

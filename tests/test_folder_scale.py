@@ -7,8 +7,7 @@ import pytest
 
 from conftest import assert_user_error
 from image_files import messy_folder
-from test_mnist import write_mnist
-from test_transfer import write_photo_folders
+from datafiles import write_mnist, write_photo_folders
 
 SMALL = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--json")
 

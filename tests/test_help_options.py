@@ -30,3 +30,10 @@ def test_every_command_keeps_its_options_and_defaults():
     assert set(commands) >= set(KEPT)
     for name, kept in KEPT.items():
         assert _options(commands[name]) == {tuple(row["opts"]): row["default"] for row in kept}, name
+
+
+def test_help_shows_words_not_python_types(cli):
+    """A switch shows no `<bool>` placeholder and a repeatable option names what it takes, not `<list[str]>`."""
+    for name in KEPT:
+        lines = [line for line in cli(name, "--help").stdout.splitlines() if "--help" not in line]
+        assert not [line for line in lines if "<bool>" in line or "<list[" in line], name

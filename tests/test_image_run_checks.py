@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error
-from test_cifar import write_image_folders
-from test_mnist import write_mnist
-from test_transfer import write_image
+from datafiles import write_image, write_image_folders, write_mnist
 
 FAST = ("--epochs", "1", "--batch-size", "32", "--no-tensorboard")
 

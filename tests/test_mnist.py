@@ -1,7 +1,5 @@
 """mnist: IDX files under DATA/<Name>/raw, in-memory training, checkpoints, predict, missing data."""
 
-import gzip
-import struct
 
 import cv2
 import numpy as np
@@ -9,36 +7,9 @@ import pytest
 import torch
 
 from conftest import assert_user_error
+from datafiles import FILES, pattern, write_mnist
 
-FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 FAST = ("--epochs", "3", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--no-tensorboard", "--json")
-
-
-def pattern(label: int, rng, scale: int = 1) -> np.ndarray:
-    """A learnable 28x28 'digit': a bright bar whose place on a 2x5 grid is the label, jittered, on noise."""
-    image = rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
-    top = 3 + 12 * (label // 5) + rng.integers(-1, 2)
-    left = 2 + 5 * (label % 5) + rng.integers(0, 2)
-    image[top:top + 10, left:left + 4] = 255
-    return cv2.resize(image, (28 * scale, 28 * scale), interpolation=cv2.INTER_NEAREST) if scale > 1 else image
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    """The IDX format: magic (0, 0, ubyte=0x08, ndim), big-endian dims, then the bytes; gzipped."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(root, folder="MNIST", train=300, test=100, seed=0):
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count in (("train", train), ("t10k", test)):
-        labels = np.arange(count) % 10
-        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", np.stack([pattern(label, rng) for label in labels]))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
 
 
 def test_trains_reports_saves_and_predicts(cli, tmp_path):

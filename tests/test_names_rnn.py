@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
-import random
 
 import pytest
 import torch
 
 from conftest import assert_refused_before_training, assert_user_error, run_torchtools
+from datafiles import ENDINGS, NAMES_SMALL, names_rows, write_names_csv, write_names_folder
 from torchtools.data.names import Vocabulary, fold
 from torchtools.models.names import NameClassifier
 
 # Three labels a tiny model tells apart in a couple of epochs: the ending gives the label away.
-ENDINGS = {"Russian": "ov", "Spanish": "ez", "Japanese": "moto"}
-SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "32", "--lr", "0.02", "--no-tensorboard"]
-
-
-def _names(seed: int, per_label: int = 60) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for label, ending in ENDINGS.items():
-        for _ in range(per_label):
-            stem = "".join(rng.choice("bcdfgklmnprstv") + rng.choice("aeiou") for _ in range(rng.randint(1, 4)))
-            rows.append((stem.capitalize() + ending, label))
-    rng.shuffle(rows)
-    return rows
-
-
-def _write_csv(path, rows, *, gzipped: bool):
-    text = "".join(f'"{name}","{label}"\r\n' for name, label in rows)
-    if gzipped:
-        with gzip.open(path, "wt", encoding="utf-8") as file:
-            file.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _write_folder(folder, rows):
-    folder.mkdir()
-    for label in ENDINGS:
-        (folder / f"{label}.txt").write_text(
-            "\n".join(name for name, row_label in rows if row_label == label) + "\n", encoding="utf-8")
-    return folder
 
 
 def test_course_csv_layout_trains_reports_and_predicts(cli, tmp_path):
     # The course's files where the command looks by default: data/names/ in the working folder.
     (tmp_path / "data" / "names").mkdir(parents=True)
-    _write_csv(tmp_path / "data" / "names" / "names_train.csv.gz", _names(0), gzipped=True)
-    _write_csv(tmp_path / "data" / "names" / "names_test.csv.gz", _names(1, per_label=20), gzipped=True)
-    run = cli("names-rnn", "--epochs", "3", *SMALL, "--predict", "Tanakamoto",
+    write_names_csv(tmp_path / "data" / "names" / "names_train.csv.gz", names_rows(0), gzipped=True)
+    write_names_csv(tmp_path / "data" / "names" / "names_test.csv.gz", names_rows(1, per_label=20), gzipped=True)
+    run = cli("names-rnn", "--epochs", "3", *NAMES_SMALL, "--predict", "Tanakamoto",
               "--predict", "Ivanov", "--plot", tmp_path / "confusion.png", "--json")
     assert run.exit_code == 0, run.stderr
     summary = run.summary
@@ -68,10 +36,10 @@ def test_course_csv_layout_trains_reports_and_predicts(cli, tmp_path):
 
 
 def test_tutorial_folder_layout_counts_blank_and_junk_lines(cli, tmp_path):
-    folder = _write_folder(tmp_path / "by-language", _names(0))
+    folder = write_names_folder(tmp_path / "by-language", names_rows(0))
     with open(folder / "Russian.txt", "a", encoding="utf-8") as file:
         file.write("\n   \nTo The First Page\n1234\n")
-    run = cli("names-rnn", "--data", folder, "--epochs", "2", *SMALL, "--json")
+    run = cli("names-rnn", "--data", folder, "--epochs", "2", *NAMES_SMALL, "--json")
     assert run.exit_code == 0, run.stderr
     summary = run.summary
     assert summary["skipped"] == {"blank": 2, "junk": 2, "unknown_label": 0}
@@ -124,8 +92,8 @@ def test_unicode_names_fold_to_ascii():
 
 
 def test_predict_after_reload_matches_training_run(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
-    trained = cli("names-rnn", "--data", train, "--epochs", "2", *SMALL, "--save", tmp_path / "names.pt",
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
+    trained = cli("names-rnn", "--data", train, "--epochs", "2", *NAMES_SMALL, "--save", tmp_path / "names.pt",
                   "--predict", "Sánchez", "--json")
     assert trained.exit_code == 0, trained.stderr
     reloaded = run_torchtools("names-rnn", "--checkpoint", tmp_path / "names.pt", "--predict", "Sánchez", "--json",
@@ -138,9 +106,9 @@ def test_predict_after_reload_matches_training_run(cli, tmp_path):
 
 
 def test_a_label_seen_only_in_the_test_set_is_reported(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
-    test = _write_csv(tmp_path / "test.csv", _names(1, per_label=5) + [("Zorg", "Martian")], gzipped=False)
-    run = cli("names-rnn", "--data", train, "--test", test, "--epochs", "1", *SMALL, "--json")
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
+    test = write_names_csv(tmp_path / "test.csv", names_rows(1, per_label=5) + [("Zorg", "Martian")], gzipped=False)
+    run = cli("names-rnn", "--data", train, "--test", test, "--epochs", "1", *NAMES_SMALL, "--json")
     assert run.exit_code == 0, run.stderr
     assert "Martian" in run.stderr
     assert run.summary["skipped"]["unknown_label"] == 1
@@ -148,15 +116,15 @@ def test_a_label_seen_only_in_the_test_set_is_reported(cli, tmp_path):
 
 
 def test_a_malformed_csv_row_names_its_line(cli, tmp_path):
-    rows = "".join(f"{name},{label}\n" for name, label in _names(0)[:3])
+    rows = "".join(f"{name},{label}\n" for name, label in names_rows(0)[:3])
     (tmp_path / "bad.csv").write_text(rows + "Smith,English,extra\n")
-    assert_user_error(cli("names-rnn", "--data", tmp_path / "bad.csv", *SMALL), "bad.csv", "line 4")
+    assert_user_error(cli("names-rnn", "--data", tmp_path / "bad.csv", *NAMES_SMALL), "bad.csv", "line 4")
 
 
 def test_an_empty_folder_is_a_user_error(cli, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_user_error(cli("names-rnn", "--data", tmp_path / "empty", *SMALL), "no names_train.csv.gz", "<Label>.txt",
-                      "empty")
+    assert_user_error(cli("names-rnn", "--data", tmp_path / "empty", *NAMES_SMALL), "no names_train.csv.gz",
+                      "<Label>.txt", "empty")
 
 
 @pytest.mark.slow
@@ -169,30 +137,30 @@ def test_course_split_reaches_80_percent_in_5_epochs(cli, shared_data):
 
 
 def test_predict_names_are_checked_before_training(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
-    run = cli("names-rnn", "--data", train, "--epochs", "1", *SMALL[:-1], "--predict", "Ivanov", "--predict", "😀😀",
-              "--save", tmp_path / "names.pt")
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--epochs", "1", *NAMES_SMALL[:-1], "--predict", "Ivanov",
+              "--predict", "😀😀", "--save", tmp_path / "names.pt")
     assert_refused_before_training(run, tmp_path, "--predict", "😀😀", "no letters", created=(tmp_path / "names.pt",))
 
 
 def test_plot_must_be_a_png(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
-    run = cli("names-rnn", "--data", train, *SMALL[:-1], "--plot", "out.txt")
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, *NAMES_SMALL[:-1], "--plot", "out.txt")
     assert_refused_before_training(run, tmp_path, "--plot out.txt", ".png", created=(tmp_path / "out.txt",))
 
 
 def test_resume_refuses_changed_model_and_optimizer_naming_both_values(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
     checkpoint = tmp_path / "names.pt"
-    assert cli("names-rnn", "--data", train, "--epochs", "1", *SMALL, "--optimizer", "sgd", "--momentum", "0.9",
+    assert cli("names-rnn", "--data", train, "--epochs", "1", *NAMES_SMALL, "--optimizer", "sgd", "--momentum", "0.9",
                "--save", checkpoint).exit_code == 0
     resumed = ("names-rnn", "--data", train, "--epochs", "2", "--resume", checkpoint)
     assert_refused_before_training(cli(*resumed, "--hidden", "50"), tmp_path, "--hidden 50", "--hidden 16")
     assert_refused_before_training(cli(*resumed, "--optimizer", "adam"), tmp_path, "--optimizer adam",
                                    "--optimizer sgd")
     assert_refused_before_training(cli(*resumed, "--lr", "1e6"), tmp_path, "--lr 1000000.0", "--lr 0.02")
-    two_labels = _write_csv(tmp_path / "two.csv", [row for row in _names(0) if row[1] != "Japanese"],
-                            gzipped=False)
+    two_labels = write_names_csv(tmp_path / "two.csv", [row for row in names_rows(0) if row[1] != "Japanese"],
+                                 gzipped=False)
     run = cli("names-rnn", "--data", two_labels, "--epochs", "2", "--resume", checkpoint)
     assert_refused_before_training(run, tmp_path, "the label list", "Russian,Spanish", "Japanese,Russian,Spanish")
     resumed = cli(*resumed, "--no-tensorboard", "--json")
@@ -203,24 +171,24 @@ def test_resume_refuses_changed_model_and_optimizer_naming_both_values(cli, tmp_
 def test_resume_of_another_commands_checkpoint_is_refused(cli, tmp_path):
     checkpoint = tmp_path / "linear.pt"
     assert cli("fit-linear", "--epochs", "5", "--save", checkpoint, "--no-tensorboard").exit_code == 0
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
     run = cli("names-rnn", "--data", train, "--epochs", "2", "--resume", checkpoint)
     assert_refused_before_training(run, tmp_path, "torchtools fit-linear", "not `torchtools names-rnn`")
 
 
 @pytest.mark.parametrize("rows, fragment", [
-    ([(name, "Russian") for name, _ in _names(0)], "1 label(s) (Russian)"),
+    ([(name, "Russian") for name, _ in names_rows(0)], "1 label(s) (Russian)"),
     ([("Ivanov", "Russian"), ("Garcia", "Spanish"), ("Tanaka", "Japanese")], "held-out split came out empty"),
 ])
 def test_data_a_classifier_cannot_learn_or_be_scored_on_is_refused(cli, tmp_path, rows, fragment):
-    train = _write_csv(tmp_path / "train.csv", rows, gzipped=False)
-    run = cli("names-rnn", "--data", train, *SMALL[:-1], "--save", tmp_path / "names.pt")
+    train = write_names_csv(tmp_path / "train.csv", rows, gzipped=False)
+    run = cli("names-rnn", "--data", train, *NAMES_SMALL[:-1], "--save", tmp_path / "names.pt")
     assert_refused_before_training(run, tmp_path, fragment, created=(tmp_path / "names.pt",))
 
 
 def test_target_accuracy_stops_early(cli, tmp_path):
-    train = _write_csv(tmp_path / "train.csv", _names(0), gzipped=False)
-    run = cli("names-rnn", "--data", train, "--epochs", "30", *SMALL, "--target-accuracy", "0.6", "--json")
+    train = write_names_csv(tmp_path / "train.csv", names_rows(0), gzipped=False)
+    run = cli("names-rnn", "--data", train, "--epochs", "30", *NAMES_SMALL, "--target-accuracy", "0.6", "--json")
     assert run.exit_code == 0, run.stderr
     summary = run.summary
     assert summary["stopped_early"] == "target" and summary["epochs"] < 30

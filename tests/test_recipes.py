@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from datafiles import NAMES_SMALL, names_rows, write_image_folders, write_mnist, write_names_csv
+
 from torchtools import recipes
 from torchtools.core.config import DEPENDS
 from torchtools.core.engine import Objective, make_optimizer, make_scheduler, train_one_epoch
@@ -78,7 +80,6 @@ def test_help_names_each_recipes_value(cli):
 
 
 def test_recipe_fast_trains_prints_its_values_and_records_them(cli, tmp_path):
-    from test_mnist import write_mnist
 
     data = write_mnist(tmp_path / "data", train=200, test=50)
     run = cli("mnist", "--data", data, "--recipe", "fast", "--save", tmp_path / "fast.pt", "--no-tensorboard",
@@ -92,7 +93,6 @@ def test_recipe_fast_trains_prints_its_values_and_records_them(cli, tmp_path):
 
 
 def test_explicit_options_override_the_recipe(cli, tmp_path):
-    from test_mnist import write_mnist
 
     data = write_mnist(tmp_path / "data", train=100, test=20)
     run = cli("mnist", "--data", data, "--recipe", "fast", "--model", "mlp", "--batch-size", "32", "--epochs", "1",
@@ -107,11 +107,9 @@ def test_explicit_options_override_the_recipe(cli, tmp_path):
 
 
 def test_names_and_cifar_take_a_recipe(cli, tmp_path):
-    from test_cifar import write_image_folders
-    from test_names_rnn import SMALL, _names, _write_csv
 
-    names = _write_csv(tmp_path / "names.csv", _names(0), gzipped=False)
-    run = cli("names-rnn", "--data", names, "--recipe", "fast", "--epochs", "2", *SMALL[:4], "--no-tensorboard",
+    names = write_names_csv(tmp_path / "names.csv", names_rows(0), gzipped=False)
+    run = cli("names-rnn", "--data", names, "--recipe", "fast", "--epochs", "2", *NAMES_SMALL[:4], "--no-tensorboard",
               "--json")
     assert run.exit_code == 0, run.stderr
     assert "recipe fast: cell gru, hidden 16, layers 1, epochs 2" in run.stderr and "label_smoothing 0.1" in run.stderr

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_cifar import write_cifar10_batches
-from test_mnist import write_mnist
+from datafiles import write_cifar10_batches, write_mnist
 from torchtools.core import checkpoints, devices
 from torchtools.core.engine import Objective, evaluate, make_scaler, scaler_state, train_one_epoch
 from torchtools.data.loaders import TensorBatches

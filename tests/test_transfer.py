@@ -4,40 +4,18 @@ image folders read with OpenCV (corrupt files skipped), class counts, the pickle
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
 from conftest import assert_user_error
+from datafiles import write_photo_folders
 
 SMALL = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--json")
-
-
-def write_image(path: Path, label: int, rng) -> None:
-    """A learnable 40x40 picture: class 0 bright on top, class 1 bright on the left, on noise."""
-    image = rng.integers(0, 60, size=(40, 40, 3), dtype=np.uint8)
-    if label:
-        image[:, :20] = 220
-    else:
-        image[:20] = 220
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> Path:
     return write_photo_folders(tmp_path_factory.mktemp("photos"), train=6, val=3)
-
-
-def write_photo_folders(root: Path, *, train: int, val: int, prefix: str = "") -> Path:
-    """train/ and val/ with ants and bees, JPEG and PNG, and one corrupt JPEG among the training ants."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("val", val)):
-        for label, name in enumerate(("ants", "bees")):
-            for index in range(count):
-                write_image(root / split / name / f"{prefix}{index}.{'png' if index % 2 else 'jpg'}", label, rng)
-    (root / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
-    return root
 
 
 def changed(state: dict, reference: dict) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from torchtools.core import distributed
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 
 FORMAT = "torchtools-checkpoint-1"
 
@@ -74,13 +74,13 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
         if trust_pickle:
-            raise UserError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+            raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
         raise UserError(
             f"{path} needs arbitrary unpickling (e.g. a whole pickled model), which can run code; refused. "
             "Pass --trust-pickle only if you trust where the file came from"
         ) from None
     except Exception as error:  # other bytes fail in many ways: KeyError, IndexError, struct.error, ...
-        raise UserError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+        raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
 
 
 def load_checkpoint(path: Path, *, command: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
@@ -108,8 +108,3 @@ def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True):
 
     log_dir = Path(runs_dir) / command / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     return SummaryWriter(log_dir=str(log_dir))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -66,9 +66,19 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
         declaration = typer.Argument(help=help_text, show_default=False, metavar=setting.flag)
     else:
         declaration = typer.Option(*_flags(setting), help=help_text, rich_help_panel=setting.panel,
-                                   show_default=setting.show_default and not depends, metavar=setting.metavar)
+                                   show_default=setting.show_default and not depends, metavar=_metavar(setting, kind))
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[parsed, declaration])
+
+
+def _metavar(setting: Setting, kind) -> str | None:
+    """What --help shows after the flag: nothing for a switch (not "<bool>"), a word for a repeatable option."""
+    base = _base(kind)
+    if base is bool:
+        return ""
+    if setting.metavar is None and typing.get_origin(base) is list:
+        return "|".join(setting.choices) if setting.choices else "TEXT"
+    return setting.metavar
 
 
 def _flags(setting: Setting) -> list[str]:

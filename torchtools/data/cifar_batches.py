@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 
 try:  # numpy 2 moved the array reconstruction into numpy._core; pickles from numpy 1 still name numpy.core
     from numpy._core.multiarray import _reconstruct, scalar
@@ -83,7 +83,7 @@ def load_pickle(path: Path) -> object:
         raise UserError(f"{path} holds pickled code ({refused.qualified}); refused: a dataset file must hold "
                         f"only arrays, lists and strings") from None
     except Exception as error:  # a torn or foreign file fails in many ways inside pickle and numpy
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{path} is not a readable CIFAR pickle ({reason})") from None
 
 

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 
 
 def fetch_files(folder: Path, files: list[str], fetch: Callable[[Path], Path]) -> None:
@@ -35,7 +35,7 @@ def fetch_files(folder: Path, files: list[str], fetch: Callable[[Path], Path]) -
                 os.replace(source / name, folder / name)
     except Exception as error:
         _remove(created)
-        reason = str(error) if isinstance(error, UserError) else _reason(error)
+        reason = str(error) if isinstance(error, UserError) else first_line(error)
         raise UserError(f"dataset files not found in {folder} and the download failed ({reason}): "
                         f"put {', '.join(files)} there") from None
     except BaseException:  # Ctrl-C mid-download: still leave nothing behind
@@ -60,9 +60,6 @@ def _remove(path: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _reason(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def mirror_fetcher(mirrors: list[str], resources: list[tuple[str, str]]) -> Callable[[Path], Path]:
@@ -78,7 +75,7 @@ def mirror_fetcher(mirrors: list[str], resources: list[tuple[str, str]]) -> Call
                     break
                 except Exception as error:  # urllib, socket, SSL and md5 failures: try the next mirror
                     (temp / name).unlink(missing_ok=True)
-                    errors.append(f"{mirror}: {_reason(error)}")
+                    errors.append(f"{mirror}: {first_line(error)}")
             else:
                 raise OSError(f"{name} from no mirror; " + "; ".join(errors))
         return temp

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import FORMAT, load_file
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 from torchtools.core.output import warn
 
 DEFAULT_ARCH = "resnet34"
@@ -243,7 +243,7 @@ def check_input_size(model: nn.Module, arch: str, size: int) -> None:
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size))
     except (RuntimeError, AssertionError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{arch} cannot take {size}x{size} images ({reason}): choose another --image-size") from None
 
 
