@@ -111,23 +111,26 @@ def test_evaluation_reads_the_device_a_few_times_not_per_batch(monkeypatch):
     assert whole.loss == pytest.approx(expected, rel=1e-6)
 
 
-def test_one_payload_write_an_epoch_for_last_best_and_every(cli, tmp_path, monkeypatch):
+def test_one_full_payload_write_an_epoch_for_last_and_every(cli, tmp_path, monkeypatch):
     data = write_mnist(tmp_path / "data", train=64, test=20)
     writes = Counter()
     original = torch.save
 
     def counting(obj, *args, **kwargs):
         if isinstance(obj, dict) and obj.get("format") == checkpoints.FORMAT:
-            writes[obj["epoch"]] += 1
+            writes[obj["epoch"], "full" if obj["optimizer"] is not None else "weights"] += 1
         return original(obj, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", counting)
     run = cli("mnist", "--data", data, "--epochs", "2", "--save", tmp_path / "m.pt", "--save-every", "1", *MNIST)
     assert run.exit_code == 0, run.stderr
-    assert writes == {1: 1, 2: 1}
+    # The last and every-N-th files share one serialisation; the best file is the smaller weights-only one.
+    full = {key: count for key, count in writes.items() if key[1] == "full"}
+    assert full == {(1, "full"): 1, (2, "full"): 1}
     files = ["m.pt", "m.best.pt", "m.epoch1.pt", "m.epoch2.pt"]
     assert all((tmp_path / name).is_file() for name in files)
     assert saved(tmp_path / "m.epoch1.pt")["epoch"] == 1 and saved(tmp_path / "m.pt")["epoch"] == 2
+    assert saved(tmp_path / "m.epoch1.pt")["optimizer"] is not None
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -13,8 +13,8 @@ import typer
 import typer.core
 
 from torchtools import __version__
-from torchtools.commands import (cifar, conv_demo, diabetes, fit_linear, fit_logistic, inspect_weights, mnist,
-                                 names_rnn, to_gpu_bench, transfer)
+from torchtools.commands import (cifar, conv_demo, diabetes, export, fit_linear, fit_logistic, inspect_weights,
+                                 mnist, names_rnn, to_gpu_bench, transfer)
 from torchtools.core.errors import UserError
 
 
@@ -102,6 +102,7 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("conv-demo", conv_demo.conv_demo),
     ("inspect-weights", inspect_weights.inspect_weights),
     ("to-gpu-bench", to_gpu_bench.to_gpu_bench),
+    ("export", export.export),
 ]
 
 for _name, _command in COMMANDS:

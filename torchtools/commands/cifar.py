@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
-from torchtools.core.options import DATA, DOWNLOAD, LOADER, ImageClassifierSettings
+from torchtools.core.options import DATA, DOWNLOAD, LOADER, ImageClassifierSettings, LabelsCsvSettings
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ IMAGE_FOLDERS = "images"  # the summary's dataset name for a train/ + test/ fold
 
 
 @dataclass(frozen=True, kw_only=True)
-class CifarConfig(RecipeSettings, ImageClassifierSettings):
+class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
     TASK = "cifar"
 
     model: str = Setting(
@@ -53,23 +53,26 @@ def cifar(run: Run[CifarConfig]) -> None:
     from torchtools import recipes
     from torchtools.commands import image_classifier as classifier
     from torchtools.core.output import say
-    from torchtools.data import roots
+    from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import ImageFormat, channel_stats
     from torchtools.data.vision import load_cifar
     from torchtools.models.cifar import build
 
     config = run.config
-    layout, root = roots.cifar_source(config.data, config.dataset)
+    root, listing = labels_csv.from_settings(config, config.data)
+    layout, root = ("images", root) if listing is not None else roots.cifar_source(config.data, config.dataset)
     folders = layout == "images"
     say(recipes.describe(config))
     pictures = classifier.pictures(run)
     fmt = ImageFormat(IMAGE_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, augment=config.augment)
     images = None
     if classifier.needs_data(run, pictures):
-        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE,
-                               device=run.device) if folders
+        images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE, seed=config.seed,
+                               listing=listing and listing.as_tuple(), device=run.device) if folders
                   else load_cifar(config.dataset, root, download=config.download))
+        if listing is not None:
+            listing.add_missing(images)
         classifier.describe(images, "test")
         if run.trains:
             mean, std = channel_stats(classifier.training_sample(images, fmt))

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class InspectConfig(TensorboardSettings):
-    file: Path = Setting("FILE", help="A state_dict (.pth/.pt), a checkpoint, or a torchtools checkpoint.")(None)
+    file: Path = Setting("FILE", help="A state_dict (.pth/.pt, or .safetensors), a checkpoint, a torchtools "
+                                      "checkpoint, or torchvision's published weights by name (imagenet with "
+                                      "--arch, ResNet34_Weights.IMAGENET1K_V1).")(None)
     filter: str | None = Setting("--filter", show_default=False,
                                  help="Only tensors whose name matches this regular expression (re.search).")()
     arch: str | None = Setting("--arch", show_default=False,
@@ -36,7 +38,8 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     """Show every tensor in a weights file: shape, dtype, size and value statistics, with totals.
 
     Says what the file is (a bare state_dict, torchvision weights for a named architecture, a torchtools
-    checkpoint with its epoch, metrics and config). Loads with weights_only=True.
+    checkpoint with its epoch, metrics and config). Loads with weights_only=True; .safetensors files with
+    safetensors' own loader (no pickle).
     """
     from torchtools.lessons import weights as inspection
     from torchtools.core.checkpoints import open_tensorboard
@@ -48,7 +51,7 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     file, filter_, arch, classes, other = config.file, config.filter, config.arch, config.classes, config.diff
     if config.histograms:
         check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
-    weights = read_weights(file, trust_pickle=config.trust_pickle)
+    weights = read_weights(file, arch=arch, trust_pickle=config.trust_pickle)
     kind, inferred = inspection.describe(weights)
     say(f"{file}: {kind}")
     checkpoint_info = None

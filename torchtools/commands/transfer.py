@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from torchtools.core.command import command
 from torchtools.core.config import Setting
 from torchtools.core.options import (BATCH_SIZE, COMPILE, DATA, EPOCHS, LOADER, LR, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
-                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings)
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings, LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -19,12 +19,13 @@ MODEL = "Model and weights"
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferConfig(ImageClassifierSettings):
+class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False,
-        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt) or a checkpoint holding one under "
-             "'model'/'state_dict' ('module.' prefixes are stripped); 'none' trains from scratch. Loaded with "
-             "weights_only=True.")()
+        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
+             ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
+             "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "
+             "published weights (fetched once into torch.hub's cache, hash-checked); 'none' trains from scratch.")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
         help="Number of classes; must equal the number of class folders. Default: that number.")()
@@ -81,7 +82,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     from torchtools.commands import image_classifier as classifier
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
-    from torchtools.data import roots
+    from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
     from torchtools.models import pretrained
@@ -89,9 +90,10 @@ def transfer(run: Run[TransferConfig]) -> None:
     config = run.config
     fresh = run.trains and not run.resuming
     if fresh and config.weights is None:
-        raise UserError("pass --weights FILE (a state_dict or checkpoint), or --weights none to train from scratch")
+        raise UserError("pass --weights FILE (a state_dict or checkpoint), --weights imagenet for torchvision's "
+                        "published weights, or --weights none to train from scratch")
     source = None if config.weights is None or config.weights.lower() == "none" else \
-        pretrained.read_weights(Path(config.weights), trust_pickle=config.trust_pickle)
+        pretrained.read_weights(config.weights, arch=config.arch, trust_pickle=config.trust_pickle)
     if fresh:  # the architecture inferred from the weights, and the file they came from, are what is saved
         resolved, inferred = pretrained.resolve_arch(source, config.arch) if source is not None else \
             (config.arch, False)
@@ -106,9 +108,13 @@ def transfer(run: Run[TransferConfig]) -> None:
                       crop=config.image_size, augment="resized-crop-flip")
     images = None
     if classifier.needs_data(run, pictures):
-        root = roots.transfer_folder(config.data)
+        root, listing = labels_csv.from_settings(config, config.data)
+        root = root if listing is not None else roots.transfer_folder(config.data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
-                              loader=config.loader, size=fmt.size, device=run.device)
+                              loader=config.loader, size=fmt.size, listing=listing and listing.as_tuple(),
+                              device=run.device)
+        if listing is not None:
+            listing.add_missing(images)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)

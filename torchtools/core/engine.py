@@ -439,9 +439,12 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
     if distributed.is_main():
         every = getattr(run.config, "save_every", 0)
         periodic = save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}")
-        # One serialisation for all of them: the others are links to (or copies of) the first file.
-        save_epoch_files(payload, [save, *([best_path(save)] if best else []),
-                                   *([periodic] if every and epoch % every == 0 else [])])
+        # The last and every-N-th files hold the same payload, serialised once (the others link to it).
+        save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
+        if best:
+            # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
+            # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
+            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None, "scaler": None})
     run.written = save
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()

@@ -133,3 +133,26 @@ class ImageClassifierSettings(AcceleratedSettings):
     predict: list[str] | None = PREDICT_IMAGES(None)
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelsCsvSettings(Config):
+    """transfer and cifar: the labels of a folder of pictures from a CSV, as Kaggle ships them (data.labels_csv)."""
+
+    labels: Path | None = Setting(
+        "--labels", saved=False, show_default=False, metavar="CSV",
+        help="Label the pictures under --data (default: the CSV's folder) from this CSV, e.g. Kaggle's train.csv: "
+             "an image column (paths relative to that folder, the extension optional) and a label column, found "
+             "from the header or named with --image-column / --label-column.")()
+    image_column: str | None = Setting("--image-column", saved=False, show_default=False, metavar="NAME",
+                                       help="The --labels column of picture paths or ids. Default: found by name "
+                                            "(image, id, file, ...), or the first of two columns.")()
+    label_column: str | None = Setting("--label-column", saved=False, show_default=False, metavar="NAME",
+                                       help="The --labels column of labels. Default: found by name (label, class, "
+                                            "species, ...), or the second of two columns.")()
+    held_out_column: str | None = Setting(
+        "--held-out-column", saved=False, show_default=False, metavar="NAME",
+        help="A --labels column saying which rows are held out (true/false, 1/0, train/val/test). Default: a "
+             "seeded stratified split.")()
+    val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV",
+                                      help="A second CSV, laid out as --labels, of the pictures held out.")()

@@ -53,10 +53,11 @@ def describe(weights: pretrained.Weights) -> tuple[str, str | None]:
     kind = weights.kind
     if weights.checkpoint is not None:
         kind += f" (torchtools {weights.checkpoint.get('command')}, epoch {weights.checkpoint.get('epoch')})"
-    elif arch is not None and weights.kind == "state_dict":
-        kind = "torchvision weights"
+    elif arch is not None and weights.kind in ("state_dict", "safetensors state_dict"):
+        kind = weights.published or "torchvision weights"
+        kind += " (safetensors)" if weights.kind.startswith("safetensors") else ""
     if arch is not None:
-        kind += f": {arch}, {pretrained.file_head(weights.state)[1]} classes"
+        kind += f": {arch}, {pretrained.file_classes(weights.state, arch)} classes"
     return kind, arch
 
 

@@ -9,6 +9,8 @@ drop-head builds the model for the new classes, deletes the head's keys and load
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from torchtools.core.errors import UserError, first_line
 from torchtools.core.output import warn
 
 DEFAULT_ARCH = "resnet34"
+IMAGENET = "imagenet"  # --weights imagenet: torchvision's published ImageNet weights for --arch
+PUBLISHED_NAME = re.compile(r"\w+_Weights\.\w+")  # torchvision's enum names: ResNet34_Weights.IMAGENET1K_V1
 IMAGENET_CLASSES = 1000
 # Their training forward returns auxiliary logits as well (a namedtuple), which a plain classifier loop can't score.
 UNSUPPORTED = ("googlenet", "inception_v3")
@@ -43,6 +47,7 @@ class Weights:
     state: dict[str, Tensor]
     kind: str  # "state_dict", "torchtools checkpoint", "checkpoint dict (under 'model')", "pickled ResNet model"
     checkpoint: dict[str, Any] | None = None  # the whole torchtools checkpoint, for its epoch/metrics/config
+    published: str | None = None  # torchvision's name for published weights, e.g. "ResNet34_Weights.IMAGENET1K_V1"
 
 
 @dataclass
@@ -91,15 +96,25 @@ def in_head(key: str, head: str) -> bool:
     return key.startswith(f"{head}.")
 
 
-def read_weights(path: Path, *, trust_pickle: bool = False) -> Weights:
-    """Load a weights file (weights_only unless trusted) and find the state_dict in it."""
-    path = Path(path)
-    loaded = load_file(path, trust_pickle=trust_pickle)
+def read_weights(source: str | Path, *, arch: str | None = None, trust_pickle: bool = False) -> Weights:
+    """The state_dict of a weights file, or of torchvision's published weights named by `source`.
+
+    A file: `.safetensors` through safetensors' own loader (no pickle at all), anything else with
+    torch.load(weights_only=True) unless trusted. A name (when no such file exists): `imagenet` for
+    `arch`'s ImageNet weights, or a torchvision enum name such as `ResNet34_Weights.IMAGENET1K_V1`,
+    fetched into torch.hub's cache and hash-checked there (see `published`).
+    """
+    path = Path(source)
+    if not path.exists() and is_published_name(str(source)):
+        path, name = published(str(source), arch)
+        return dataclasses.replace(read_weights(path), published=name)
+    loaded = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else \
+        load_file(path, trust_pickle=trust_pickle)
     checkpoint = None
     if isinstance(loaded, nn.Module):
         state, kind = loaded.state_dict(), f"pickled {type(loaded).__name__} model"
     elif isinstance(loaded, Mapping) and _all_tensors(loaded):
-        state, kind = loaded, "state_dict"
+        state, kind = loaded, "safetensors state_dict" if path.suffix.lower() == ".safetensors" else "state_dict"
     elif isinstance(loaded, Mapping) and (key := _state_dict_key(loaded)) is not None:
         state = loaded[key]
         if loaded.get("format") == FORMAT:
@@ -110,6 +125,78 @@ def read_weights(path: Path, *, trust_pickle: bool = False) -> Weights:
         raise UserError(f"{path} holds no state_dict: expected a dict of tensors, or a dict holding one "
                         "under 'model' or 'state_dict'")
     return Weights(path, strip_wrappers(state), kind, checkpoint)
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file as load_safetensors
+
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        return load_safetensors(str(path))
+    except Exception as error:  # SafetensorError for a bad header, offsets or dtype; others for odd files
+        text = str(error).strip()
+        raise UserError(f"{path} is not a readable safetensors file: "
+                        f"{text.splitlines()[0] if text else type(error).__name__}") from None
+
+
+def is_published_name(text: str) -> bool:
+    return text.lower() == IMAGENET or PUBLISHED_NAME.fullmatch(text) is not None
+
+
+def published(name: str, arch: str | None) -> tuple[Path, str]:
+    """(the file in torch.hub's cache, torchvision's name) of the published weights `name` names.
+
+    `imagenet` is `arch`'s IMAGENET1K_V1 (what `pretrained=True` gave; trained with the resize 256 / crop 224
+    torchtools applies), or its DEFAULT where it has no V1. An enum name must be `arch`'s when one is given.
+    The file is fetched once into TORCH_HOME/hub/checkpoints, and its SHA-256 is checked against the prefix
+    in its name (resnet18-f37072fd.pth) on the download and on every later use.
+    """
+    import hashlib
+    import urllib.parse
+
+    import torch.hub
+
+    entry, label = _published_entry(name, arch)
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    file = folder / Path(urllib.parse.urlparse(entry.url).path).name
+    expected = torch.hub.HASH_REGEX.search(file.name)
+    prefix = expected.group(1) if expected else None
+    if not file.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(entry.url, str(file), hash_prefix=prefix, progress=False)
+        except OSError as error:  # urllib's URLError included: offline, refused, not found
+            reason = getattr(error, "reason", None) or error.strerror or error
+            raise UserError(f"cannot fetch {label} from {entry.url} ({reason}); offline, download {file.name} "
+                            f"there by other means and put it in {folder}") from None
+        except RuntimeError as error:  # the download's hash differs from the name's
+            raise UserError(f"{entry.url} does not match its published SHA-256: {error}") from None
+    elif prefix and not hashlib.sha256(file.read_bytes()).hexdigest().startswith(prefix):
+        raise UserError(f"{file} does not match its published SHA-256 (which starts {prefix}): a partial or altered "
+                        "copy; delete it to fetch it again")
+    return file, label
+
+
+def _published_entry(name: str, arch: str | None):
+    from torchvision import models
+
+    if name.lower() == IMAGENET:
+        enum = models.get_model_weights(check_arch(arch or DEFAULT_ARCH))
+        entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+    else:
+        try:
+            entry = models.get_weight(name)
+        except (ValueError, KeyError, AttributeError):
+            raise UserError(f"--weights {name}: no such torchvision weights (names look like "
+                            "ResNet34_Weights.IMAGENET1K_V1; a file of that name was not found either)") from None
+        owner = next((candidate for candidate in architectures()
+                      if models.get_model_weights(candidate) is type(entry)), None)
+        if owner is None:
+            raise UserError(f"--weights {name}: not the weights of a torchvision classifier")
+        if arch is not None and arch != owner:
+            raise UserError(f"--weights {name} are {owner}'s weights, not --arch {arch}'s")
+    return entry, f"{type(entry).__name__}.{entry.name}"
 
 
 def _all_tensors(mapping: Mapping) -> bool:
@@ -142,32 +229,41 @@ def parameter_count(state: Mapping[str, Tensor]) -> int:
     return sum(value.numel() for key, value in state.items() if not is_buffer(key, value))
 
 
-def file_head(state: Mapping[str, Tensor]) -> tuple[str, int] | None:
-    """(module name, classes) of the file's head: its last weight of two or more dimensions."""
-    for key in reversed(list(state)):
-        value = state[key]
-        if key.endswith(".weight") and value.ndim >= 2 and value.is_floating_point():
-            return key[:-len(".weight")], value.shape[0]
-    return None
+def file_classes(state: Mapping[str, Tensor], arch: str) -> int:
+    """The head size of a state_dict known to fit `arch`."""
+    return state[f"{head_name(build(arch, IMAGENET_CLASSES, shapes_only=True))}.weight"].shape[0]
 
 
 def infer_arch(state: Mapping[str, Tensor]) -> list[str]:
     """The torchvision classifiers whose state_dict has exactly these keys and shapes (any head size).
 
-    Candidates are picked by parameter count against torchvision's published counts (no model is built),
-    then each is confirmed on the meta device.
+    Any weight of two or more dimensions may be the head (key order is no guide: safetensors files keep
+    their keys sorted). For each, the parameter count the file would have with a 1000-class head picks
+    candidates from torchvision's published counts (no model is built); each is confirmed on the meta device.
     """
+    counts = _published_counts()
+    total = parameter_count(state)
+    found: dict[str, None] = {}
+    for key, value in state.items():
+        if not (key.endswith(".weight") and value.ndim >= 2 and value.is_floating_point()):
+            continue
+        per_class = value[0].numel() + (1 if f"{key[:-len('.weight')]}.bias" in state else 0)
+        for arch in counts.get(total + (IMAGENET_CLASSES - value.shape[0]) * per_class, ()):
+            if arch not in found and _same_shapes(state, build(arch, value.shape[0], shapes_only=True).state_dict()):
+                found[arch] = None
+    return list(found)
+
+
+@cache
+def _published_counts() -> dict[int, tuple[str, ...]]:
+    """torchvision's published parameter counts (1000 classes) -> the architectures that have them."""
     from torchvision import models
 
-    head = file_head(state)
-    if head is None:
-        return []
-    name, classes = head
-    per_class = state[f"{name}.weight"][0].numel() + (1 if f"{name}.bias" in state else 0)
-    imagenet_count = parameter_count(state) + (IMAGENET_CLASSES - classes) * per_class
-    candidates = [arch for arch in architectures()
-                  if imagenet_count in {entry.meta["num_params"] for entry in models.get_model_weights(arch)}]
-    return [arch for arch in candidates if _same_shapes(state, build(arch, classes, shapes_only=True).state_dict())]
+    counts: dict[int, list[str]] = {}
+    for arch in architectures():
+        for count in dict.fromkeys(entry.meta["num_params"] for entry in models.get_model_weights(arch)):
+            counts.setdefault(count, []).append(arch)
+    return {count: tuple(archs) for count, archs in counts.items()}
 
 
 def _same_shapes(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> bool:

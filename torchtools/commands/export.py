@@ -1,0 +1,254 @@
+"""export: a trained model as ONNX, TorchScript, an ExportedProgram or safetensors, checked against torchtools.
+
+The model is rebuilt from the checkpoint (one entry per command below) and wrapped in the graph of
+torchtools.models.deployable: image models take the stored uint8 pictures and normalise inside, names
+models the encoded names, the diabetes model the raw feature rows. The export is loaded back with its
+own runtime and run on real inputs (or generated ones); beyond --tolerance it is removed and the
+command exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+
+from torchtools.core.command import command
+from torchtools.core.config import Setting
+from torchtools.core.options import TRUST_PICKLE, OutputSettings
+
+if TYPE_CHECKING:
+    from torchtools.core.run import Run
+
+GENERATED_SEED = 0
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2", "safetensors": ".safetensors"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(OutputSettings):
+    checkpoint: Path = Setting("CHECKPOINT", help="A checkpoint of mnist, cifar, transfer, names-rnn or diabetes "
+                                                  "(--save, or its .best.pt).")(None)
+    format: str | None = Setting(
+        "--format", choices=tuple(FORMATS), show_default=False,
+        help="onnx (.onnx, run by onnxruntime), torchscript (.pt, torch.jit.load), exported (.pt2, an "
+             "ExportedProgram for torch.export.load) or safetensors (.safetensors weights, a .json beside). "
+             "Default: from the --output suffix.")()
+    output: Path | None = Setting("--output", "-o", show_default=False, help="The file to write.")()
+    inputs: list[str] | None = Setting(
+        "--inputs", show_default=False, metavar="PATH",
+        help="What the check runs on: pictures (files, folders, quoted globs) for image models, a name,label CSV or "
+             "<Label>.txt folder for names-rnn, a CSV of rows for diabetes. Default: the checkpoint's dataset "
+             "where it is at hand (under --data's root), else generated inputs.")()
+    samples: int = Setting("--samples", min=2, max=100_000, help="How many inputs the check runs on.")(32)
+    tolerance: float = Setting(
+        "--tolerance", min=0.0, max=1.0,
+        help="Largest absolute logit difference from torchtools' own outputs, times the largest |logit| where "
+             "that is above 1 (float32 rounding is relative).")(1e-4)
+    trust_pickle: bool = TRUST_PICKLE(False)
+
+
+def _mnist(saved: dict):
+    from torchtools.models.mnist import build
+
+    return build(saved["config"]["model"])
+
+
+def _cifar(saved: dict):
+    from torchtools.models.cifar import build
+
+    return build(saved["config"]["model"], len(saved["classes"]))
+
+
+def _transfer(saved: dict):
+    from torchtools.models.pretrained import build
+
+    return build(saved["config"]["arch"], len(saved["classes"]))
+
+
+def _names(saved: dict):
+    from torchtools.data.names import Vocabulary
+    from torchtools.models.names import NameClassifier
+
+    config = saved["config"]
+    return NameClassifier(len(Vocabulary(saved["vocabulary"])), len(saved["labels"]), hidden=config["hidden"],
+                          layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
+
+
+def _diabetes(saved: dict):
+    from torchtools.models.tabular import mlp
+
+    return mlp(saved["features"], saved["config"]["hidden"], saved["config"]["activation"])
+
+
+# One rebuild per command: the network its checkpoint's config describes, built as the command builds it.
+REBUILD = {"mnist": _mnist, "cifar": _cifar, "transfer": _transfer, "names-rnn": _names, "diabetes": _diabetes}
+
+
+@command("export", ExportConfig)
+def export(run: Run[ExportConfig]) -> None:
+    """Export a trained model for use outside torchtools, and check it gives torchtools' logits.
+
+    The class names and the preprocessing travel with the file (ONNX metadata_props, the torchtools.json
+    extra file of TorchScript and ExportedProgram files, the JSON beside a .safetensors file). The batch
+    dimension (and a names model's length) stays free.
+    """
+    import torch
+
+    from torchtools.commands.export_inputs import KINDS
+    from torchtools.core import exports
+    from torchtools.core.output import say
+
+    config = run.config
+    fmt = _format(config)
+    _check_output(run, config, fmt)
+    exports.check_available(fmt)
+    saved = _checkpoint(config)
+    kind, network = KINDS[saved["command"]](saved), _rebuilt(saved, config.checkpoint)
+    batch, source = kind.inputs(config.inputs, config.samples, seed=GENERATED_SEED)
+    say(f"{config.checkpoint}: torchtools {saved['command']}, {kind.describe()}; checking on {len(batch)} {source}")
+    with torch.no_grad():
+        expected = kind.reference(network, batch).float()
+    metadata = _metadata(saved, kind)
+
+    started = time.perf_counter()
+    try:
+        written = exports.save(fmt, kind.graph(network), kind.example(batch), kind.dynamic, config.output, metadata,
+                               state=network.state_dict())
+    except Exception as error:  # an exporter's own failure: no user mistake, but no traceback either
+        _fail(f"{fmt} could not export this model: {_first_line(error)}")
+    seconds = time.perf_counter() - started
+    outputs, read_back = _read_back(fmt, written, kind, saved, batch)
+    check = {"format": fmt, "path": str(config.output), "bytes": written.bytes, "seconds": round(seconds, 4),
+             **_compare(outputs, expected, kind.top1, config.tolerance), "samples": len(batch), "inputs": source,
+             "metadata": str(exports.metadata_path(config.output)) if fmt == "safetensors" else None}
+    figures = (f"largest |logit difference| {check['max_abs_diff']:.3g}, top-1 agreement "
+               f"{check['top1_agreement']:.1%} on {len(batch)} inputs")
+    finish = functools.partial(run.finish, metrics={}, source=str(config.checkpoint), model_command=saved["command"],
+                               export=check)
+    if not check["passed"] or read_back != metadata:
+        written.discard()
+        why = "" if read_back == metadata else "; its metadata did not read back as written"
+        _fail(f"the {fmt} export differs from torchtools ({figures}; allowed {check['allowed_diff']:.3g}: --tolerance "
+              f"{config.tolerance:g} x the largest |logit| {check['max_abs_logit']:.3g}{why}); nothing written", finish)
+    files = written.keep()
+    say(f"wrote {', '.join(map(str, files))} ({check['bytes']:,} bytes, {seconds:.1f} s); {figures}")
+    finish()
+
+
+def _check_output(run: Run[ExportConfig], config: ExportConfig, fmt: str) -> None:
+    """--output: the format's suffix, a place that can be written, and never the checkpoint itself."""
+    from torchtools.core import exports
+    from torchtools.core.errors import UserError
+
+    run.check_output(config.output, "--output", suffixes=(FORMATS[fmt],))
+    written = [config.output] + ([exports.metadata_path(config.output)] if fmt == "safetensors" else [])
+    if any(name.resolve() == config.checkpoint.resolve() for name in written):
+        raise UserError(f"--output {config.output} would overwrite the checkpoint {config.checkpoint}; "
+                        "choose another name")
+
+
+def _checkpoint(config: ExportConfig) -> dict:
+    """The checkpoint, checked as every command checks one it loads, and of a command that exports."""
+    from torchtools.core.checkpoints import load_checkpoint
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import warn
+    from torchtools.core.run import _check_state
+
+    saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
+    if saved.get("command") not in REBUILD:
+        raise UserError(f"{config.checkpoint} was saved by `torchtools {saved.get('command')}`; export takes "
+                        f"checkpoints of {', '.join(REBUILD)}")
+    _check_state(saved, config.checkpoint)
+    if saved.get("partial_epoch"):
+        warn(f"{config.checkpoint} holds weights from inside epoch {saved['partial_epoch']} (interrupted); the "
+             "export is of those weights")
+    return saved
+
+
+def _metadata(saved: dict, kind) -> dict:
+    """What travels with the export, as JSON reads it back (lists, not tuples)."""
+    import json
+
+    from torchtools import __version__
+
+    return json.loads(json.dumps({"torchtools": __version__, "command": saved["command"],
+                                  "config": saved.get("config"), **kind.metadata()}))
+
+
+def _read_back(fmt: str, written, kind, saved: dict, batch):
+    """(the export's logits on `batch`, its metadata), through the format's own runtime; an export that does
+    not load or run is removed, and exit 1."""
+    from torchtools.core import exports
+
+    try:
+        model, metadata = exports.load(fmt, written, fresh=lambda state: kind.graph(_loaded(saved, state)))
+        return model(batch).float(), metadata
+    except BaseException as error:
+        written.discard()
+        if not isinstance(error, Exception):
+            raise
+        _fail(f"the {fmt} export does not run in its own runtime: {_first_line(error)}")
+
+
+def _format(config: ExportConfig) -> str:
+    """--format, or the one the --output suffix names; the two must agree."""
+    from torchtools.core.errors import UserError
+
+    if config.checkpoint is None or config.output is None:
+        raise UserError("pass the CHECKPOINT to export and --output FILE (.onnx, .pt, .pt2 or .safetensors)")
+    by_suffix = {suffix: name for name, suffix in FORMATS.items()}.get(config.output.suffix.lower())
+    if config.format is None and by_suffix is None:
+        raise UserError(f"--output {config.output}: name a format with --format, or end the name in "
+                        f"{', '.join(FORMATS.values())}")
+    return config.format or by_suffix
+
+
+def _compare(outputs, expected, top1, tolerance: float) -> dict:
+    """The parity figures. float32 rounding is relative, so the allowance grows with the logits once they pass 1
+    (an under-trained resnet's reach the hundreds, where one float32 step is 3e-5)."""
+    same_shape = outputs.shape == expected.shape
+    difference = (outputs - expected).abs().max().item() if same_shape else float("inf")
+    agreement = (top1(outputs) == top1(expected)).float().mean().item() if same_shape else 0.0
+    largest = expected.abs().max().item()
+    allowed = tolerance * max(1.0, largest)
+    return {"max_abs_diff": difference, "top1_agreement": agreement, "tolerance": tolerance, "max_abs_logit": largest,
+            "allowed_diff": allowed, "passed": difference <= allowed and agreement == 1.0}
+
+
+def _fail(message: str, finish=None) -> None:
+    """The export is not good: one error line, the summary (with the figures) where there are any, exit 1."""
+    import typer
+
+    from torchtools.core.output import console
+
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    if finish is not None:
+        finish()
+    raise typer.Exit(1)
+
+
+def _rebuilt(saved: dict, checkpoint: Path):
+    """The checkpoint's network with its weights, in eval mode, on the CPU."""
+    from torchtools.core.errors import UserError
+
+    try:
+        return _loaded(saved, saved["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(f"{checkpoint} does not describe a model this torchtools can rebuild: "
+                        f"{_first_line(error)}") from None
+
+
+def _loaded(saved: dict, state: dict):
+    network = REBUILD[saved["command"]](saved)
+    network.load_state_dict(state)
+    return network.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    from torchtools.core.errors import first_line
+
+    return f"{type(error).__name__}: {first_line(error)}"
