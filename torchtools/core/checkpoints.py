@@ -39,7 +39,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def save_epoch_files(payload: dict[str, Any], destinations: list[Path]) -> list[Path]:
-    """Write one payload to several files (an epoch's last, best and every-N-th checkpoints), serialising
+    """Write one payload to several files (an epoch's last and every-N-th checkpoints), serialising
     and fsyncing it once: the first is written by `save_checkpoint`, the others are hard links to it, each
     put in place atomically (a link beside the target, renamed over it). Later writes replace a file by
     rename and never write into it, so files linked today stay apart tomorrow. Where the file system
