@@ -18,7 +18,6 @@ import gzip
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -63,7 +62,7 @@ class CourseRNNClassifier(nn.Module):
     def forward(self, input, seq_lengths):
         input = input.t()
         batch_size = input.size(1)
-        hidden = torch.zeros(self.n_layers * self.n_directions, batch_size, self.hidden_size)
+        hidden = torch.zeros(self.n_layers * self.n_directions, batch_size, self.hidden_size, device=input.device)
         embedding = self.embedding(input)
         gru_input = pack_padded_sequence(embedding, seq_lengths)
         output, hidden = self.gru(gru_input, hidden)
@@ -82,18 +81,23 @@ def make_tensors(names, countries):
 
 
 class CourseLoop:
-    def __init__(self, data: Path):
+    """The lecture's loop; on a GPU the model and each batch's tensors are moved there (lengths stay on the
+    CPU, as pack_padded_sequence wants)."""
+
+    def __init__(self, data: Path, device: torch.device = torch.device("cpu")):
+        self.device = torch.device(device)
         self.train = CourseNameDataset(data / "names_train.csv.gz")
         self.test = CourseNameDataset(data / "names_test.csv.gz", self.train.country_list)
         self.train_loader = DataLoader(self.train, batch_size=BATCH, shuffle=True)
         self.test_loader = DataLoader(self.test, batch_size=BATCH, shuffle=False)
-        self.model = CourseRNNClassifier(CHARS, HIDDEN, len(self.train.country_list), LAYERS)
+        self.model = CourseRNNClassifier(CHARS, HIDDEN, len(self.train.country_list), LAYERS).to(self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.001)
 
     def train_epoch(self) -> float:
         for names, countries in self.train_loader:
             inputs, seq_lengths, target = make_tensors(names, countries)
+            inputs, target = inputs.to(self.device), target.to(self.device)
             loss = self.criterion(self.model(inputs, seq_lengths), target)
             self.optimizer.zero_grad()
             loss.backward()
@@ -105,7 +109,8 @@ class CourseLoop:
         with torch.no_grad():
             for names, countries in self.test_loader:
                 inputs, seq_lengths, target = make_tensors(names, countries)
-                correct += (self.model(inputs, seq_lengths).argmax(dim=1) == target).sum().item()
+                predicted = self.model(inputs.to(self.device), seq_lengths).argmax(dim=1).cpu()
+                correct += (predicted == target).sum().item()
         return correct / len(self.test)
 
 
@@ -122,8 +127,7 @@ class TorchtoolsLoop:
         self.model = NameClassifier(len(vocabulary), len(labels), hidden=HIDDEN, layers=LAYERS,
                                     fast_cpu_gru=not packed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        # What train_one_epoch reads of a command's Run.
-        self.run = SimpleNamespace(device=torch.device("cpu"), amp_dtype=None, writer=None, written=None)
+        self.device = torch.device("cpu")
         self.objective = Objective.classification()
         self.epoch = 0
 
@@ -133,11 +137,11 @@ class TorchtoolsLoop:
 
     def train_epoch(self) -> float:
         self.epoch += 1
-        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.run,
+        return train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, device=self.device,
                                epoch=self.epoch)["train_loss"]
 
     def test_accuracy(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.run.device).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.device).accuracy
 
 
 def main() -> None:

@@ -64,11 +64,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
-from torchtools.core.engine import Objective, evaluate, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
+from torchtools.core.engine import (Objective, evaluate, make_optimizer, make_scaler, make_scheduler,  # noqa: E402
+                                    train_one_epoch)
 from torchtools.core.run import seed_everything  # noqa: E402
 from torchtools.recipes import RECIPES, UNSAID  # noqa: E402
-
-TASKS = ("mnist", "cifar", "names")
 
 
 def recipe_of(task: str, name: str) -> SimpleNamespace:
@@ -79,6 +78,7 @@ def recipe_of(task: str, name: str) -> SimpleNamespace:
                               "amp": task != "names" and name == "fast"})
 
 
+TASKS = tuple(RECIPES["fast"])  # mnist, cifar, names
 COURSE = {task: recipe_of(task, "course") for task in TASKS}
 FAST = {task: recipe_of(task, "fast") for task in TASKS}
 REPO = Path(__file__).resolve().parents[1]
@@ -172,10 +172,10 @@ class FastRun:
             self.train_batches, self.test_batches = classifier.batches(images, fmt, device,
                                                                        batch_size=recipe.batch_size, seed=seed)
         self.optimizer = make_optimizer(recipe, self.model.parameters())
-        self.schedule = make_scheduler(recipe, self.optimizer, len(self.train_batches))
+        schedule, per_step = make_scheduler(recipe, self.optimizer, len(self.train_batches))
         self.amp = autocast_dtype(device) if recipe.amp else None
-        # What train_one_epoch reads of a command's Run.
-        self.run = SimpleNamespace(device=device, amp_dtype=self.amp, writer=None, written=None)
+        self.device, self.batch_scheduler = device, schedule if per_step else None
+        self.scaler = make_scaler(device, self.amp)
         self.objective = Objective.classification(recipe.label_smoothing)
         self.trained = torch.compile(self.model) if compiled else self.model
         self.epoch = 0
@@ -183,11 +183,11 @@ class FastRun:
     def train_epoch(self) -> None:
         self.epoch += 1
         self.train_batches.set_epoch(self.epoch - 1)
-        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, self.run, epoch=self.epoch,
-                        scheduler=self.schedule[0], step_scheduler=self.schedule[1])
+        train_one_epoch(self.trained, self.objective, self.optimizer, self.train_batches, device=self.device,
+                        epoch=self.epoch, amp_dtype=self.amp, scaler=self.scaler, batch_scheduler=self.batch_scheduler)
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.run.device, self.amp).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.device).accuracy
 
 
 def train_to(loop, target: float, max_epochs: int, label: str, *, verbose: bool = True) -> Trial:

@@ -54,10 +54,12 @@ class CourseDataset(Dataset):
 
 
 class CourseLoop:
-    """The lesson's code: DataLoader over a torchvision dataset, per-sample transforms, SGD."""
+    """The lesson's code: DataLoader over a torchvision dataset, per-sample transforms, SGD; on a GPU each
+    batch is moved there as the lesson does (`.to(device)`)."""
 
-    def __init__(self, model, train_set, test_set, lr, momentum, seed):
-        self.model = model
+    def __init__(self, model, train_set, test_set, lr, momentum, seed, device=torch.device("cpu")):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
         generator = torch.Generator().manual_seed(seed)
         self.train_loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
         self.test_loader = DataLoader(test_set, batch_size=64, shuffle=False)
@@ -69,11 +71,14 @@ class CourseLoop:
         started = time.perf_counter()
         running_loss = 0.0
         for inputs, target in self.train_loader:
+            inputs, target = inputs.to(self.device), target.to(self.device)
             self.optimizer.zero_grad()
             loss = self.criterion(self.model(inputs), target)
             loss.backward()
             self.optimizer.step()
             running_loss += loss.item()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
 
     @torch.no_grad()
@@ -81,6 +86,7 @@ class CourseLoop:
         self.model.eval()
         correct = total = 0
         for images, labels in self.test_loader:
+            images, labels = images.to(self.device), labels.to(self.device)
             predicted = self.model(images).argmax(dim=1)
             total += labels.size(0)
             correct += (predicted == labels).sum().item()
@@ -90,25 +96,26 @@ class CourseLoop:
 class FastPath:
     """torchtools' way: classifier.batches + the engine's train_one_epoch/evaluate."""
 
-    def __init__(self, model, images, fmt: ImageFormat, lr, momentum, seed):
-        device = torch.device("cpu")
+    def __init__(self, model, images, fmt: ImageFormat, lr, momentum, seed, device=torch.device("cpu")):
+        device = self.device = torch.device(device)
         self.model = classifier.prepare_model(model, device)
         self.train_batches, self.test_batches = classifier.batches(images.to(device), fmt, device, batch_size=64,
                                                                    seed=seed)
         self.optimizer = make_optimizer(SimpleNamespace(optimizer="sgd", lr=lr, momentum=momentum), model.parameters())
-        # What train_one_epoch reads of a command's Run.
-        self.run = SimpleNamespace(device=device, amp_dtype=None, writer=None, written=None)
         self.objective = Objective.classification()
         self.epoch = 0
 
     def train_epoch(self) -> float:
         self.epoch += 1
         started = time.perf_counter()
-        train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, self.run, epoch=self.epoch)
+        train_one_epoch(self.model, self.objective, self.optimizer, self.train_batches, device=self.device,
+                        epoch=self.epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
 
     def test(self) -> float:
-        return evaluate(self.model, self.objective, self.test_batches, self.run.device).accuracy
+        return evaluate(self.model, self.objective, self.test_batches, self.device).accuracy
 
 
 def mnist_pair(data: Path, model_name: str, seed: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,10 +16,12 @@ import pytest
 import torch
 
 from conftest import Run, assert_user_error
-from datafiles import NAMES_SMALL, names_rows, pattern, write_cifar10_batches, write_image, write_mnist, write_names_csv
+from datafiles import (NAMES_SMALL, names_rows, pattern, write_cifar10_batches, write_image, write_mnist,
+                       write_names_csv)
 
 # The course's cnn and SGD (lr 0.01, momentum 0.5): after two epochs about 0.9 test accuracy, not a sure 1.0.
-TRAIN = ("--model", "cnn", "--batch-size", "16", "--no-download", "--json")
+# Every torchrun test states its device: on a GPU machine `auto` would take CUDA (and NCCL).
+TRAIN = ("--model", "cnn", "--batch-size", "16", "--no-download", "--json", "--device", "cpu")
 TIMEOUT = 60  # seconds a collective waits for a silent process (TORCHTOOLS_DIST_TIMEOUT)
 
 
@@ -186,10 +189,55 @@ def test_every_process_ends_with_the_same_weights_and_buffers(tmp_path):
         assert not torch.equal(end[0]["0.weight"], start[0]["0.weight"])
 
 
+DROPPED_SCRIPT = """
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from torchtools.core import distributed
+from torchtools.data.streaming import StreamedImages
+from torchtools.data.transforms import centre_square
+
+device = distributed.start(torch.device("cpu"))
+rank = distributed.rank()
+paths = sorted(Path("images").glob("*.png"))
+streamed = StreamedImages(paths, list(range(len(paths))), partial(centre_square, size=8), grayscale=False,
+                          batch_size=2, shuffle=True, seed=0, device=device, workers=0)
+if rank == 1:  # every file of this process's first batch is unreadable here
+    first = streamed._begin_epoch()[:2].tolist()
+    streamed.set_epoch(0)
+    streamed.files.paths = [Path("broken.png") if index in first else path for index, path in enumerate(paths)]
+steps = 0
+for images, labels in streamed:
+    dist.all_reduce(torch.ones(1))  # as DDP's gradient all-reduce: a process taking a step the others skip hangs
+    steps += 1
+Path(f"steps{rank}.json").write_text(json.dumps({"steps": steps, "batches": len(streamed)}))
+"""
+
+
+def test_a_batch_of_unreadable_files_is_left_out_by_every_process(tmp_path):
+    from image_files import labelled_folder
+
+    labelled_folder(tmp_path / "images", 8)
+    for path in sorted((tmp_path / "images").rglob("*.png")):
+        path.rename(tmp_path / "images" / path.name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a PNG after all")
+    (tmp_path / "check.py").write_text(textwrap.dedent(DROPPED_SCRIPT))
+    started = time.perf_counter()
+    run = torchrun("check.py", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert time.perf_counter() - started < TIMEOUT  # nobody waited for the collective timeout
+    results = [json.loads((tmp_path / f"steps{rank}.json").read_text()) for rank in range(2)]
+    assert results == [{"steps": 1, "batches": 2}] * 2  # both left the same step out
+
+
 def test_a_failing_process_stops_the_others_with_a_clear_message(tmp_path):
     data = write_mnist(tmp_path / "data", train=40, test=10)
     port, started = free_port(), time.perf_counter()
-    common = ("mnist", "--epochs", "1", "--no-tensorboard", "--no-download")
+    common = ("mnist", "--epochs", "1", "--no-tensorboard", "--no-download", "--device", "cpu")
     good = start_process(0, 2, port, [*common, "--data", data], tmp_path, timeout=TIMEOUT)
     bad = start_process(1, 2, port, [*common, "--data", tmp_path / "nowhere"], tmp_path, timeout=TIMEOUT)
     failed, stopped = finished(bad), finished(good)
@@ -201,15 +249,37 @@ def test_a_failing_process_stops_the_others_with_a_clear_message(tmp_path):
 @pytest.mark.slow
 def test_a_process_that_never_joins_ends_the_job_after_the_timeout(tmp_path):
     started = time.perf_counter()
-    alone = finished(start_process(0, 2, free_port(), ["mnist", "--data", tmp_path], tmp_path, timeout=3))
+    alone = finished(start_process(0, 2, free_port(), ["mnist", "--data", tmp_path, "--device", "cpu"], tmp_path,
+                                   timeout=3))
     assert_user_error(alone, "could not join the torchrun job of 2 processes within 3s")
     assert time.perf_counter() - started < 60
 
 
+LAUNCH = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
 def test_the_timeout_must_be_seconds(cli, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in LAUNCH.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TORCHTOOLS_DIST_TIMEOUT", "soon")
     assert_user_error(cli("mnist", "--device", "cpu"), "TORCHTOOLS_DIST_TIMEOUT", "seconds")
+
+
+@pytest.mark.parametrize("world_size", ["2", "abc"])
+def test_a_stray_world_size_is_ignored_with_a_warning(cli, monkeypatch, world_size):
+    for name in LAUNCH:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    run = cli("diabetes", "--epochs", "1", "--device", "cpu", "--json", "--no-tensorboard")
+    assert run.exit_code == 0, run.stderr
+    assert "Traceback" not in run.stderr and run.summary["world_size"] == 1
+    assert f"ignoring WORLD_SIZE='{world_size}': RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set" in run.stderr
+
+
+def test_a_broken_launch_is_one_error_line(cli, monkeypatch):
+    for name, value in {**LAUNCH, "RANK": "first"}.items():
+        monkeypatch.setenv(name, value)
+    assert_user_error(cli("mnist", "--device", "cpu"), "RANK='first' is not a number", "torchrun")
 
 
 @pytest.mark.slow
@@ -218,14 +288,16 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
     from torchtools.core.checkpoints import load_checkpoint
 
     names = write_names_csv(tmp_path / "names.csv", names_rows(0), gzipped=False)
-    run = torchrun("-m", "torchtools", "names-rnn", "--data", names, "--epochs", "3", *NAMES_SMALL, "--save",
+    run = torchrun("-m", "torchtools", "names-rnn", "--device", "cpu", "--data", names, "--epochs", "3",
+                   *NAMES_SMALL, "--save",
                    tmp_path / "names.pt", "--predict", "Ivanov", "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     assert run.summary["world_size"] == 2 and run.summary["metrics"]["val_accuracy"] > 0.9
     assert run.summary["predictions"][0]["top"][0][0] == "Russian"
 
     data = write_cifar10_batches(tmp_path / "cifar", train=100, test=41)
-    run = torchrun("-m", "torchtools", "cifar", "--data", data, "--model", "resnet", "--epochs", "2",
+    run = torchrun("-m", "torchtools", "cifar", "--device", "cpu", "--data", data, "--model", "resnet",
+                   "--epochs", "2",
                    "--batch-size", "16", "--no-tensorboard", "--no-download", "--save", tmp_path / "c.pt",
                    "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
@@ -237,7 +309,8 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
         for label, name in enumerate(("ants", "bees")):
             for index in range(count):
                 write_image(tmp_path / "photos" / split / name / f"{index}.png", label, rng)
-    run = torchrun("-m", "torchtools", "transfer", "--weights", "none", "--arch", "resnet18", "--data",
+    run = torchrun("-m", "torchtools", "transfer", "--device", "cpu", "--weights", "none", "--arch", "resnet18",
+                   "--data",
                    tmp_path / "photos", "--epochs", "2", "--image-size", "32", "--batch-size", "4",
                    "--no-tensorboard", "--save", tmp_path / "t.pt", "--json", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr

@@ -22,10 +22,10 @@ def _train_step(model, inputs, targets, given, amp_dtype=None):
     optimizer = make_optimizer(recipe, model.parameters())
     batches = TensorBatches(inputs, targets, batch_size=len(targets))
     schedule, per_step = make_scheduler(recipe, optimizer, len(batches))
-    run = SimpleNamespace(device=torch.device("cpu"), amp_dtype=amp_dtype, writer=None)
     before = [parameter.detach().clone() for parameter in model.parameters()]
-    metrics = train_one_epoch(model, Objective.classification(recipe.label_smoothing), optimizer, batches, run,
-                              epoch=1, scheduler=schedule, step_scheduler=per_step)
+    metrics = train_one_epoch(model, Objective.classification(recipe.label_smoothing), optimizer, batches,
+                              device=torch.device("cpu"), epoch=1, amp_dtype=amp_dtype,
+                              batch_scheduler=schedule if per_step else None)
     assert torch.isfinite(torch.tensor(metrics["train_loss"]))
     assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
 

@@ -1,6 +1,7 @@
 """StreamedImages: the same batches as the in-memory TensorBatches, unreadable files skipped and named,
 torchrun shares, peek; and the --loader auto budget."""
 
+import os
 from functools import partial
 
 import numpy as np
@@ -151,3 +152,42 @@ def test_a_bad_budget_names_the_variable(monkeypatch, text):
     monkeypatch.setenv(budget.BUDGET_VARIABLE, text)
     with pytest.raises(UserError, match="TORCHTOOLS_MEMORY_BUDGET"):
         budget.choose_loader("auto", 10, 3, 32)
+
+
+def prepare_noting_the_worker(image, folder):
+    """PREPARE, leaving a file named after the process that ran it (picklable, for the workers)."""
+    (folder / str(os.getpid())).touch()
+    return PREPARE(image)
+
+
+def test_the_decoding_workers_persist_from_epoch_to_epoch(tmp_path):
+    paths, labels = labelled_folder(tmp_path / "images", 12)
+    (tmp_path / "pids").mkdir()
+    streamed = StreamedImages(paths, labels, partial(prepare_noting_the_worker, folder=tmp_path / "pids"),
+                              grayscale=False, batch_size=3, shuffle=True, seed=1, device=CPU, workers=2)
+    orders = [[label for _, targets in streamed for label in targets.tolist()] for _ in range(3)]
+    assert all(sorted(order) == labels for order in orders) and orders[0] != orders[1]  # reshuffled each epoch
+    workers = {path.name for path in (tmp_path / "pids").iterdir()}
+    assert len(workers) == 2 and str(os.getpid()) not in workers  # the same two processes for all three epochs
+    next(iter(streamed))  # an epoch left after one batch: the next one still starts cleanly
+    assert sorted(label for _, targets in streamed for label in targets.tolist()) == labels
+    streamed.close()
+    assert len(list(streamed)) == 4 and len({path.name for path in (tmp_path / "pids").iterdir()}) == 4
+
+
+def test_auto_loader_budgets_against_the_gpu_the_set_goes_to(monkeypatch):
+    monkeypatch.delenv(budget.BUDGET_VARIABLE, raising=False)
+    monkeypatch.setattr(budget, "total_memory", lambda: 64 * 1024 ** 3)  # 8 GiB host budget
+    free = {"bytes": 4 * 1024 ** 3}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 8 * 1024 ** 3))
+    gpu = torch.device("cuda", 0)
+    # 8,000 photos at 256 px: 1.5 GiB decoded; fine in host memory, over a quarter of the GPU's 4 GiB free.
+    assert budget.choose_loader("auto", 8000, 3, 256)[0] == "memory"
+    loader, reason = budget.choose_loader("auto", 8000, 3, 256, device=gpu)
+    assert loader == "stream" and "over the 1.0 GiB budget (a quarter of cuda:0's 4.0 GiB free memory" in reason
+    free["bytes"] = 40 * 1024 ** 3  # a quarter is 10 GiB: the host budget (8 GiB) is the smaller
+    assert budget.choose_loader("auto", 8000, 3, 256, device=gpu)[0] == "memory"
+    assert "a quarter of 64 GiB memory" in budget.choose_loader("auto", 8000, 3, 256, device=gpu)[1]
+    monkeypatch.setenv(budget.BUDGET_VARIABLE, "100G")  # the user's figure, for whichever device holds the set
+    free["bytes"] = 1024 ** 3
+    assert budget.choose_loader("auto", 8000, 3, 256, device=gpu)[0] == "memory"

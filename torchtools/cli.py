@@ -133,4 +133,7 @@ def _root(
 
 
 def main() -> None:
+    from torchtools.core import threads
+
+    threads.configure()  # before anything imports torch: OpenMP reads these once, as torch loads it
     app()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting, comma_separated_ints
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class DiabetesConfig(TrainingSettings):
     """The feature count comes from the table: it is saved beside the config, with the standardisation."""
+
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
 
     data: Path | None = DATA()
     hidden: list[int] = Setting("--hidden", min=1, max=SIZE_MAX // 4, metavar="WIDTHS", parse=comma_separated_ints,

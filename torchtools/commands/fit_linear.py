@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
@@ -23,6 +23,7 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]
 
 @dataclass(frozen=True, kw_only=True)
 class LinearConfig(TrainingSettings):
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
     method: str = Setting(
         "--method", choices=tuple(DEFAULTS),
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad tensors; "

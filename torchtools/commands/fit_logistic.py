@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
@@ -18,6 +18,7 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 
 @dataclass(frozen=True, kw_only=True)
 class LogisticConfig(TrainingSettings):
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
     csv: Path | None = Setting(
         "--csv", aliases=("--data",), saved=False, show_default=False,
         help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "

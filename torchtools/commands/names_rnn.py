@@ -131,7 +131,7 @@ def names_rnn(run: Run[NamesConfig]) -> None:
             test_set = held_out = read_names(test)
             _count_skipped(skipped, test_set)
             eval_batches = _batches(test_set, labels, vocabulary, run.device, config.batch_size, test, skipped)
-            evaluation = evaluate(model, Objective.classification(), eval_batches, run.device, run.amp_dtype)
+            evaluation = evaluate(model, Objective.classification(), eval_batches, run.device)
             metrics = {"test_loss": evaluation.loss, "test_accuracy": evaluation.accuracy}
     if evaluation is not None:
         report = class_report(evaluation, labels, split=eval_name, plot=config.plot, writer=run.writer,

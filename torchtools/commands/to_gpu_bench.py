@@ -71,6 +71,10 @@ def to_gpu_bench(run: Run[GpuBenchConfig]) -> None:
                     [[row.name, row.variant, row.device, _number(row.value),
                       *([_number(row.median_ms), f"{row.speedup:.2f}x"] if rate else [])] for row in rows])
     say(f"medians of {plan.repeats} timed repeats after {plan.warmup} warm-up calls each")
+    say("training steps run as training does: channels_last where it pays, cuDNN's autotuner on CUDA")
+    if any(result.variant == "fp32 (tf32)" for result in results):
+        say("fp32 (tf32): fp32 tensors whose convolutions and matmuls run on TF32 tensor cores (fp32's range, "
+            "a 10-bit mantissa), as torchtools' fp32 training does on this GPU")
     for entry in skipped:
         say(f"skipped {entry.benchmark} {entry.variant} on {entry.device}: {entry.reason}")
     results_json, skipped_json = benchmarking.as_json(results, skipped)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
-from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
-                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings, LabelsCsvSettings)
+from torchtools.core.options import (BATCH_SIZE, COMPILE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER,
+                                     OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings,
+                                     LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -62,6 +63,7 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     lr_gamma: float = Setting("--lr-gamma", panel=TRAINING, min=0.0, max=1.0,
                               help="Learning-rate decay factor (StepLR).")(0.1)
     trust_pickle: bool = TRUST_PICKLE(False)
+    compile: bool = COMPILE(False)
     # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
     schedule: str = "step"
     weight_decay: float = 0.0
@@ -110,7 +112,8 @@ def transfer(run: Run[TransferConfig]) -> None:
         root, listing = labels_csv.from_settings(config, config.data)
         root = root if listing is not None else roots.transfer_folder(config.data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
-                              loader=config.loader, size=fmt.size, listing=listing and listing.as_tuple())
+                              loader=config.loader, size=fmt.size, listing=listing and listing.as_tuple(),
+                              device=run.device)
         if listing is not None:
             listing.add_missing(images)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,33 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_epoch_files(payload: dict[str, Any], destinations: list[Path]) -> list[Path]:
+    """Write one payload to several files (an epoch's last and every-N-th checkpoints), serialising
+    and fsyncing it once: the first is written by `save_checkpoint`, the others are hard links to it, each
+    put in place atomically (a link beside the target, renamed over it). Later writes replace a file by
+    rename and never write into it, so files linked today stay apart tomorrow. Where the file system
+    has no hard links (FAT, some network shares) the bytes are copied instead, still never re-serialised.
+    """
+    first, *others = [Path(path) for path in destinations]
+    save_checkpoint(first, payload)
+    for path in others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp_name = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+        temp_name.unlink(missing_ok=True)
+        try:
+            try:
+                os.link(first, temp_name)
+            except OSError:
+                shutil.copyfile(first, temp_name)
+                with open(temp_name, "rb+") as copied:
+                    os.fsync(copied.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            temp_name.unlink(missing_ok=True)
+            raise
+    return [first, *others]
 
 
 def load_file(path: Path, *, trust_pickle: bool = False) -> Any:

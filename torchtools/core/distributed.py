@@ -1,7 +1,7 @@
 """Multi-process training under torchrun: join the job, wrap the model in DDP, add up metrics across processes.
 
 torchrun starts one process per device and tells each its place through the environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). `Run.start` calls `start`; after that the
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: `launch_environment`). `Run.start` calls `start`; after that the
 engine wraps the model, TensorBatches take their share of the data, metrics are summed over all
 processes, and only process 0 prints, logs and saves. Outside torchrun (or with one process) every
 function here is a no-op, so single-process runs take exactly the path they always did.
@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,6 +41,7 @@ class _Job:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     timeout: float = DEFAULT_TIMEOUT
+    cpu_group: Any = None  # a gloo group beside NCCL, for host-side agreements; None: the default (gloo) group
 
 
 _job = _Job()
@@ -58,25 +60,68 @@ def is_main() -> bool:
     return _job.rank == 0
 
 
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in a torchrun job, from the variables torchrun sets."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_warned: set[tuple] = set()
+
+
+def launch_environment() -> Launch | None:
+    """The torchrun job this process was started in, or None (one process).
+
+    torchrun sets all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. A WORLD_SIZE without
+    the others is left over from something else (a scheduler's script, a shell profile): it is ignored
+    with a warning, and the command trains in one process. All five set but not numbers is a broken
+    launch: an error.
+    """
+    present = {name: os.environ[name] for name in TORCHRUN_VARIABLES if os.environ.get(name, "").strip()}
+    if "WORLD_SIZE" not in present:
+        return None
+    if len(present) < len(TORCHRUN_VARIABLES):
+        missing = [name for name in TORCHRUN_VARIABLES if name not in present]
+        if present["WORLD_SIZE"].strip() != "1" and tuple(present.items()) not in _warned:
+            _warned.add(tuple(present.items()))
+            output.warn(f"ignoring WORLD_SIZE={present['WORLD_SIZE']!r}: {', '.join(missing)} not set, so this is "
+                        "not a torchrun launch (torchrun sets them all); training in one process")
+        return None
+    numbers = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        try:
+            numbers[name] = int(present[name])
+        except ValueError:
+            raise UserError(f"{name}={present[name]!r} is not a number: start several processes with torchrun "
+                            "(it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT)") from None
+    rank, processes, local_rank = numbers["RANK"], numbers["WORLD_SIZE"], numbers["LOCAL_RANK"]
+    if processes < 1 or not 0 <= rank < processes or local_rank < 0:
+        raise UserError(f"RANK={rank}, LOCAL_RANK={local_rank}, WORLD_SIZE={processes} do not describe a torchrun "
+                        "job: RANK must lie in 0..WORLD_SIZE-1")
+    return Launch(rank, processes, local_rank) if processes > 1 else None
+
+
 def start(device: torch.device) -> torch.device:
     """Join the torchrun job this process was started in, if any; return the device it trains on.
 
-    CUDA: one GPU per process, cuda:LOCAL_RANK, with NCCL. CPU: gloo. Every process gets the same
-    seed, so data splits drawn from it agree; DDP then copies process 0's weights to all.
+    CUDA: one GPU per process, cuda:LOCAL_RANK (devices.resolve_device chose it), with NCCL, and a gloo
+    group beside it for the small host-side agreements (`all_agree`). CPU: gloo. Every process gets the
+    same seed, so data splits drawn from it agree; DDP then copies process 0's weights to all.
     """
     global _job
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes <= 1:
+    launch = launch_environment()
+    if launch is None:
         return device
     if _job.world_size > 1:  # joined already, by an earlier session in this process
         return _job.device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"torchrun started process {local_rank} on this machine, which has "
-                            f"{torch.cuda.device_count()} CUDA device(s): pass --nproc-per-node "
-                            f"{torch.cuda.device_count()} or fewer")
-        device = torch.device("cuda", local_rank)
+        if device.index != launch.local_rank:
+            raise UserError(f"under torchrun process {launch.local_rank} trains on cuda:{launch.local_rank}, "
+                            f"not {device}: pass --device cuda or auto")
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":
@@ -87,10 +132,11 @@ def start(device: torch.device) -> torch.device:
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout),
                                 device_id=device if device.type == "cuda" else None)
+        cpu_group = dist.new_group(backend="gloo") if backend != "gloo" else None
     except dist.DistError as error:
-        raise LostPeers(f"could not join the torchrun job of {processes} processes within {timeout:g}s "
+        raise LostPeers(f"could not join the torchrun job of {launch.world_size} processes within {timeout:g}s "
                         f"({_first_line(error)}); check that every node was started") from None
-    _job = _Job(dist.get_rank(), dist.get_world_size(), device, timeout)
+    _job = _Job(dist.get_rank(), dist.get_world_size(), device, timeout, cpu_group)
     atexit.register(_stop)
     if not is_main():
         output.mute()
@@ -158,6 +204,16 @@ def gather_strided(share: Tensor | None) -> Tensor:
     for position, part in present:
         whole[position::_job.world_size] = part
     return whole
+
+
+def all_agree(flag: bool) -> bool:
+    """True when `flag` is True in every process (outside torchrun: `flag`). A host-side collective over
+    gloo, so under NCCL it waits on no GPU work; every process must call it at the same point."""
+    if _job.world_size == 1:
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MIN, group=_job.cpu_group)
+    return bool(value.item())
 
 
 def barrier() -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core import distributed
-from torchtools.core.checkpoints import best_path, save_checkpoint
+from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
 from torchtools.core.errors import TrainingDiverged, UserError, first_line
 from torchtools.core.output import EpochProgress, say, warn
 
@@ -131,13 +131,42 @@ def to_device(value: Tensor | tuple[Tensor, ...], device: torch.device):
     return value.to(device, non_blocking=True)
 
 
-def train_one_epoch(model, objective: Objective, optimizer, batches, run, *, epoch: int, scheduler=None,
-                    step_scheduler: bool = False, progress: EpochProgress | None = None) -> dict[str, float | None]:
-    model.train()
-    device, amp_dtype, writer = run.device, run.amp_dtype, run.writer
+def make_scaler(device: torch.device, amp_dtype: torch.dtype | None,
+                state: dict[str, Any] | None = None) -> torch.amp.GradScaler:
+    """The fit's one GradScaler: loss scaling for fp16 autocast (bf16 and fp32 need none: a disabled scaler
+    passes the steps through). Created once per fit, so the scale carries over from epoch to epoch; `state`
+    (the checkpoint's "scaler", see `scaler_state`) restores it on --resume."""
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    # Sums stay on the device; they are read only every REFRESH_EVERY batches.
-    loss_sum = torch.zeros((), device=device)
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+    return scaler
+
+
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
+    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when there is none."""
+    return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+
+
+def _sum(device: torch.device) -> Tensor:
+    """A running sum kept on the device (read only when needed: reading it syncs); float64 where it exists."""
+    return torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
+
+
+def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: torch.device, epoch: int,
+                    amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                    batch_scheduler: Any = None, writer: Any = None, progress: EpochProgress | None = None,
+                    last_checkpoint: Path | None = None) -> dict[str, float | None]:
+    """One pass over `batches`, under autocast to `amp_dtype` (None: fp32).
+
+    `scaler` is the fit's GradScaler (`make_scaler`), required for fp16; `batch_scheduler` is stepped after
+    every batch (one-cycle; None where the schedule steps per epoch). The loss and accuracy sums stay on the
+    device and are read every REFRESH_EVERY batches (under torchrun, summed over the job there).
+    `last_checkpoint` is named if the loss diverges.
+    """
+    if amp_dtype == torch.float16 and (scaler is None or not scaler.is_enabled()):
+        raise ValueError("fp16 autocast needs the fit's GradScaler (make_scaler)")
+    model.train()
+    loss_sum = _sum(device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     steps_per_epoch = len(batches)
@@ -147,11 +176,15 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, run, *, epo
             output = forward(model, inputs)
             loss = objective.loss(output, targets)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if scheduler is not None and step_scheduler:
-            scheduler.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         batch_size = len(targets)
         seen += batch_size
         loss_sum += loss.detach() * batch_size
@@ -163,7 +196,7 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, run, *, epo
             # Under torchrun, the whole job's totals: every process sees, and stops on, the same loss.
             total_loss, total_correct, total_seen = distributed.sum_across(loss_sum, correct, seen)
             running_loss = total_loss / total_seen
-            _check_finite(running_loss, epoch, run)
+            _check_finite(running_loss, epoch, last_checkpoint)
             if progress is not None:
                 stats = {"loss": running_loss}
                 if objective.predict is not None:
@@ -177,11 +210,20 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, run, *, epo
     }
 
 
+# Model outputs gathered on the device before one copy to the host (64 MiB of fp32): evaluation reads the
+# device once per this many outputs, not once per batch.
+OUTPUTS_PER_COPY = 2 ** 24
+
+
 @torch.no_grad()
 @distributed.reporting_lost_peers
-def evaluate(model, objective: Objective, batches, device: torch.device, amp_dtype: torch.dtype | None = None
-             ) -> EvalResult:
-    """Loss, accuracy and outputs over all of `batches`.
+def evaluate(model, objective: Objective, batches, device: torch.device) -> EvalResult:
+    """Loss, accuracy and outputs over all of `batches`, in fp32.
+
+    fp32 always, whatever the training autocast: the accuracy is the weights', the same after each
+    training epoch, with --checkpoint and on any machine (there is deliberately no precision argument to
+    differ). The loss sum stays on the device and outputs are copied to the host in a few large chunks,
+    so the device is not synchronised per batch.
 
     Under torchrun, TensorBatches are split over the processes (each sample once) and the results
     gathered, so every process returns the whole set's. Pass the unwrapped model (fit does): shares
@@ -191,19 +233,29 @@ def evaluate(model, objective: Objective, batches, device: torch.device, amp_dty
     if shared:
         batches = copy.copy(batches).shard(batches.rank, batches.world_size, every_sample=True)
     model.eval()
-    outputs, targets_seen = [], []
-    loss_sum, seen = 0.0, 0
+    outputs, targets_seen, pending_outputs, pending_targets = [], [], [], []
+    pending, seen, loss_sum = 0, 0, _sum(device)
+
+    def copy_pending() -> None:
+        if pending_outputs:
+            outputs.append(torch.cat(pending_outputs).cpu())
+            targets_seen.append(torch.cat(pending_targets).cpu())
+            pending_outputs.clear()
+            pending_targets.clear()
+
     for inputs, targets in batches:
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = forward(model, inputs)
-            loss = objective.loss(output, targets)
-        loss_sum += loss.item() * len(targets)
+        output = forward(model, inputs).float()
+        loss_sum += objective.loss(output, targets) * len(targets)
         seen += len(targets)
-        outputs.append(output.float().cpu())
-        targets_seen.append(targets.cpu())
-    if shared:
-        loss_sum, seen = distributed.sum_across(loss_sum, seen)
+        pending_outputs.append(output)
+        pending_targets.append(targets)
+        pending += output.numel()
+        if pending >= OUTPUTS_PER_COPY:
+            copy_pending()
+            pending = 0
+    copy_pending()
+    loss_total, seen = distributed.sum_across(loss_sum, seen) if shared else (loss_sum.item(), seen)
     if seen == 0:
         raise UserError("the evaluation set is empty")
     if shared:
@@ -214,7 +266,7 @@ def evaluate(model, objective: Objective, batches, device: torch.device, amp_dty
     accuracy = None
     if objective.predict is not None:
         accuracy = (objective.predict(all_outputs) == all_targets).float().mean().item()
-    return EvalResult(loss_sum / seen, accuracy, all_outputs, all_targets)
+    return EvalResult(loss_total / seen, accuracy, all_outputs, all_targets)
 
 
 @distributed.reporting_lost_peers
@@ -233,6 +285,8 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     start_epoch = 0
     if run.resuming:
         start_epoch, history = _resume(model, optimizer, scheduler, run)  # every process loads it
+    # One scaler for the whole fit (fp16 only), its scale carried from epoch to epoch and across --resume.
+    scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
     trained = distributed.wrap(model)
     if getattr(config, "compile", False):
         trained = torch.compile(trained)
@@ -242,15 +296,17 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     train_seconds, evaluation, epoch, stopped_early = 0.0, None, start_epoch, None
 
     def payload(epoch: int) -> dict[str, Any]:
-        return checkpoint_payload(run, model, optimizer, scheduler, epoch, history, state)
+        return checkpoint_payload(run, model, optimizer, scheduler, epoch, history, state, scaler=scaler)
 
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             _set_epoch(train_batches, epoch - 1)
             progress.start_epoch(epoch, len(train_batches))
             started = time.perf_counter()
-            metrics = train_one_epoch(trained, objective, optimizer, train_batches, run, epoch=epoch,
-                                      scheduler=scheduler, step_scheduler=step_scheduler, progress=progress)
+            metrics = train_one_epoch(trained, objective, optimizer, train_batches, device=run.device, epoch=epoch,
+                                      amp_dtype=run.amp_dtype, scaler=scaler,
+                                      batch_scheduler=scheduler if step_scheduler else None, writer=run.writer,
+                                      progress=progress, last_checkpoint=run.written)
             distributed.share_buffers(model)
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
@@ -259,10 +315,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
             if scheduler is not None and not step_scheduler:
                 scheduler.step()
             if eval_batches is not None:
-                evaluation = evaluate(model, objective, eval_batches, run.device, run.amp_dtype)
+                evaluation = evaluate(model, objective, eval_batches, run.device)
                 metrics[f"{eval_name}_loss"] = evaluation.loss
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
-                _check_finite(evaluation.loss, epoch, run)
+                _check_finite(evaluation.loss, epoch, run.written)
             metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
             progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
             history.append(metrics)
@@ -300,13 +356,14 @@ def last_metrics(history: list[dict[str, float | None]]) -> dict[str, float | No
 
 
 def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
-                       state: dict[str, Any]) -> dict[str, Any]:
+                       state: dict[str, Any], *, scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
     """What every checkpoint holds: plain types and tensors only, so it loads with weights_only=True."""
     return {
         "command": run.command,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler_state(scaler),
         "epoch": epoch,
         "metrics": last_metrics(history),
         "history": history,
@@ -364,9 +421,9 @@ def _stop_message(reason: str, config, history, best_epoch: int, monitor: str) -
             f"(best {best:.4f} in epoch {best_epoch}){kept}")
 
 
-def _check_finite(value: float, epoch: int, run) -> None:
+def _check_finite(value: float, epoch: int, last_checkpoint: Path | None) -> None:
     if not math.isfinite(value):
-        kept = f"the last good checkpoint is {run.written}" if run.written else "no checkpoint was written"
+        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value} in epoch {epoch}; training stopped ({kept}). "
                                "Try a lower --lr")
 
@@ -386,14 +443,14 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
     if save is None:
         return
     if distributed.is_main():
-        save_checkpoint(save, payload)
+        every = getattr(run.config, "save_every", 0)
+        periodic = save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}")
+        # The last and every-N-th files hold the same payload, serialised once (the others link to it).
+        save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
         if best:
             # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
             # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
-            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None})
-        every = getattr(run.config, "save_every", 0)
-        if every and epoch % every == 0:
-            save_checkpoint(save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}"), payload)
+            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None, "scaler": None})
     run.written = save
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()

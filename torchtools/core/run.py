@@ -21,7 +21,7 @@ import torch
 from torchtools.core import distributed, output
 from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
 from torchtools.core.config import Config
-from torchtools.core.devices import autocast_dtype, resolve_device
+from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import AcceleratedSettings, TrainingSettings
 from torchtools.core.options import AUTO
@@ -57,7 +57,8 @@ class Run(Generic[C]):
         run = cls(command, config_type.build(values), explicit=explicit)
         if isinstance(run.config, TrainingSettings):
             run._check_training_options()
-            run.device = distributed.start(resolve_device(run.config.device))
+            device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
+            run.device = distributed.start(prepare(device))
             if not distributed.is_main():
                 run.report = None  # under torchrun, process 0 writes the one report
         if hasattr(run.config, "seed"):
@@ -149,7 +150,7 @@ class Run(Generic[C]):
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype of training and evaluation alike (None: full precision)."""
+        """The autocast dtype of training (None: full precision); evaluation is fp32 (engine.evaluate)."""
         return autocast_dtype(self.device) if isinstance(self.config, AcceleratedSettings) and self.config.amp \
             else None
 

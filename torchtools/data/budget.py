@@ -5,6 +5,10 @@ keeps). It is TORCHTOOLS_MEMORY_BUDGET when set (bytes, or with a K/M/G/T suffix
 "500M", "2G", "1.5GiB"), else a quarter of this machine's memory, at most 8 GiB. A quarter leaves room
 for the brief second copy decoding makes (the list of images, then the stacked tensor), the model and
 the rest of the machine's work; within a container the container's memory limit counts as the machine's.
+
+When the decoded set goes to a GPU (the memory loader keeps it on the training device), the budget is
+also at most a quarter of that GPU's free memory: the rest is for the model, its activations and the
+optimizer state. TORCHTOOLS_MEMORY_BUDGET, when set, is the budget for whichever device holds the set.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torchtools.core.errors import UserError
 BUDGET_VARIABLE = "TORCHTOOLS_MEMORY_BUDGET"
 GIB = 1024 ** 3
 DEFAULT_SHARE, DEFAULT_CAP = 0.25, 8 * GIB
+GPU_SHARE = 0.25  # of the GPU's free memory
 # Where the machine's memory cannot be read (neither sysconf nor a cgroup limit): a budget that any
 # machine able to train a CNN has.
 UNKNOWN_MEMORY_BUDGET = 2 * GIB
@@ -30,28 +35,40 @@ def decoded_bytes(count: int, channels: int, size: int) -> int:
     return count * channels * size * size
 
 
-def choose_loader(requested: str, count: int, channels: int, size: int) -> tuple[str, str]:
-    """("memory" or "stream", a one-line reason with the figures), for --loader auto|memory|stream."""
+def choose_loader(requested: str, count: int, channels: int, size: int, *, device=None) -> tuple[str, str]:
+    """("memory" or "stream", a one-line reason with the figures), for --loader auto|memory|stream.
+
+    `device`: where the memory loader would keep the set (a torch.device; None or the CPU: host memory only).
+    """
     needed = decoded_bytes(count, channels, size)
     figures = f"{count:,} images x {channels}x{size}x{size} = {format_bytes(needed)}"
     if requested != "auto":
         return requested, f"{requested}: --loader {requested} ({figures} decoded)"
-    budget, source = memory_budget()
+    budget, source = memory_budget(device)
     if needed <= budget:
         return "memory", f"memory: {figures}, within the {format_bytes(budget)} budget ({source})"
     return "stream", f"stream: {figures}, over the {format_bytes(budget)} budget ({source})"
 
 
-def memory_budget() -> tuple[int, str]:
-    """(bytes, where the figure came from) for --loader auto."""
+def memory_budget(device=None) -> tuple[int, str]:
+    """(bytes, where the figure came from) for --loader auto; the smaller of host and GPU budget on CUDA."""
     text = os.environ.get(BUDGET_VARIABLE, "").strip()
     if text:
         return parse_bytes(text), f"{BUDGET_VARIABLE}={text}"
     total = total_memory()
     if total is None:
-        return UNKNOWN_MEMORY_BUDGET, f"memory size unknown; set {BUDGET_VARIABLE}"
-    budget = min(int(total * DEFAULT_SHARE), DEFAULT_CAP)
-    return budget, f"a quarter of {format_bytes(total)} memory, at most 8 GiB; {BUDGET_VARIABLE} overrides"
+        budget, source = UNKNOWN_MEMORY_BUDGET, f"memory size unknown; set {BUDGET_VARIABLE}"
+    else:
+        budget = min(int(total * DEFAULT_SHARE), DEFAULT_CAP)
+        source = f"a quarter of {format_bytes(total)} memory, at most 8 GiB; {BUDGET_VARIABLE} overrides"
+    if device is not None and device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        if int(free * GPU_SHARE) < budget:
+            budget = int(free * GPU_SHARE)
+            source = f"a quarter of {device}'s {format_bytes(free)} free memory; {BUDGET_VARIABLE} overrides"
+    return budget, source
 
 
 def parse_bytes(text: str) -> int:

@@ -59,15 +59,16 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
 
 def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,
                  val_split: float = 0.2, seed: int = 0, loader: str = "memory", size: int = 0,
-                 listing: tuple | None = None) -> ImageSet | FolderFiles:
+                 listing: tuple | None = None, device: torch.device | None = None) -> ImageSet | FolderFiles:
     """Every image under root, decoded (or loaded from the cache) into an ImageSet, or with loader "stream"
-    listed as FolderFiles to decode batch by batch; "auto" picks by the memory budget (data.budget).
+    listed as FolderFiles to decode batch by batch; "auto" picks by the memory budget (data.budget) of
+    `device`, where the decoded set would be kept.
     A held-out share is split off (seeded, per class) if the layout has none. `key` names what `prepare`
     does (e.g. "centre-256"), so caches of other sizes stay apart. `listing` stands for list_folders(root)
     where the labels come from elsewhere (data.labels_csv)."""
     train_paths, train_labels, held_paths, held_labels, classes, layout = listing or list_folders(root)
     paths, labels = train_paths + held_paths, train_labels + held_labels
-    chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size)
+    chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size, device=device)
     say(f"loader {reason}")
     if chosen == "stream":
         # A cheap signature check leaves out empty and foreign files now, so both loaders train on the same

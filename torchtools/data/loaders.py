@@ -53,6 +53,15 @@ class TensorBatches:
         """Draw the next iteration's order for this (0-based) epoch, e.g. when a run is resumed."""
         self.epoch = epoch
 
+    def _begin_epoch(self) -> Tensor:
+        """This iteration's order, with the transform's augmentation reseeded for its epoch (so a resumed run
+        draws what an unbroken one would), and the epoch count moved on."""
+        order = self._indices()
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(self.epoch)
+        self.epoch += 1
+        return order
+
     def _indices(self) -> Tensor:
         count = len(self.targets)
         if self.shuffle:
@@ -71,8 +80,7 @@ class TensorBatches:
         return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self._indices()
-        self.epoch += 1
+        order = self._begin_epoch()
         for batch_number in range(len(self)):
             index = order[batch_number * self.batch_size:(batch_number + 1) * self.batch_size]
             inputs = self.inputs[index]

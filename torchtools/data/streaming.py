@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from torchtools.core import distributed
 from torchtools.data.images import decode_image
 from torchtools.data.loaders import TensorBatches
 
@@ -87,19 +88,61 @@ def _one_opencv_thread(_worker: int) -> None:
     cv2.setNumThreads(1)
 
 
-def decoding_loader(files: ImageFiles, batches: list[list[int]], *, workers: int | None,
-                    pin_memory: bool = False) -> DataLoader:
+def decoding_loader(files: ImageFiles, batches, *, workers: int | None, pin_memory: bool = False,
+                    persistent: bool = False) -> DataLoader:
     """A DataLoader yielding a DecodedBatch for each list of indices in `batches`, in that order.
 
     Workers start from a fork server, not by forking this process: a fork taken while training threads
     (OpenMP, TensorBoard, progress) hold locks left workers hung in the test suite. The server preloads
     this module, so a worker starts in milliseconds. `prepare` travels to the workers with the dataset, so
     it must be picklable (a bound method of a frozen dataclass, a module-level function, a partial).
+    `persistent` keeps the workers alive from one iteration (epoch) to the next.
     """
     workers = default_workers() if workers is None else workers
     return DataLoader(files, batch_sampler=batches, num_workers=workers, collate_fn=collate_decoded,
                       pin_memory=pin_memory, worker_init_fn=_one_opencv_thread if workers else None,
-                      multiprocessing_context=_worker_context() if workers else None)
+                      multiprocessing_context=_worker_context() if workers else None,
+                      persistent_workers=persistent and workers > 0)
+
+
+class _EpochBatches:
+    """A batch sampler whose batches are replaced before each epoch, so one DataLoader serves them all."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Decoder:
+    """One DataLoader and its worker processes for every epoch of a StreamedImages (started on first use).
+
+    Shared by the copies evaluation makes of a StreamedImages (copy.copy keeps this object), so their
+    epochs reuse the same workers too.
+    """
+
+    def __init__(self, files: ImageFiles, workers: int | None, pin_memory: bool):
+        self.files, self.workers, self.pin_memory = files, workers, pin_memory
+        self.sampler = _EpochBatches()
+        self.loader: DataLoader | None = None
+
+    def epoch(self, batches: list[list[int]]) -> Iterator[DecodedBatch]:
+        self.sampler.batches = batches  # read when the iteration starts, below
+        if self.loader is None:
+            self.loader = decoding_loader(self.files, self.sampler, workers=self.workers, pin_memory=self.pin_memory,
+                                          persistent=True)
+        return iter(self.loader)
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when this object is collected, or at exit)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader = None
 
 
 @functools.cache
@@ -117,8 +160,10 @@ class StreamedImages(TensorBatches):
     A TensorBatches over file indices: order, `set_epoch`, `shard` and `__len__` are its own, so the
     engine treats both alike. Files that cannot be decoded are left out of their batch and named in
     `skipped` (each once, however many epochs meet them). A batch whose files are all unreadable is
-    left out; under torchrun that would leave one process a step short, so the commands should check
-    that most files decode (the first epoch names them) before training on a badly damaged folder.
+    left out, and in training (shuffled) under torchrun every process leaves that step out together
+    (`distributed.all_agree`), so no process waits in a step the others skipped.
+
+    The decoding workers persist from epoch to epoch (one DataLoader for the whole run); `close` stops them.
     """
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], prepare: Prepare, *, grayscale: bool,
@@ -131,26 +176,32 @@ class StreamedImages(TensorBatches):
                          batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform, drop_last=drop_last)
         self.files = ImageFiles(paths, labels, prepare, grayscale=grayscale)
         self.device, self.workers = torch.device(device), workers
+        self._decoder = _Decoder(self.files, workers, pin_memory=self.device.type == "cuda")
         self.skipped: list[Path] = []
         self._skipped_set: set[Path] = set()
 
     def _epoch_batches(self) -> list[list[int]]:
         """This epoch's batches of file indices, exactly as TensorBatches slices its order."""
-        order = self._indices().tolist()
-        self.epoch += 1
+        order = self._begin_epoch().tolist()
         return [order[number * self.batch_size:(number + 1) * self.batch_size] for number in range(len(self))]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         cuda = self.device.type == "cuda"
-        loader = decoding_loader(self.files, self._epoch_batches(), workers=self.workers, pin_memory=cuda)
-        for batch in loader:
+        for batch in self._decoder.epoch(self._epoch_batches()):
             self._record(batch.failed)
             # Unreadable files can leave a training batch of one image, which BatchNorm cannot normalise.
-            if not batch.paths or (self.shuffle and batch.failed and len(batch.paths) == 1):
+            usable = bool(batch.paths) and not (self.shuffle and batch.failed and len(batch.paths) == 1)
+            if self.shuffle:  # training: under torchrun all processes take this step, or none does
+                usable = distributed.all_agree(usable)
+            if not usable:
                 continue
             images = batch.images.to(self.device, non_blocking=cuda)
             labels = batch.labels.to(self.device, non_blocking=cuda)
             yield (self.transform(images) if self.transform else images), labels
+
+    def close(self) -> None:
+        """Stop the decoding workers (a later epoch starts new ones)."""
+        self._decoder.close()
 
     def _record(self, failed: list[Path]) -> None:
         for path in failed:

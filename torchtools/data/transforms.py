@@ -49,10 +49,12 @@ class ImageFormat:
         return centre_square(image, self.size) if self.fit == "centre" else fit_size(image, self.size)
 
     def train_transform(self, device: torch.device, *, seed: int, channels_last: bool) -> Callable[[Tensor], Tensor]:
+        """Augment (if any) and normalise. Its `set_epoch(epoch)` reseeds the augmentation for an epoch, as
+        TensorBatches does before each: epoch N draws the same crops and flips in an unbroken and a resumed
+        run, so the generators need no saving in checkpoints."""
         if self.augment == "resized-crop-flip":
             crop = RandomResizedCropFlip(self.crop or self.size, device, seed=seed)
-            normalise = BatchTransform(self.mean, self.std, device, channels_last=channels_last)
-            return lambda batch: normalise(crop(batch))
+            return Chain(crop, BatchTransform(self.mean, self.std, device, channels_last=channels_last))
         shifts = self.augment == "shift-flip"
         return BatchTransform(self.mean, self.std, device, crop_padding=4 if shifts else 0, flip=shifts,
                               channels_last=channels_last, seed=seed)
@@ -92,16 +94,51 @@ def fit_size(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, on the 0..1 scale ToTensor gives."""
-    values = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
-    return tuple(values.mean(dim=1).tolist()), tuple(values.std(dim=1).tolist())
+    """Per-channel mean and std (unbiased, as Tensor.std) of uint8 images, on the 0..1 scale ToTensor gives.
+
+    Exact, from each channel's 256-bin histogram: one integer pass over the pixels, where a float64 copy
+    of all of them (1.2 GB for CIFAR-10's 50,000) took seconds before every run.
+    """
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double().cpu()
+        total = counts.sum()
+        mean = (counts * levels).sum() / total
+        variance = (counts * (levels - mean) ** 2).sum() / (total - 1)
+        means.append(mean.item())
+        stds.append(variance.sqrt().item())
+    return tuple(means), tuple(stds)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A generator seed for one epoch of a run seeded `seed`: well mixed, the same on every machine."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0])
+
+
+class Chain:
+    """Transforms applied in turn; `set_epoch` reaches those that augment."""
+
+    def __init__(self, *steps: Callable[[Tensor], Tensor]):
+        self.steps = steps
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        for step in self.steps:
+            batch = step(batch)
+        return batch
+
+    def set_epoch(self, epoch: int) -> None:
+        for step in self.steps:
+            if hasattr(step, "set_epoch"):
+                step.set_epoch(epoch)
 
 
 class BatchTransform:
     """uint8 batch -> normalised float batch on its device, with optional random crop and flip.
 
     Normalising is one fused multiply-add: (x/255 - mean)/std = x * (1/(255 std)) - mean/std.
-    Augmentation draws from its own seeded generator, so runs repeat exactly.
+    Augmentation draws from its own seeded generator, reseeded per epoch (`set_epoch`), so runs repeat
+    exactly, resumed ones included.
     """
 
     def __init__(self, mean, std, device: torch.device, *, crop_padding: int = 0, flip: bool = False,
@@ -109,8 +146,12 @@ class BatchTransform:
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std_t), -mean_t / std_t
-        self.crop_padding, self.flip, self.channels_last = crop_padding, flip, channels_last
+        self.crop_padding, self.flip, self.channels_last, self.seed = crop_padding, flip, channels_last, seed
         self.generator = torch.Generator(device=device).manual_seed(seed) if crop_padding or flip else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.generator is not None:
+            self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __call__(self, batch: Tensor) -> Tensor:
         images = torch.addcmul(self.shift, batch.float(), self.scale)
@@ -151,9 +192,12 @@ class RandomResizedCropFlip:
     TRIES = 10
 
     def __init__(self, size: int, device: torch.device, *, seed: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-        self.size, self.scale = size, scale
+        self.size, self.scale, self.seed = size, scale, seed
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def _uniform(self, shape, low: float, high: float, device) -> Tensor:
         return torch.rand(shape, device=device, generator=self.generator) * (high - low) + low

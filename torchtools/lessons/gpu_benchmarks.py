@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchtools.core.devices import autocast_dtype, cpu_name
+from torchtools.core.devices import autocast_dtype, cpu_name, fast_path, prepare
 from torchtools.models import cifar, mnist
 
 RATES = {"GB/s", "GFLOP/s", "samples/s"}  # higher is better; these get speedup ratios
@@ -51,7 +51,7 @@ class Result:
 
     benchmark: str  # copy | matmul | to_device | train_step
     name: str  # what was measured: "h2d 16 MiB", "2048x2048", "resnet18", "mnist-cnn"
-    variant: str  # how: "pageable"/"pinned", "fp32"/"tf32"/"bf16", "fp32"/"autocast bf16", "46.8 MB"
+    variant: str  # how: "pageable"/"pinned", "fp32"/"tf32"/"bf16", "fp32"/"fp32 (tf32)"/"autocast bf16", "46.8 MB"
     device: str
     value: float  # the median, in `unit`
     unit: str  # GB/s | GFLOP/s | ms | samples/s
@@ -137,7 +137,7 @@ def matmul_variants(device: torch.device) -> tuple[list[tuple[str, torch.dtype, 
     skipped. TF32 is fp32 tensors with `set_float32_matmul_precision("high")`."""
     variants, skipped = [("fp32", torch.float32, "highest")], []
     if device.type == "cuda":
-        if torch.cuda.get_device_capability(device) >= (8, 0):
+        if _runs_tf32(device):
             variants.append(("tf32", torch.float32, "high"))
         else:
             skipped.append(Skipped("matmul", "tf32", str(device), "TF32 tensor cores need compute capability 8.0+"))
@@ -153,10 +153,8 @@ def matmul_variants(device: torch.device) -> tuple[list[tuple[str, torch.dtype, 
 
 
 def _runs_bf16(device: torch.device) -> bool:
-    if device.type == "cpu":
+    if device.type in ("cpu", "cuda"):  # native bf16 only (CUDA 8.0+, AMX / AVX512-BF16), as --amp decides
         return autocast_dtype(device) == torch.bfloat16
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
     try:
         torch.ones(2, 2, dtype=torch.bfloat16, device=device) @ torch.ones(2, 2, dtype=torch.bfloat16, device=device)
         return True
@@ -199,35 +197,57 @@ def to_device_time(device: torch.device, plan: Plan) -> tuple[list[Result], list
 
 def train_step_throughput(device: torch.device, plan: Plan) -> tuple[list[Result], list[Skipped]]:
     """Samples per second of one SGD step (forward, cross-entropy, backward, update) of each course model on
-    data already on the device, in fp32 and under autocast where the device runs reduced precision fast."""
-    amp = autocast_dtype(device)
-    variants = [("fp32", None)] + ([(f"autocast {_dtype_name(amp)}", amp)] if amp is not None else [])
+    data already on the device, as training runs it: the device prepared as for training (cuDNN's autotuner),
+    the memory format training uses there, and fp32 then the autocast `--amp` uses (fp16 with loss scaling).
+
+    On a GPU with TF32 (compute capability 8.0+) the fp32 row is "fp32 (tf32)": training's fp32 runs its
+    convolutions (cuDNN's default) and matmuls (`prepare` sets "high" precision) on TF32 tensor cores, with
+    fp32's range and a 10-bit mantissa; that row measures that, not strict IEEE fp32.
+    """
+    path = fast_path(device)
+    amp = path.autocast
+    fp32 = "fp32 (tf32)" if _runs_tf32(device) else "fp32"
+    variants = [(fp32, None)] + ([(f"autocast {_dtype_name(amp)}", amp)] if amp is not None else [])
     skipped = [] if amp is not None else [Skipped(
         "train_step", "autocast", str(device),
-        "no reduced precision that pays off here (the --amp rule: CUDA, or CPUs with AMX / AVX512-BF16)")]
+        "no reduced precision that pays off here (the --amp rule: CUDA 7.0+, or CPUs with AMX / AVX512-BF16)")]
+    memory_format = torch.channels_last if path.channels_last else torch.contiguous_format
     results = []
-    for name, (build, shape) in TRAIN_MODELS.items():
-        generator = torch.Generator().manual_seed(0)
-        inputs = torch.randn(plan.batch_size, *shape, generator=generator).to(device)
-        targets = torch.randint(0, 10, (plan.batch_size,), generator=generator).to(device)
-        for label, dtype in variants:
-            torch.manual_seed(0)
-            model = build().to(device)
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)  # the course's optimizer
-            step = _train_step(model, optimizer, inputs, targets, device, dtype)
-            results.append(_result("train_step", name, label, device, time_op(step, device, plan),
-                                   work=plan.batch_size, unit="samples/s"))
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    try:
+        prepare(device)
+        for name, (build, shape) in TRAIN_MODELS.items():
+            generator = torch.Generator().manual_seed(0)
+            inputs = torch.randn(plan.batch_size, *shape, generator=generator).to(device, memory_format=memory_format)
+            targets = torch.randint(0, 10, (plan.batch_size,), generator=generator).to(device)
+            for label, dtype in variants:
+                torch.manual_seed(0)
+                model = build().to(device, memory_format=memory_format)
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)  # the course's optimizer
+                step = train_step(model, optimizer, inputs, targets, device, dtype)
+                results.append(_result("train_step", name, label, device, time_op(step, device, plan),
+                                       work=plan.batch_size, unit="samples/s"))
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
     return results, skipped
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs, targets, device: torch.device,
-                dtype: torch.dtype | None) -> Callable[[], None]:
+def _runs_tf32(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs, targets, device: torch.device,
+               dtype: torch.dtype | None) -> Callable[[], None]:
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # one per run, as fit has
+
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = F.cross_entropy(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return step
 
