@@ -23,8 +23,7 @@ from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
-from torchtools.core.options import AcceleratedSettings, TrainingSettings
-from torchtools.core.options import AUTO
+from torchtools.core.options import AUTO, AcceleratedSettings, TrainingSettings
 from torchtools.core.paths import check_readable_files, check_writable_file, check_writable_folder
 from torchtools.core.report import ReportFolder
 
@@ -70,19 +69,14 @@ class Run(Generic[C]):
         if config.checkpoint is not None and config.resume is not None:
             raise UserError("--checkpoint loads a finished model and --resume continues training: pass one of them")
         if config.checkpoint is not None:
-            unused = [config.option(name) for name in ("save", "save_every", "patience", "target_accuracy")
-                      if getattr(config, name, None)]
-            if unused:
-                raise UserError(f"{', '.join(unused)} apply to training; --checkpoint {config.checkpoint} trains "
-                                "nothing (use --resume to train on)")
+            self._refuse_training_options(("save", "save_every", "patience", "target_accuracy"),
+                                          f"--checkpoint {config.checkpoint} trains nothing (use --resume to train on)")
         if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.finds_lr_only:
-            training_only = ("save", "save_every", "patience", "target_accuracy", "resume", "checkpoint")
-            unused = [config.option(name) for name in training_only if getattr(config, name, None)]
-            if unused:
-                raise UserError(f"{', '.join(unused)} apply to training; --find-lr alone trains nothing (add "
-                                "--lr auto to train at its suggestion)")
+            self._refuse_training_options(
+                ("save", "save_every", "patience", "target_accuracy", "resume", "checkpoint"),
+                "--find-lr alone trains nothing (add --lr auto to train at its suggestion)")
         if config.save is not None:
             check_writable_file(config.save, "--save")
         if config.report is not None:
@@ -100,6 +94,12 @@ class Run(Generic[C]):
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
             self.config = self._with_checkpoint(source)
+
+    def _refuse_training_options(self, names: tuple[str, ...], reason: str) -> None:
+        """Options that apply to training, given to a run that trains nothing, are refused, not ignored."""
+        given = [self.config.option(name) for name in names if getattr(self.config, name, None)]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to training; {reason}")
 
     def _with_checkpoint(self, source: Path) -> C:
         """This run's config with the checkpoint's hyperparameters.
