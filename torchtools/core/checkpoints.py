@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from torchtools.core import distributed
+from torchtools.core.files import write_atomically
 from torchtools.core.errors import UserError, first_line
 
 FORMAT = "torchtools-checkpoint-1"
@@ -23,19 +24,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
 
     A crash or Ctrl-C mid-write leaves the previous checkpoint (or nothing), never a torn file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            torch.save({"format": FORMAT, **payload}, temp_file)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda file: torch.save({"format": FORMAT, **payload}, file))
 
 
 def save_epoch_files(payload: dict[str, Any], destinations: list[Path]) -> list[Path]:

@@ -52,25 +52,3 @@ def check_readable_files(paths: list[Path], option: str) -> None:
                 pass
         except OSError as error:
             raise UserError(f"{option} {path} cannot be read ({error.strerror})") from None
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write `data` to a temp file beside `path`, then rename it over `path`: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from torchtools.core.paths import write_atomically
+from torchtools.core.files import write_bytes
 
 ANNOTATE_MAX_CLASSES = 20  # counts are written into the confusion cells up to this many classes
 FLAT = 1e-6  # curves that move less than this (relatively) are drawn flat, not as ticks at 1e-9 apart
@@ -162,7 +162,7 @@ def save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    return write_atomically(Path(path), buffer.getvalue())
+    return write_bytes(Path(path), buffer.getvalue())
 
 
 def _spans_decades(values: Sequence[float]) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from torchtools.core.engine import EvalResult
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
 from torchtools.core.output import print_table, say, wrote
-from torchtools.core.paths import write_atomically
+from torchtools.core.files import write_bytes
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary and confusion.png, not on the terminal
 CONFUSIONS_SHOWN = 10  # the largest confusions a too-wide matrix is shown as
@@ -49,14 +49,14 @@ class ReportFolder:
         out.writerow(columns)
         out.writerows([["" if value is None else repr(value) if isinstance(value, float) else value
                         for value in row] for row in rows])
-        return write_atomically(self.path(name), text.getvalue().encode())
+        return write_bytes(self.path(name), text.getvalue().encode())
 
     def table(self, name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """One table as NAME.csv and as NAME.md (a markdown table a person reads)."""
         self.csv(f"{name}.csv", columns, rows)
         lines = [f"# {title}", "", "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_markdown_cell(value) for value in row) + " |" for row in rows]
-        write_atomically(self.path(f"{name}.md"), ("\n".join(lines) + "\n").encode())
+        write_bytes(self.path(f"{name}.md"), ("\n".join(lines) + "\n").encode())
 
     def announce(self) -> None:
         if self.files:
