@@ -23,7 +23,7 @@ from torchtools.core.devices import channels_last
 from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
                                     make_scheduler)
 from torchtools.commands import image_report
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 from torchtools.core.lr_finder import run_finder
 from torchtools.core.output import format_metrics, say, warn
 from torchtools.core.prediction_output import PredictionWriter, check_output_path
@@ -61,7 +61,13 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def saved_format(run: Run, fmt: ImageFormat) -> ImageFormat:
     """The format a --checkpoint model was trained with (its normalisation too), else `fmt`."""
-    return ImageFormat(**run.loaded["image_format"]) if not run.trains else fmt
+    if run.trains:
+        return fmt
+    try:
+        return ImageFormat(**run.loaded["image_format"])
+    except (TypeError, ValueError, KeyError) as error:
+        raise UserError(f"{run.source}: its image_format is not a picture format ({first_line(error)}); the file "
+                        "was edited or comes from elsewhere") from None
 
 
 def saved_classes(run: Run) -> list[str]:

@@ -258,11 +258,21 @@ STATE = {
     "mean": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
     "std": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
     "image_format": (lambda value: isinstance(value, dict), "a picture format"),
+    "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
+    "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
+                "a list of each epoch's metrics"),
+    # What --resume loads into the optimizer, schedule and scaler (None in a weights-only best file).
+    "optimizer": (lambda value: value is None or (isinstance(value, dict) and {"state", "param_groups"} <= set(value)),
+                  "an optimizer's state"),
+    "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
+    "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
 }
 
 
 def _check_state(loaded: dict[str, Any], source: Path) -> None:
     """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
+    if "model" not in loaded:
+        raise _foreign(source, "it holds no model weights")
     for key, (valid, meaning) in STATE.items():
         if key in loaded and not valid(loaded[key]):
             raise _foreign(source, f"its {key} is not {meaning}")
