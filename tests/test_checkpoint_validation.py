@@ -82,5 +82,6 @@ def test_a_mnist_checkpoint_naming_an_unknown_model(cli, tmp_path):
     edited = _edited(saved, tmp_path / "edited.pt", _set_config("model", "vit"))
     assert_user_error(cli("mnist", "--checkpoint", edited, "--data", data), "config's model", "mlp, cnn")
     for broken in ({"size": "x"}, {"size": 28, "mean": [0.1], "std": [0.0], "grayscale": True}, {"colour": 1}):
-        edited = _edited(saved, tmp_path / "format.pt", lambda checkpoint: checkpoint.__setitem__("image_format", broken))
+        edited = _edited(saved, tmp_path / "format.pt",
+                         lambda checkpoint: checkpoint.__setitem__("image_format", broken))
         assert_user_error(cli("mnist", "--checkpoint", edited, "--data", data), "image_format is not a picture format")

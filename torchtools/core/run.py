@@ -91,7 +91,7 @@ class Run(Generic[C]):
         source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
-            _check_state(self.loaded, source)
+            check_state(self.loaded, source)
             if config.resume is not None and self.loaded.get("optimizer") is None:
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
@@ -269,7 +269,7 @@ STATE = {
 }
 
 
-def _check_state(loaded: dict[str, Any], source: Path) -> None:
+def check_state(loaded: dict[str, Any], source: Path) -> None:
     """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
     if "model" not in loaded:
         raise _foreign(source, "it holds no model weights")
