@@ -6,6 +6,8 @@ a POINT it creates FOLDER/POINT (the test's marker) and waits there:
 - `fit`: before training starts (data loaded, model built), until a stop interrupts the wait;
 - `step:E:B`: before batch B of epoch E is trained (`step:2:1`: epoch 1 saved, no step of epoch 2 taken),
   until a stop interrupts the wait;
+- `evaluate:E`: before epoch E's evaluation (all its steps taken), until a stop interrupts the wait;
+- `finish`: once training is over, before the summary, until a stop interrupts the wait;
 - `save:N`: inside the N-th checkpoint write, until a stop has been requested (a save holds it back), then
   the write goes on;
 - `stop-save`: inside the stop's own save (the checkpoint marked partial), until a second stop request.
@@ -34,6 +36,7 @@ def _install(folder: Path, points: list[str]) -> None:
     import torch
 
     from torchtools.core import engine, stopping
+    from torchtools.core.run import Run
 
     def reach(point: str) -> bool:
         if point not in points:
@@ -42,6 +45,8 @@ def _install(folder: Path, points: list[str]) -> None:
         return True
 
     original_fit, original_epoch, original_save = engine.fit, engine.train_one_epoch, torch.save
+    original_evaluate, original_finish = engine.evaluate, Run.finish
+    epochs_evaluated = 0
 
     def fit(*args, **kwargs):
         if reach("fit"):
@@ -64,6 +69,18 @@ def _install(folder: Path, points: list[str]) -> None:
     def train_one_epoch(model, objective, optimizer, batches, *, epoch: int, **options):
         return original_epoch(model, objective, optimizer, PausedBatches(batches, epoch), epoch=epoch, **options)
 
+    def evaluate(*args, **kwargs):
+        nonlocal epochs_evaluated
+        epochs_evaluated += 1
+        if reach(f"evaluate:{epochs_evaluated}"):
+            _wait()
+        return original_evaluate(*args, **kwargs)
+
+    def finish(self, *args, **kwargs):
+        if reach("finish"):
+            _wait()
+        return original_finish(self, *args, **kwargs)
+
     saves = 0
 
     def save(payload, file, *args, **kwargs):
@@ -75,7 +92,8 @@ def _install(folder: Path, points: list[str]) -> None:
             _wait(lambda: len(stopping.received()) >= 2)
         return original_save(payload, file, *args, **kwargs)
 
-    engine.fit, engine.train_one_epoch, torch.save = fit, train_one_epoch, save
+    engine.fit, engine.train_one_epoch, engine.evaluate, torch.save = fit, train_one_epoch, evaluate, save
+    Run.finish = finish
 
 
 class Paused:

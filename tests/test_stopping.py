@@ -27,11 +27,13 @@ def diabetes(table):
 
 def stopped(paused: Paused, point: str, signum: int) -> str:
     """Send `signum` once the run is at `point`; the run's stderr, after checking it ended as a stop does:
-    its exit code, one line saying what was saved (last, even under --quiet), no traceback, no process left."""
+    its exit code, one line saying what was saved (last, even under --quiet), no traceback, no --json summary,
+    no process left."""
     paused.reached(point)
     paused.signal(signum)
-    _, stderr = paused.communicate()
+    stdout, stderr = paused.communicate()
     assert paused.process.returncode == EXIT[signum], stderr
+    assert stdout == "", stdout
     assert "Traceback" not in stderr and stderr.count("stopped by") == 1, stderr
     assert stderr.strip().splitlines()[-1].startswith(CAUSE[signum]), stderr
     assert_no_process_left(paused.pid)
@@ -58,6 +60,24 @@ def test_a_stop_between_epochs_keeps_the_complete_checkpoint_and_its_best_file(t
     assert f"{save} holds epoch 1 complete, as saved (no step of epoch 2 ran)" in stderr
     assert (save.read_bytes(), save.with_name("model.best.pt").read_bytes()) == saved
     assert_truthful(save, diabetes(table), cwd=tmp_path, complete=1, partial=False)
+
+
+def test_a_stop_during_evaluation_saves_the_trained_epoch_as_partial(tmp_path, table):
+    save = tmp_path / "model.pt"
+    paused = Paused(tmp_path / "points", ["evaluate:2"], *diabetes(table), "--epochs", "3", "--save", save,
+                    "--no-tensorboard", cwd=tmp_path)
+    stderr = stopped(paused, "evaluate:2", signal.SIGTERM)
+    assert "epoch 1 complete and epoch 2 partial" in stderr  # its steps are in the weights, its metrics unknown
+    assert_truthful(save, diabetes(table), cwd=tmp_path, complete=1, partial=True)
+
+
+def test_a_stop_after_training_says_the_last_epoch_is_kept(tmp_path, table):
+    save = tmp_path / "model.pt"
+    paused = Paused(tmp_path / "points", ["finish"], *diabetes(table), "--epochs", "2", "--save", save,
+                    "--no-tensorboard", "--json", cwd=tmp_path)
+    stderr = stopped(paused, "finish", signal.SIGINT)
+    assert f"stopped by Ctrl-C (SIGINT): {save} holds epoch 2 complete" in stderr
+    assert_truthful(save, diabetes(table), cwd=tmp_path, complete=2, partial=False)
 
 
 def test_a_stop_during_a_save_waits_for_it_and_the_resumed_run_counts_right(tmp_path, table):

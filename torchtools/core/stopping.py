@@ -68,18 +68,27 @@ def request(signum: int) -> None:
     """Stop: raise Stop now, or at the end of the deferred() block this is in; a closed pipe (PIPE) waits
     for the end of the next deferred() block or of the command. Ignored once a stop is under way."""
     _state.received.append(signum)
-    if _state.stopping:
-        _state.ignored.append(signum)
-    elif signum == PIPE or _state.depth or threading.current_thread() is not threading.main_thread():
-        if _state.pending in (None, PIPE):  # a signal after a closed pipe stops sooner, and says so
-            _state.pending = signum
+    if _state.stopping or _state.pending not in (None, PIPE):
+        _state.ignored.append(signum)  # a stop is under way, or held back: this one changes nothing
+    elif signum == PIPE:
+        _state.pending = PIPE
+    elif _state.depth or threading.current_thread() is not threading.main_thread():
+        _state.pending = signum  # over a closed pipe's: a signal stops at the block's end, with its exit code
     else:
         _raise(signum)
 
 
 def _raise(signum: int) -> None:
     _state.stopping, _state.pending = True, None
+    _keep_child_exits_quiet()
     raise Stop(signum)
+
+
+def _keep_child_exits_quiet() -> None:
+    """torch's SIGCHLD handler raises "DataLoader worker exited unexpectedly" in the main thread as workers
+    end (on Ctrl-C a terminal signals them too): during a stop that would tear its save."""
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -159,9 +168,7 @@ def end_children() -> None:
     The multiprocessing resource tracker is left to end by itself: it does once this process exits and
     the workers are gone (nothing else holds its pipe), after removing what they left in /dev/shm.
     """
-    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
-        # torch's SIGCHLD handler would raise "DataLoader worker exited unexpectedly" at the workers' end.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _keep_child_exits_quiet()
     dataloader = sys.modules.get("torch.utils.data.dataloader")
     if dataloader is not None:
         # Every DataLoader's workers, whoever made the loader: its iterators are found among the live objects.
