@@ -132,6 +132,8 @@ def handling() -> Iterator[None]:
         if _state.pending is not None:  # a pipe closed after the last epoch's save: the command is done
             _raise(_state.pending)
     except (KeyboardInterrupt, BrokenPipeError) as error:
+        if isinstance(error, BrokenPipeError) and not any(map(_reader_gone, (sys.stdout, sys.stderr))):
+            raise  # a socket's or a child's pipe, not the output's: an error, not a stop
         raise SystemExit(_finish(error)) from None
     finally:
         for signum, handler in previous.items():
