@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -102,3 +103,65 @@ def assert_refused_before_training(run: Run, folder: Path, *fragments: str, crea
     assert not (folder / "runs").exists()
     for path in created:
         assert not Path(path).exists(), path
+
+
+def assert_truthful(checkpoint: Path, resume: tuple, *, cwd: Path, complete: int | None = None,
+                    partial: bool | None = None) -> dict:
+    """What every stop must leave in a --save file: `complete` whole epochs (label and history agree), the
+    next one marked partial iff `partial` (None: either, read from the file), metrics iff no epoch is partial,
+    the best file beside it once an epoch completed, no temporary files; and `torchtools *resume --resume
+    CHECKPOINT` trains one more epoch and reports complete + 1 epochs. Returns the checkpoint."""
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    complete = state["epoch"] if complete is None else complete
+    partial = "partial_epoch" in state if partial is None else partial
+    assert state["epoch"] == len(state["history"]) == complete, (state["epoch"], len(state["history"]))
+    if partial:
+        assert state["partial_epoch"] == complete + 1 and state["metrics"] == {}, state["metrics"]
+    else:
+        assert "partial_epoch" not in state
+        last = {key: value for key, value in state["history"][-1].items() if key != "seconds"}
+        assert state["metrics"] and state["metrics"] == last, (state["metrics"], last)
+    best = checkpoint.with_name(f"{checkpoint.stem}.best{checkpoint.suffix}")
+    assert best.exists() == (complete > 0), best
+    if complete:
+        best_state = torch.load(best, weights_only=True)
+        assert "partial_epoch" not in best_state and 1 <= best_state["epoch"] <= complete and best_state["metrics"]
+    assert not [path.name for path in checkpoint.parent.iterdir() if path.name.endswith(".tmp")]
+    resumed = run_torchtools(*resume, "--resume", checkpoint, "--epochs", complete + 1, "--no-tensorboard", "--json",
+                             cwd=cwd)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.summary["epochs"] == len(resumed.summary["history"]) == complete + 1, resumed.summary
+    return state
+
+
+def session_processes(session: int) -> list[int]:
+    """The living processes of a session (a subprocess started with start_new_session=True, and its
+    descendants, whoever their parent is now), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, _parent, _group, owner = text[text.rindex(")") + 2:].split()[:4]
+            if int(owner) == session and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def assert_no_process_left(session: int, timeout: float = 30) -> None:
+    """Once a command has exited, every process it started ends (the resource tracker as its pipe closes)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = {}
+    for pid in session_processes(session):  # the test fails, and leaves nothing running behind it
+        with contextlib.suppress(OSError):
+            left[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes()[:200]
+            os.kill(pid, 9)
+    assert not left, left

@@ -16,6 +16,7 @@ import typer.core
 from torchtools import __version__
 from torchtools.commands import (cifar, conv_demo, diabetes, export, fit_linear, fit_logistic, inspect_weights,
                                  mnist, names_rnn, to_gpu_bench, transfer)
+from torchtools.core import stopping
 from torchtools.core.errors import UserError
 
 
@@ -79,24 +80,22 @@ app = typer.Typer(
 
 
 def _reporting_user_errors(command: Callable) -> Callable:
-    """User-caused errors end with one line on stderr and exit 2; Ctrl-C exits 130. No tracebacks."""
+    """User-caused errors end with one line on stderr and exit 2. Every command runs inside the one stop
+    path (core.stopping): Ctrl-C, SIGTERM or a closed pipe ends it with one line and exit 130, 143 or 141.
+    No tracebacks."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as error:
-            from rich.markup import escape
+        with stopping.handling():
+            try:
+                return command(*args, **kwargs)
+            except UserError as error:
+                from rich.markup import escape
 
-            from torchtools.core.output import console
+                from torchtools.core.output import console
 
-            console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            from torchtools.core.output import console
-
-            console.print("interrupted")
-            raise typer.Exit(130) from None
+                console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+                raise typer.Exit(2) from None
 
     return run
 

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools.core import distributed
+from torchtools.core import distributed, stopping
 from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
 from torchtools.core.errors import TrainingDiverged, UserError, first_line
-from torchtools.core.output import EpochProgress, say, warn
+from torchtools.core.output import EpochProgress, say
 
 # How many batches pass between progress redraws / TensorBoard step scalars. Reading a running loss
 # forces a device sync, so it is done sparingly rather than every step.
@@ -298,6 +298,16 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     def payload(epoch: int) -> dict[str, Any]:
         return checkpoint_payload(run, model, optimizer, scheduler, epoch, history, state, scaler=scaler)
 
+    # Whether the weights moved since the last whole epoch: set just before each optimizer step changes them.
+    stepped = False
+
+    def note_step(*_) -> None:
+        nonlocal stepped
+        stepped = True
+
+    step_hook = optimizer.register_step_pre_hook(note_step)
+    if config.save is None:
+        stopping.note("nothing saved (no --save)")  # also for a stop once training is over (predicting, say)
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             _set_epoch(train_batches, epoch - 1)
@@ -320,27 +330,27 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, run.written)
             metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
-            progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
-            history.append(metrics)
-            _log_epoch(run.writer, metrics, epoch)
-            improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
-                                                     higher_is_better)
-            if improved:
-                best_epoch = epoch
-            _save_epoch(run, payload(epoch), epoch, best=improved)
+            # A stop (signal, closed pipe) waits for this block: the epoch is recorded and saved whole, so a
+            # finished epoch is never labelled partial, nor its checkpoint left without its best file.
+            with stopping.deferred():
+                progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
+                history.append(metrics)
+                _log_epoch(run.writer, metrics, epoch)
+                improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
+                                                         higher_is_better)
+                if improved:
+                    best_epoch = epoch
+                _save_epoch(run, payload(epoch), epoch, best=improved)
+                stepped = False
             stopped_early = _stop_reason(config, history, epoch, best_epoch, monitor)
             if stopped_early is not None:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a stop (core.stopping): Ctrl-C, SIGTERM or a closed pipe
         progress.close()
-        if config.save is not None and distributed.is_main():
-            # Weights from inside `epoch`: recorded as after the last whole epoch (so --resume redoes this
-            # one) and marked partial, with no metrics claimed for them.
-            save_checkpoint(config.save, {**payload(epoch - 1), "metrics": {}, "partial_epoch": epoch})
-            warn(f"checkpoint saved to {config.save}: weights from inside epoch {epoch}; "
-                 f"--resume {config.save} redoes epoch {epoch}")
+        _save_interrupted(run, lambda: payload(len(history)), len(history), stepped=stepped)
         raise
     finally:
+        step_hook.remove()
         progress.close()
         if run.writer is not None:
             run.writer.flush()
@@ -452,8 +462,29 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
             # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
             save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None, "scaler": None})
     run.written = save
+    stopping.note(f"{save} holds epoch {epoch} complete")
     # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
     distributed.barrier()
+
+
+def _save_interrupted(run, payload: Callable[[], dict[str, Any]], complete: int, *, stepped: bool) -> None:
+    """What a stop leaves, said in the stop's line: weights from inside an epoch saved as "`complete` epochs
+    done, the next partial" (no metrics claimed for them; --resume redoes it). Where no step ran since the
+    last whole epoch, its checkpoint and best file stay as they are: nothing partial is written over them."""
+    save, interrupted = run.config.save, complete + 1
+    if save is None:
+        stopping.note("nothing saved (no --save)")
+    elif not stepped:
+        kept = (f"{save} holds epoch {complete} complete, as saved" if run.written else
+                f"nothing saved; --resume {run.config.resume} holds epoch {complete}" if run.resuming else
+                "nothing saved")
+        stopping.note(f"{kept} (no step of epoch {interrupted} ran)")
+    else:
+        if distributed.is_main():
+            with stopping.deferred():
+                save_checkpoint(save, {**payload(), "metrics": {}, "partial_epoch": interrupted})
+        stopping.note(f"saved {save} with epoch {complete} complete and epoch {interrupted} partial; "
+                      f"--resume {save} redoes epoch {interrupted}")
 
 
 def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
@@ -472,4 +503,4 @@ def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
         raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
     partial = checkpoint.get("partial_epoch")
     say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
-    return epoch, list(checkpoint.get("history", []))
+    return epoch, list(checkpoint.get("history", []))[:epoch]  # one row per whole epoch, whatever the file says

@@ -59,6 +59,12 @@ def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
+def notice(message: str) -> None:
+    """A line that stays visible even under --quiet, as it is (what a stop left saved)."""
+    if not _mode.muted:
+        console.print(escape(message))
+
+
 def wrote(what: str, path) -> None:
     """The one line that says a file or folder was written: "wrote checkpoint: runs/mnist.pt"."""
     say(f"wrote {what}: {path}")

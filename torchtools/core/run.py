@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from torchtools.core import distributed, output
+from torchtools.core import distributed, output, stopping
 from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
@@ -54,6 +54,7 @@ class Run(Generic[C]):
         """Check the options, load the checkpoint, then join the device (under torchrun, this process's own)."""
         output.configure(quiet=bool(values.get("quiet")), json=bool(values.get("json")))
         run = cls(command, config_type.build(values), explicit=explicit)
+        stopping.note("nothing saved (stopped before training)" if run.trains else "nothing saved")
         if isinstance(run.config, TrainingSettings):
             run._check_training_options()
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
