@@ -300,11 +300,10 @@ def small_disk(tmp_path):
 
 
 def fill(folder) -> None:
-    with open(folder / "filler", "wb") as filler:
+    with open(folder / "filler", "wb", buffering=0) as filler:
         try:
             while True:
                 filler.write(b"\0" * 4096)
-                filler.flush()
         except OSError:
             pass
 

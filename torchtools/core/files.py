@@ -65,20 +65,20 @@ def atomic_file(path: Path, mode: str = "wb", **open_args: Any) -> Iterator[IO]:
     """`with atomic_file(path) as file:` writes a temp file, put in place when the block ends without an
     error; after an error (or a stop) the temp file is removed and `path` is as it was."""
     path = Path(path)
-    temp = temporary(path)
+    temp, file = temporary(path), None
     try:
         with open(temp, mode, **open_args) as raw:
             file = _Recording(raw)
-            try:
-                yield file
-                raw.flush()
-                os.fsync(raw.fileno())
-            except Exception as error:
-                # A writer that calls file.write itself (torch.save) may report a failed write as its own error.
-                cause = error if isinstance(error, OSError) else file.error
-                if cause is None:
-                    raise
-                raise failed(path, cause) from None
+            yield file
+            raw.flush()
+            os.fsync(raw.fileno())
+    except Exception as error:
+        temp.unlink(missing_ok=True)
+        # A writer that calls file.write itself (torch.save) may report a failed write as its own error.
+        cause = error if isinstance(error, OSError) else getattr(file, "error", None)
+        if cause is None:
+            raise
+        raise failed(path, cause) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

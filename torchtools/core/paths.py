@@ -88,7 +88,7 @@ def _check_output(output: Output, probed: set[str]) -> None:
     if mode is not None:
         through = f" (through the link to {os.path.realpath(path)})" if os.path.islink(path) else ""
         if output.folder and not stat.S_ISDIR(mode):
-            raise UserError(f"{option} {path} is a file{through}; give a folder (it is created)")
+            raise UserError(f"{option} {path} is a file{through}, not a folder; {hint}")
         if not output.folder and stat.S_ISDIR(mode):
             raise UserError(f"{option} {path} is a folder{through}; give a file name")
         if not output.folder and not stat.S_ISREG(mode):
