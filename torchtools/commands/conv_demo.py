@@ -43,7 +43,7 @@ class ConvDemoConfig(SeededSettings, TensorboardSettings):
     no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
                                    help="Write no TensorBoard logs.")(False)
 
-    def outputs(self) -> list[Output]:
+    def writes(self) -> list[Output]:
         """Only the image demo writes: its grids into --out, and a TensorBoard run."""
         if "image" not in (self.demo or ()):
             return []

@@ -52,7 +52,7 @@ class ExportConfig(OutputSettings):
              "that is above 1 (float32 rounding is relative).")(1e-4)
     trust_pickle: bool = TRUST_PICKLE(False)
 
-    def outputs(self) -> list[Output]:
+    def writes(self) -> list[Output]:
         """--output (ending in --format's suffix; without --format, the flow names the format from it) and a
         safetensors export's JSON beside it."""
         from torchtools.core.exports import metadata_path

@@ -34,7 +34,7 @@ class InspectConfig(TensorboardSettings):
                                                     "(RUNS_DIR/inspect-weights/...).")(False)
     trust_pickle: bool = TRUST_PICKLE(False)
 
-    def outputs(self) -> list[Output]:
+    def writes(self) -> list[Output]:
         """--histograms writes a TensorBoard run."""
         return [tensorboard_output(self.runs_dir, hint="pass --runs-dir DIR")] if self.histograms else []
 

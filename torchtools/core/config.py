@@ -181,14 +181,14 @@ class Config:
         setting = cls.settings().get(name)
         return setting[0].flag if setting else name
 
-    def outputs(self) -> list[Output]:
+    def writes(self) -> list[Output]:
         """Every file and folder this run writes, for `Run.start` to check before any work (core/paths.py): the
         options declared WRITES that are given; a command adds the names it derives and what it writes only
         under other options (a best file, a report's files, a TensorBoard folder)."""
         return [Output(Path(value), setting.flag, suffixes=setting.suffixes)
                 for name, value, setting in self._paths(WRITES)]
 
-    def inputs(self) -> list[Input]:
+    def reads(self) -> list[Input]:
         """Every file and folder this run reads (the options declared READS), which no output may be."""
         return [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
 

@@ -133,10 +133,10 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
                                    help="Write no TensorBoard logs.")(False)
     report: Path | None = REPORT()
 
-    def outputs(self) -> list[Output]:
+    def writes(self) -> list[Output]:
         """Beside the declared files: the --save checkpoints (last, best, every N-th epoch's; any of them may be
         the --resume file, as in the usual resume), the --report folder's files and the TensorBoard folder."""
-        outputs = super().outputs()
+        outputs = super().writes()
         if self.save is not None:
             every, kept = getattr(self, "save_every", 0), ("--resume",)
             outputs += [Output(self.save, "--save", replaces=kept),

@@ -1,6 +1,6 @@
 """Paths a run will read or write, checked before any work in one place: `check_paths`, which `Run.start`
-calls with every output of the run (`Config.outputs`: the options declared as written, and the names derived
-from them: the best file, the epoch files, the report's files) and every input (`Config.inputs`).
+calls with every output of the run (`Config.writes`: the options declared as written, and the names derived
+from them: the best file, the epoch files, the report's files) and every input (`Config.reads`).
 
 An output must be a regular file or a new name (never a folder, device, FIFO or socket, also through a link:
 the writer renames over it), not one of the run's inputs, not named twice, with a name that fits the file

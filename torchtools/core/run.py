@@ -60,7 +60,7 @@ class Run(Generic[C]):
             run._check_training_options()
         # Every file and folder the run will write, in one place (after a checkpoint's config is merged: its
         # --epochs names the --save-every files).
-        check_paths(run.config.outputs(), run.config.inputs())
+        check_paths(run.config.writes(), run.config.reads())
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
