@@ -68,7 +68,8 @@ def test_special_files_are_refused_also_through_a_link(cli, tmp_path, table, kin
 
 def test_save_onto_the_data_is_refused_and_the_data_kept(cli, tmp_path, table):
     before = table.read_bytes()
-    assert_refused_before_training(diabetes(cli, table, "--save", table), tmp_path, "--save", "would overwrite the --data")
+    run = diabetes(cli, table, "--save", table)
+    assert_refused_before_training(run, tmp_path, "--save", "would overwrite the --data")
     assert table.read_bytes() == before
 
 
