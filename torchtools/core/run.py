@@ -79,6 +79,8 @@ class Run(Generic[C]):
         if config.checkpoint is not None:
             self._refuse_training_options(("save", "save_every", "patience", "target_accuracy"),
                                           f"--checkpoint {config.checkpoint} trains nothing (use --resume to train on)")
+        if getattr(config, "compile_mode", "default") != "default" and not config.compile:
+            raise UserError(f"--compile-mode {config.compile_mode} says how --compile compiles: pass --compile too")
         if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.finds_lr_only:
