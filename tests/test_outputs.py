@@ -366,3 +366,56 @@ def test_top_k_above_the_class_count_is_capped(tmp_path):
     with PredictionWriter(output, 100_000, classes=2) as writer:
         writer.add("a.png", ["x", "y"], [0.25, 0.75])
     assert output.read_text().splitlines()[0] == "path,label,probability,label_2,probability_2"
+
+
+# --- neighbours found by the adversarial pass --------------------------------------------------------------------
+
+def neighbour(tmp_path, case: str) -> tuple[tuple, tuple]:
+    """(the command's arguments, the fragments its one error line must hold) for each case."""
+    table = write_table(tmp_path / "t.csv", rows=40)
+    if case == "empty save name":
+        return ("diabetes", "--data", table, "--save", ""), ("--save .", "is a folder")
+    if case == "save onto the runs dir":
+        return ("diabetes", "--data", table, "--save", "runs"), ("--save runs", "--runs-dir runs", "same file")
+    if case == "best file is a folder":
+        (tmp_path / "m.best.pt").mkdir()
+        return ("diabetes", "--data", table, "--save", tmp_path / "m.pt"), ("--save's best file", "is a folder")
+    if case == "hard link of the data":
+        os.link(table, tmp_path / "hard.pt")
+        return ("diabetes", "--data", table, "--save", tmp_path / "hard.pt"), ("would overwrite the --data",)
+    if case == "epoch file links to /dev/null":
+        (tmp_path / "m.epoch2.pt").symlink_to("/dev/null")
+        return (("mnist", "--data", tmp_path, "--epochs", "3", "--save", tmp_path / "m.pt", "--save-every", "2"),
+                ("--save-every's file", "a device"))
+    if case == "report file links to /dev/null":
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "curves.png").symlink_to("/dev/null")
+        return ("diabetes", "--data", table, "--report", tmp_path / "r"), ("--report's curves.png", "a device")
+    if case == "save onto the weights":
+        return (("transfer", "--data", tmp_path, "--weights", table, "--save", table),
+                ("would overwrite the --weights",))
+    if case == "export json onto its inputs":
+        (tmp_path / "m.json").write_text("{}")
+        return (("export", table, "--output", tmp_path / "m.safetensors", "--inputs", tmp_path / "m.json"),
+                ("--output's json file", "would overwrite the --inputs"))
+    assert case == "export onto its checkpoint through a link"
+    (tmp_path / "link.pt").symlink_to(table)
+    return (("export", table, "--output", tmp_path / "link.pt", "--format", "torchscript"),
+            ("would overwrite the checkpoint",))
+
+
+@pytest.mark.parametrize("case", ["empty save name", "save onto the runs dir", "best file is a folder",
+                                  "hard link of the data", "epoch file links to /dev/null",
+                                  "report file links to /dev/null", "save onto the weights",
+                                  "export json onto its inputs", "export onto its checkpoint through a link"])
+def test_neighbours_are_refused_before_work(cli, tmp_path, case):
+    args, fragments = neighbour(tmp_path, case)
+    before = (tmp_path / "t.csv").read_bytes()
+    assert_refused_before_training(cli(*args), tmp_path, *fragments)
+    assert (tmp_path / "t.csv").read_bytes() == before
+
+
+def test_report_and_runs_dir_may_share_a_folder(cli, tmp_path, table):
+    run = cli("diabetes", "--data", table, "--epochs", "1", "--device", "cpu", "--report", "out", "--runs-dir", "out")
+    assert run.exit_code == 0, run.stderr
+    assert (tmp_path / "out" / "history.csv").is_file() and (tmp_path / "out" / "diabetes").is_dir()

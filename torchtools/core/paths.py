@@ -46,12 +46,16 @@ class Input:
 def best_path(path: Path) -> Path:
     """Where the best-epoch checkpoint goes beside the last one: model.pt -> model.best.pt."""
     path = Path(path)
+    if not path.name:  # "." or "/": a folder, which check_paths refuses by the --save name itself
+        return path
     return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
 
 
 def epoch_path(path: Path, epoch: int) -> Path:
     """Where --save-every keeps an epoch's checkpoint: model.pt -> model.epoch3.pt."""
     path = Path(path)
+    if not path.name:
+        return path
     return path.with_name(f"{path.stem}.epoch{epoch}{path.suffix or '.pt'}")
 
 
@@ -67,8 +71,9 @@ def check_paths(outputs: list[Output], inputs: list[Input]) -> None:
                 raise UserError(f"{output.option} {output.path} would overwrite the {given.option} {given.path}, "
                                 f"which this run reads; choose another name for {output.option}")
         key = _identity(output.path)
-        if key in named:
-            raise UserError(f"{named[key].option} {named[key].path} and {output.option} {output.path} name the same "
+        other = named.get(key)
+        if other is not None and not (other.folder and output.folder):  # two options may write into one folder
+            raise UserError(f"{other.option} {other.path} and {output.option} {output.path} name the same "
                             "file; give each its own name")
         named[key] = output
 
