@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.config import DEPENDS, READS, Setting
 from torchtools.core.options import DATA, DOWNLOAD, LOADER, ImageClassifierSettings, LabelsCsvSettings
 from torchtools.recipes import RecipeSettings
 
@@ -30,7 +30,7 @@ class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
         "--dataset", choices=("cifar10", "cifar100"),
         help="CIFAR batches under --data (ignored when --data holds train/ and test/ image folders).")("cifar10")
     data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False,
+        DATA.flag, saved=False, show_default=False, role=READS,
         help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
              "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.")()
     download: bool = DOWNLOAD(True)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting
-from torchtools.core.options import LR, OUTPUT, SeededSettings, TensorboardSettings
+from torchtools.core.config import READS, Setting
+from torchtools.core.options import LR, OUTPUT, SeededSettings, TensorboardSettings, tensorboard_output
+from torchtools.core.paths import Output
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -30,7 +31,7 @@ class ConvDemoConfig(SeededSettings, TensorboardSettings):
     dilation: int = Setting("--dilation", min=1, max=SIDE_MAX, help="Dilation d.", panel=ARITHMETIC)(1)
     steps: int = Setting("--steps", min=1, max=10**6, help="learn-kernel: gradient steps (the notes run 100).")(100)
     lr: float = LR(0.03)
-    image: Path | None = Setting("--image", show_default=False,
+    image: Path | None = Setting("--image", show_default=False, role=READS,
                                  help="image demo: a picture to convolve (read as grey). Default: a generated test "
                                       "pattern.")()
     max_side: int = Setting(
@@ -42,18 +43,22 @@ class ConvDemoConfig(SeededSettings, TensorboardSettings):
     no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
                                    help="Write no TensorBoard logs.")(False)
 
+    def writes(self) -> list[Output]:
+        """Only the image demo writes: its grids into --out, and a TensorBoard run."""
+        if "image" not in (self.demo or ()):
+            return []
+        return [Output(self.out, "--out", folder=True),
+                *([] if self.no_tensorboard else [tensorboard_output(self.runs_dir)])]
+
 
 @command("conv-demo", ConvDemoConfig)
 def conv_demo(run: Run[ConvDemoConfig]) -> None:
     """The convolution lessons: sizes, padding modes, corr2d, an edge detector, a learned kernel, pooling,
     and the feature maps of a picture."""
     from torchtools.lessons import convolution
-    from torchtools.core.run import check_writable_folder
 
     config, seed = run.config, run.config.seed
     selected = list(dict.fromkeys(config.demo)) if config.demo else TEXT_DEMOS
-    if "image" in selected and not config.no_tensorboard:  # only the image demo writes a TensorBoard run
-        check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
     shows = {
         "arithmetic": lambda: _show_arithmetic(convolution.arithmetic(
             config.input_size, config.kernel, config.stride, config.padding, config.dilation)),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting, comma_separated_ints
+from torchtools.core.config import READS, Setting, comma_separated_ints
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
                                      TrainingSettings)
 
@@ -28,7 +28,7 @@ class DiabetesConfig(TrainingSettings):
                               help="Activation between layers.")("sigmoid")
     val_split: float = VAL_SPLIT(0.2)
     predict: Path | None = Setting(
-        "--predict", saved=False, show_default=False,
+        "--predict", saved=False, show_default=False, role=READS,
         help="CSV of rows to score (a label column, if present, is ignored); prints P(y=1) per row.")()
     epochs: int = EPOCHS(100)
     batch_size: int = BATCH_SIZE(32)

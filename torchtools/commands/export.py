@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting
+from torchtools.core.config import READS, Setting
 from torchtools.core.options import TRUST_PICKLE, OutputSettings
+from torchtools.core.paths import Output
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -30,8 +31,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2", "safetenso
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig(OutputSettings):
-    checkpoint: Path = Setting("CHECKPOINT", help="A checkpoint of mnist, cifar, transfer, names-rnn or diabetes "
-                                                  "(--save, or its .best.pt).")(None)
+    checkpoint: Path = Setting("CHECKPOINT", role=READS,
+                               help="A checkpoint of mnist, cifar, transfer, names-rnn or diabetes (--save, or its "
+                                    ".best.pt).")(None)
     format: str | None = Setting(
         "--format", choices=tuple(FORMATS), show_default=False,
         help="onnx (.onnx, run by onnxruntime), torchscript (.pt, torch.jit.load), exported (.pt2, an "
@@ -39,7 +41,7 @@ class ExportConfig(OutputSettings):
              "Default: from the --output suffix.")()
     output: Path | None = Setting("--output", "-o", show_default=False, help="The file to write.")()
     inputs: list[str] | None = Setting(
-        "--inputs", show_default=False, metavar="PATH",
+        "--inputs", show_default=False, metavar="PATH", role=READS,
         help="What the check runs on: pictures (files, folders, quoted globs) for image models, a name,label CSV or "
              "<Label>.txt folder for names-rnn, a CSV of rows for diabetes. Default: the checkpoint's dataset "
              "where it is at hand (under --data's root), else generated inputs.")()
@@ -49,6 +51,19 @@ class ExportConfig(OutputSettings):
         help="Largest absolute logit difference from torchtools' own outputs, times the largest |logit| where "
              "that is above 1 (float32 rounding is relative).")(1e-4)
     trust_pickle: bool = TRUST_PICKLE(False)
+
+    def writes(self) -> list[Output]:
+        """--output (ending in --format's suffix; without --format, the flow names the format from it) and a
+        safetensors export's JSON beside it."""
+        from torchtools.core.exports import metadata_path
+
+        if self.output is None:
+            return []  # the flow says what to pass
+        fmt = self.format or {suffix: name for name, suffix in FORMATS.items()}.get(self.output.suffix.lower())
+        outputs = [Output(self.output, "--output", suffixes=(FORMATS[self.format],) if self.format else ())]
+        if fmt == "safetensors":
+            outputs.append(Output(metadata_path(self.output), "--output's JSON file"))
+        return outputs
 
 
 def _mnist(saved: dict):
@@ -100,11 +115,11 @@ def export(run: Run[ExportConfig]) -> None:
 
     from torchtools.commands.export_inputs import KINDS
     from torchtools.core import exports
+    from torchtools.core.errors import UserError
     from torchtools.core.output import say, wrote
 
     config = run.config
     fmt = _format(config)
-    _check_output(run, config, fmt)
     exports.check_available(fmt)
     saved = _checkpoint(config)
     kind, network = KINDS[saved["command"]](saved), _rebuilt(saved, config.checkpoint)
@@ -118,6 +133,8 @@ def export(run: Run[ExportConfig]) -> None:
     try:
         written = exports.save(fmt, kind.graph(network), kind.example(batch), kind.dynamic, config.output, metadata,
                                state=network.state_dict())
+    except UserError:  # a failed write (a full disk): its own one line
+        raise
     except Exception as error:  # an exporter's own failure: no user mistake, but no traceback either
         _fail(f"{fmt} could not export this model: {_first_line(error)}")
     seconds = time.perf_counter() - started
@@ -139,18 +156,6 @@ def export(run: Run[ExportConfig]) -> None:
     for file in files:
         wrote("export", file)
     finish()
-
-
-def _check_output(run: Run[ExportConfig], config: ExportConfig, fmt: str) -> None:
-    """--output: the format's suffix, a place that can be written, and never the checkpoint itself."""
-    from torchtools.core import exports
-    from torchtools.core.errors import UserError
-
-    run.check_output(config.output, "--output", suffixes=(FORMATS[fmt],))
-    written = [config.output] + ([exports.metadata_path(config.output)] if fmt == "safetensors" else [])
-    if any(name.resolve() == config.checkpoint.resolve() for name in written):
-        raise UserError(f"--output {config.output} would overwrite the checkpoint {config.checkpoint}; "
-                        "choose another name")
 
 
 def _checkpoint(config: ExportConfig) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.config import DEPENDS, READS, Setting
 from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class LinearConfig(TrainingSettings):
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad tensors; "
              "nn: nn.Linear + MSELoss + optim.SGD.")("nn")
     csv: Path | None = Setting(
-        "--csv", aliases=("--data",), saved=False, show_default=False,
+        "--csv", aliases=("--data",), saved=False, show_default=False, role=READS,
         help="Fit your data: CSV, header optional, last column y, one or more feature columns. Default: the course's "
              "x=[1,2,3], y=[2,4,6].")()
     predict: list[str] | None = Setting(
@@ -70,7 +70,6 @@ def fit_linear(run: Run[LinearConfig]) -> None:
                         "the lessons' loops fix their own")
     if plot is not None and not run.trains:
         raise UserError("--plot draws the training (or the grid search); a --checkpoint run trains nothing")
-    run.check_output(plot, "--plot", suffixes=(".png",))
     points = linear.load_points(config.csv, COURSE_X, COURSE_Y)
     inputs, keys = linear.parse_inputs(config.predict or [], points.features)
 

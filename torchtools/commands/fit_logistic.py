@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting
+from torchtools.core.config import READS, WRITES, Setting
 from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, OUTPUT, TrainingSettings
 
 if TYPE_CHECKING:
@@ -20,14 +20,14 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 class LogisticConfig(TrainingSettings):
     prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
     csv: Path | None = Setting(
-        "--csv", aliases=("--data",), saved=False, show_default=False,
+        "--csv", aliases=("--data",), saved=False, show_default=False, role=READS,
         help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
              "Default: the course's hours x=[1,2,3], passed y=[0,0,1].")()
     predict: list[str] | None = Setting(
         "--predict", saved=False, show_default=False, metavar="X",
         help="Probability of class 1 for X (repeatable; 'a,b' for several features).")()
     plot: Path | None = Setting(
-        "--plot", panel=OUTPUT, saved=False, show_default=False,
+        "--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
         help="PNG of the data and the probability curve over the data's range, with the 0.5 line (one feature), "
              "else the loss curve.")()
     epochs: int = EPOCHS(1000)
@@ -48,7 +48,7 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
     from torchtools.core.output import say, wrote
 
     config = run.config
-    plot = run.check_output(config.plot, "--plot", suffixes=(".png",))
+    plot = config.plot
     points = linear.load_points(config.csv, COURSE_X, COURSE_Y)
     check_binary_labels(points.y.numpy(), config.csv or "the course's data")
     inputs, keys = linear.parse_inputs(config.predict or [], points.features)

@@ -26,7 +26,7 @@ from torchtools.commands import image_report
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.lr_finder import run_finder
 from torchtools.core.output import format_metrics, say, warn
-from torchtools.core.prediction_output import PredictionWriter, check_output_path
+from torchtools.core.prediction_output import PredictionWriter
 from torchtools.core.report import report
 from torchtools.core.run import Run
 from torchtools.core.summary import summarise
@@ -263,13 +263,11 @@ def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[T
 
 
 def pictures(run: Run) -> list[Path]:
-    """The --predict pictures (files, folders walked recursively, quoted globs) and --output, checked
-    before any work."""
+    """The --predict pictures (files, folders walked recursively, quoted globs); --output needs them (Run.start
+    has checked where it goes)."""
     items, output = run.config.predict, run.config.output
     if output is not None and not items:
         raise UserError("--output writes the --predict results: pass --predict FILE, FOLDER or GLOB too")
-    if output is not None:
-        check_output_path(output)
     return expand_image_inputs(items) if items else []
 
 
@@ -281,7 +279,7 @@ def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageF
     model = prepare_model(model, device).eval()
     transform = fmt.eval_transform(device, channels_last=channels_last(device))
     workers = 0 if len(paths) <= PREDICT_CHUNK else None  # worker processes pay off only for many pictures
-    with PredictionWriter(output, top_k) as writer:
+    with PredictionWriter(output, top_k, classes=len(classes)) as writer:
         chunks = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=PREDICT_CHUNK, workers=workers)
         for readable, batch, unreadable in chunks:
             writer.skip(unreadable)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting
-from torchtools.core.options import TRUST_PICKLE, TensorboardSettings
+from torchtools.core.config import READS, Setting
+from torchtools.core.options import TRUST_PICKLE, TensorboardSettings, tensorboard_output
+from torchtools.core.paths import Output
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -16,9 +17,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class InspectConfig(TensorboardSettings):
-    file: Path = Setting("FILE", help="A state_dict (.pth/.pt, or .safetensors), a checkpoint, a torchtools "
-                                      "checkpoint, or torchvision's published weights by name (imagenet with "
-                                      "--arch, ResNet34_Weights.IMAGENET1K_V1).")(None)
+    file: Path = Setting("FILE", role=READS,
+                         help="A state_dict (.pth/.pt, or .safetensors), a checkpoint, a torchtools checkpoint, or "
+                              "torchvision's published weights by name (imagenet with --arch, "
+                              "ResNet34_Weights.IMAGENET1K_V1).")(None)
     filter: str | None = Setting("--filter", show_default=False,
                                  help="Only tensors whose name matches this regular expression (re.search).")()
     arch: str | None = Setting("--arch", show_default=False,
@@ -26,11 +28,15 @@ class InspectConfig(TensorboardSettings):
                                     "shape-mismatched keys.")()
     classes: int = Setting("--classes", min=1, max=2**20, help="Outputs of the --arch model.")(1000)
     diff: Path | None = Setting(
-        "--diff", show_default=False,
+        "--diff", show_default=False, role=READS,
         help="Another weights file: the largest absolute difference of every shared tensor.")()
     histograms: bool = Setting("--histograms", help="Write a weight histogram per tensor to TensorBoard "
                                                     "(RUNS_DIR/inspect-weights/...).")(False)
     trust_pickle: bool = TRUST_PICKLE(False)
+
+    def writes(self) -> list[Output]:
+        """--histograms writes a TensorBoard run."""
+        return [tensorboard_output(self.runs_dir, hint="pass --runs-dir DIR")] if self.histograms else []
 
 
 @command("inspect-weights", InspectConfig)
@@ -45,12 +51,9 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.models.pretrained import key_summary, read_weights
     from torchtools.core.output import print_table, say
-    from torchtools.core.run import check_writable_folder
 
     config = run.config
     file, filter_, arch, classes, other = config.file, config.filter, config.arch, config.classes, config.diff
-    if config.histograms:
-        check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR")
     weights = read_weights(file, arch=arch, trust_pickle=config.trust_pickle)
     kind, inferred = inspection.describe(weights)
     say(f"{file}: {kind}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.config import DEPENDS, READS, Setting
 from torchtools.core.options import DATA, DOWNLOAD, ImageClassifierSettings
 from torchtools.recipes import RecipeSettings
 
@@ -27,7 +27,7 @@ class MnistConfig(RecipeSettings, ImageClassifierSettings):
     dataset: str = Setting("--dataset", choices=("mnist", "fashion-mnist", "kmnist"),
                            help="Which 28x28 ten-class set.")("mnist")
     data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False,
+        DATA.flag, saved=False, show_default=False, role=READS,
         help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw or "
              "DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.")()
     download: bool = DOWNLOAD(True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.config import DEPENDS, READS, WRITES, Setting
 from torchtools.core.options import FIND_LR, OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT
 from torchtools.recipes import RecipeSettings
 
@@ -25,19 +25,19 @@ class NamesConfig(RecipeSettings):
     TASK = "names"
 
     data: Path | None = Setting(
-        "--data", saved=False, show_default=False,
+        "--data", saved=False, show_default=False, role=READS,
         help="Training names: a name,label CSV (gzip or plain), a folder of <Label>.txt files, or a data root holding "
              "names/names_train.csv.gz (with names_test.csv.gz beside it as --test). Default: under "
              "$TORCHTOOLS_DATA, else data/, else the course's CSVs built into torchtools.")()
     test: Path | None = Setting(
-        "--test", saved=False, show_default=False,
+        "--test", saved=False, show_default=False, role=READS,
         help="Test names, in either layout. Without it, --val-split holds part of --data out.")()
     val_split: float = VAL_SPLIT(0.2)
     predict: list[str] | None = Setting(
         "--predict", saved=False, show_default=False, metavar="NAME",
         help="A surname to classify (repeatable): prints the top --top-k labels with probabilities.")()
     predict_file: Path | None = Setting(
-        "--predict-file", saved=False, show_default=False,
+        "--predict-file", saved=False, show_default=False, role=READS,
         help="A UTF-8 text file of names to classify, one a line (blank lines and lines holding no letters are "
              "skipped and named).")()
     output: Path | None = PREDICT_OUTPUT(None)
@@ -49,7 +49,8 @@ class NamesConfig(RecipeSettings):
     layers: int = Setting("--layers", panel=MODEL, min=1, max=64, help="Recurrent layers.")(DEPENDS)
     bidirectional: bool = Setting("--bidirectional", negative="--no-bidirectional", panel=MODEL,
                                   help="Read names both ways.")(True)
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False,
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+                                suffixes=PLOT.suffixes,
                                 help="Draw the confusion matrix as a PNG heatmap to this file.")()
 
 
@@ -67,7 +68,6 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     from torchtools.core.summary import summarise
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
-    from torchtools.core.prediction_output import check_output_path
     from torchtools.core.report import report as class_report
     from torchtools.data import roots
     from torchtools.data.names import Vocabulary, read_names
@@ -79,9 +79,6 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     names_to_label = _fold_names(config.predict or []) + _read_names_file(run, config.predict_file)
     if output is not None and not names_to_label:
         raise UserError("--output writes the predictions: pass --predict NAME or --predict-file FILE too")
-    if output is not None:
-        check_output_path(output)
-    run.check_output(config.plot, "--plot", suffixes=(".png",))
     if not run.trains and not names_to_label and test is None:
         raise UserError("--checkpoint needs --predict NAME or --test DATA to work on")
     skipped = {"blank": 0, "junk": 0, "unknown_label": 0}
@@ -261,7 +258,7 @@ def _predict(model, vocabulary, labels: list[str], names: list[tuple[str, str]],
     from torchtools.core.prediction_output import PredictionWriter
 
     model.eval()
-    with PredictionWriter(output, top_k, item="name", column="name") as writer:
+    with PredictionWriter(output, top_k, classes=len(labels), item="name", column="name") as writer:
         usable = [(name, clean) for name, clean in names if not is_junk(clean)]
         writer.skip([name for name, clean in names if is_junk(clean)])
         for start in range(0, len(usable), PREDICT_CHUNK):

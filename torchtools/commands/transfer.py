@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import Setting
+from torchtools.core.config import READS, WRITES, Setting
 from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
                                      OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
                                      ImageClassifierSettings, LabelsCsvSettings)
@@ -22,7 +22,7 @@ MODEL = "Model and weights"
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weights: str | None = Setting(
-        "--weights", panel=MODEL, show_default=False,
+        "--weights", panel=MODEL, show_default=False, role=READS,
         help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
              "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "
@@ -42,7 +42,7 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
         "--mode", panel=MODEL, choices=("finetune", "freeze"),
         help="finetune: train every layer; freeze: train only the new head (fixed feature extractor).")("finetune")
     data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False,
+        DATA.flag, saved=False, show_default=False, role=READS,
         help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by --val-split. "
              "Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
     val_split: float = VAL_SPLIT(0.2)
@@ -56,7 +56,8 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
         help="Input size: train on random-resized crops of this size, validate on the centre crop after resizing "
              "the shorter side to size*256/224.")(224)
     loader: str = LOADER("auto")
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False,
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+                                suffixes=PLOT.suffixes,
                                 help="Draw the val confusion matrix as a PNG heatmap to this file.")()
     epochs: int = EPOCHS(25)
     batch_size: int = BATCH_SIZE(32)
@@ -110,7 +111,6 @@ def transfer(run: Run[TransferConfig]) -> None:
     if config.mode == "freeze" and config.weights is None:
         raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
     pictures = classifier.pictures(run)
-    run.check_output(config.plot, "--plot", suffixes=(".png",))
     fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
                       crop=config.image_size, augment=config.augment)
     images = None

@@ -1,10 +1,10 @@
-"""Checkpoints and runs: atomic saves, safe loads, and the TensorBoard run folder."""
+"""Checkpoints and runs: atomic saves (core/files.py), safe loads, and the TensorBoard logs."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import pickle
-import shutil
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from torchtools.core import distributed
-from torchtools.core.files import write_atomically
+from torchtools.core.files import link_atomically, write_atomically
+from torchtools.core.output import warn
+from torchtools.core.paths import best_path  # noqa: F401 (where the engine and the commands find it)
 from torchtools.core.errors import UserError, first_line
 
 FORMAT = "torchtools-checkpoint-1"
@@ -29,27 +31,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
 def save_epoch_files(payload: dict[str, Any], destinations: list[Path]) -> list[Path]:
     """Write one payload to several files (an epoch's last and every-N-th checkpoints), serialising
     and fsyncing it once: the first is written by `save_checkpoint`, the others are hard links to it, each
-    put in place atomically (a link beside the target, renamed over it). Later writes replace a file by
-    rename and never write into it, so files linked today stay apart tomorrow. Where the file system
-    has no hard links (FAT, some network shares) the bytes are copied instead, still never re-serialised.
+    put in place atomically (core/files.link_atomically). Later writes replace a file by rename and never
+    write into it, so files linked today stay apart tomorrow.
     """
     first, *others = [Path(path) for path in destinations]
     save_checkpoint(first, payload)
     for path in others:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp_name = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
-        temp_name.unlink(missing_ok=True)
-        try:
-            try:
-                os.link(first, temp_name)
-            except OSError:
-                shutil.copyfile(first, temp_name)
-                with open(temp_name, "rb+") as copied:
-                    os.fsync(copied.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            temp_name.unlink(missing_ok=True)
-            raise
+        link_atomically(first, path)
     return [first, *others]
 
 
@@ -81,18 +69,65 @@ def load_checkpoint(path: Path, *, command: str | None = None, trust_pickle: boo
     return checkpoint
 
 
-def best_path(path: Path) -> Path:
-    """Where the best-epoch checkpoint goes beside the last one: model.pt -> model.best.pt."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
-
-
-def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True):
-    """A SummaryWriter under runs/<command>/<timestamp>; None with --no-tensorboard, and in torchrun
+def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True) -> TensorBoard | None:
+    """The TensorBoard logs under runs/<command>/<timestamp>; None with --no-tensorboard, and in torchrun
     processes other than 0 (one job, one run folder)."""
     if not enabled or not distributed.is_main():
         return None
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
+    return TensorBoard(Path(runs_dir) / command / datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
 
-    log_dir = Path(runs_dir) / command / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return SummaryWriter(log_dir=str(log_dir))
+
+class TensorBoard:
+    """A SummaryWriter whose failed write (a full disk, a folder gone) stops the logs with one warning, not
+    the run: the logs are a by-product, the checkpoints are what the run is for. `log_dir` is None once
+    stopped; every call is then a no-op."""
+
+    _writer = None
+
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
+
+        self.log_dir: str | None = str(log_dir)  # as SummaryWriter gives it
+        _quiet_log_threads()
+        try:
+            self._writer = SummaryWriter(log_dir=str(log_dir))
+        except OSError as error:
+            self._stop(error)
+
+    def __getattr__(self, name: str):
+        if self._writer is not None:
+            getattr(self._writer, name)  # an AttributeError for a name SummaryWriter lacks, as before
+
+        def call(*args, **kwargs):
+            if self._writer is None:
+                return None
+            try:
+                return getattr(self._writer, name)(*args, **kwargs)
+            except OSError as error:
+                self._stop(error)
+                return None
+
+        return call
+
+    def _stop(self, error: OSError) -> None:
+        warn(f"TensorBoard logs stopped: cannot write {self.log_dir} ({error.strerror or error}); the run goes on "
+             "without them (--no-tensorboard leaves them out)")
+        writer, self._writer, self.log_dir = self._writer, None, None
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+
+def _quiet_log_threads() -> None:
+    """TensorBoard's writer thread prints a traceback when a write fails, then hands the error to the next
+    call, where TensorBoard._stop reports it in one line: its traceback is left out, every other thread's kept."""
+    if getattr(threading.excepthook, "torchtools", False):
+        return
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError)):
+            default(args)
+
+    hook.torchtools = True
+    threading.excepthook = hook

@@ -37,7 +37,11 @@ def command(name: str, config_type: type[Config]) -> Callable[[Callable], Callab
             # Left out, a DEPENDS option takes its value from the others (Config.fill).
             values = {key: DEPENDS if value is None and _depends(config_type, key) else value
                       for key, value in values.items()}
-            return flow(Run.start(name, config_type, values, typed))
+            run = Run.start(name, config_type, values, typed)
+            try:
+                return flow(run)
+            finally:
+                run.close()
 
         typer_command.__signature__ = inspect.Signature(parameters)
         typer_command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from torchtools.core.errors import UserError
+from torchtools.core.paths import Input, Output
 
 
 class _Depends:
@@ -30,6 +31,7 @@ class _Depends:
 
 
 DEPENDS: Any = _Depends()
+READS, WRITES = "reads", "writes"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Setting:
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # the text typed -> the value (the command line gives text)
     words: tuple[str, ...] = ()  # values taken as they are beside the type's (--lr auto)
+    role: str | None = None  # READS: a file or folder the run reads; WRITES: a file it writes (core/paths.py)
+    suffixes: tuple[str, ...] = ()  # WRITES: the name must end in one of these
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
@@ -176,6 +180,25 @@ class Config:
         """How the user spells a field: batch_size -> --batch-size."""
         setting = cls.settings().get(name)
         return setting[0].flag if setting else name
+
+    def writes(self) -> list[Output]:
+        """Every file and folder this run writes, for `Run.start` to check before any work (core/paths.py): the
+        options declared WRITES that are given; a command adds the names it derives and what it writes only
+        under other options (a best file, a report's files, a TensorBoard folder)."""
+        return [Output(Path(value), setting.flag, suffixes=setting.suffixes)
+                for name, value, setting in self._paths(WRITES)]
+
+    def reads(self) -> list[Input]:
+        """Every file and folder this run reads (the options declared READS), which no output may be."""
+        return [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
+
+    def _paths(self, role: str) -> list[tuple[str, Any, Setting]]:
+        found = []
+        for name, (setting, _) in self.settings().items():
+            value = getattr(self, name)
+            if setting.role == role and value is not None:
+                found += [(name, item, setting) for item in (value if isinstance(value, list) else [value])]
+        return found
 
 
 def comma_separated_ints(text: str) -> list[int]:

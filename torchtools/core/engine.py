@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed, stopping
 from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
+from torchtools.core.paths import epoch_path
 from torchtools.core.errors import TrainingDiverged, UserError, first_line
 from torchtools.core.output import EpochProgress, say
 
@@ -454,7 +455,7 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
         return
     if distributed.is_main():
         every = getattr(run.config, "save_every", 0)
-        periodic = save.with_name(f"{save.stem}.epoch{epoch}{save.suffix or '.pt'}")
+        periodic = epoch_path(save, epoch)
         # The last and every-N-th files hold the same payload, serialised once (the others link to it).
         save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
         if best:

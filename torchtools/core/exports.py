@@ -5,15 +5,14 @@ run by onnxruntime. torchscript: torch.jit.trace, metadata in the extra file tor
 torch.jit.load. exported: torch.export (an ExportedProgram, .pt2), the same extra file; run by
 torch.export.load. safetensors: the model's state_dict (no code, no pickle), metadata in a JSON beside it;
 loaded by safetensors.torch.load_file into a fresh model. Every file is written under a temporary name
-and renamed into place only when it has passed the caller's check (`Written.keep`); else it is removed.
+(core/files.py) and renamed into place only when it has passed the caller's check (`Written.keep`); else it
+is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchtools.core import files
 from torchtools.core.errors import UserError
 
 METADATA_FILE = "torchtools.json"
@@ -66,11 +66,8 @@ class Written:
         return self.file.stat().st_size
 
     def keep(self) -> list[Path]:
-        umask = os.umask(0)
-        os.umask(umask)
         for final, temp in self.temporary.items():
-            os.chmod(temp, 0o666 & ~umask)  # a new file's usual mode, not mkstemp's private 0600
-            os.replace(temp, final)
+            files.commit(temp, final)  # the umask's mode, not mkstemp's private 0600
         return list(self.temporary)
 
     def discard(self) -> None:
@@ -80,10 +77,8 @@ class Written:
 
 def _temporary(written: Written, final: Path) -> Path:
     # The final suffix last: torch.export.load reads only files ending in .pt2.
-    handle, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(handle)
-    written.temporary[final] = Path(name)
-    return Path(name)
+    written.temporary[final] = files.temporary(final, keep_suffix=True)
+    return written.temporary[final]
 
 
 def save(format_: str, graph: nn.Module, example: Tensor, dynamic: dict[int, str], path: Path,
@@ -91,7 +86,6 @@ def save(format_: str, graph: nn.Module, example: Tensor, dynamic: dict[int, str
     """Write `graph` (eval mode, `example` an input batch whose dims in `dynamic` stay free) as `format_`;
     `state` is what a safetensors export holds (the model's own state_dict)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = Written(path)
     try:
         target = _temporary(written, path)
@@ -103,15 +97,19 @@ def save(format_: str, graph: nn.Module, example: Tensor, dynamic: dict[int, str
 
                 save_file({key: value.contiguous() for key, value in state.items()}, str(target),
                           metadata={"format": "pt"})
-                _temporary(written, metadata_path(path)).write_text(json.dumps(metadata, indent=1) + "\n")
+                _temporary(written, metadata_path(path)).write_text(files.strict_json(metadata, indent=1) + "\n")
             elif format_ == "torchscript":
-                torch.jit.trace(graph, (example,)).save(str(target), _extra_files={METADATA_FILE: json.dumps(metadata)})
+                torch.jit.trace(graph, (example,)).save(str(target),
+                                                        _extra_files={METADATA_FILE: files.strict_json(metadata)})
             else:
                 program = _exported(graph, example, dynamic)
                 if format_ == "exported":
-                    torch.export.save(program, target, extra_files={METADATA_FILE: json.dumps(metadata)})
+                    torch.export.save(program, target, extra_files={METADATA_FILE: files.strict_json(metadata)})
                 else:
                     _save_onnx(program, target, metadata)
+    except OSError as error:  # a full disk: the one message of a failed write, nothing left behind
+        written.discard()
+        raise files.failed(path, error) from None
     except BaseException:
         written.discard()
         raise
@@ -132,7 +130,7 @@ def _argument_names(graph: nn.Module):
 
 def _save_onnx(program, target: Path, metadata: dict[str, Any]) -> None:
     onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, output_names=["logits"])
-    onnx_program.model.metadata_props.update({key: json.dumps(value) for key, value in metadata.items()})
+    onnx_program.model.metadata_props.update({key: files.strict_json(value) for key, value in metadata.items()})
     onnx_program.save(str(target), external_data=False)
 
 

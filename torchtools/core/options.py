@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from torchtools.core.config import Config, Setting
+from torchtools.core.config import READS, WRITES, Config, Setting
+from torchtools.core.paths import Output, best_path, epoch_path
 
 TRAINING = "Training"
 OUTPUT = "Output and checkpoints"
@@ -58,15 +59,16 @@ RECIPE = Setting("--recipe", panel=TRAINING, choices=RECIPES,
                       "\"Recipes\"). Options you give override the recipe's values.")
 VAL_SPLIT = Setting("--val-split", min=0.0, max=0.9,
                     help="Share of each class held out (seeded, stratified) for validation; 0: none.")
-DATA = Setting("--data", saved=False, show_default=False,
+DATA = Setting("--data", saved=False, show_default=False, role=READS,
                help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
                     "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.")
 DOWNLOAD = Setting("--download", negative="--no-download", saved=False,
                    help="Download the dataset (torchvision) when its files are absent under --data.")
-PREDICT_IMAGES = Setting("--predict", saved=False, show_default=False, metavar="PATH",
+PREDICT_IMAGES = Setting("--predict", saved=False, show_default=False, metavar="PATH", role=READS,
                          help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted "
                               "glob, with the --checkpoint model or the one just trained.")
-PREDICT_OUTPUT = Setting("--output", "-o", panel=OUTPUT, saved=False, show_default=False,
+PREDICT_OUTPUT = Setting("--output", "-o", panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+                         suffixes=(".csv", ".jsonl"),
                          help="Write one row per prediction to FILE.csv or FILE.jsonl (atomically).")
 TOP_K = Setting("--top-k", panel=OUTPUT, saved=False, min=1, max=1000,
                 help="Classes (with probabilities) given per prediction.")
@@ -74,7 +76,8 @@ LOADER = Setting("--loader", panel=TRAINING, saved=False, choices=LOADERS,
                  help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
                       "processes; memory stays flat) or auto (memory while the decoded set fits "
                       "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).")
-PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, help="Draw a PNG plot to this file.")
+PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
+               help="Draw a PNG plot to this file.")
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
                        help="Allow arbitrary unpickling when loading (only for files you trust).")
 SAVE_EVERY = Setting("--save-every", panel=OUTPUT, saved=False, min=0, max=10**6,
@@ -118,10 +121,10 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
         "--save", panel=OUTPUT, saved=False,
         help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.")()
     checkpoint: Path | None = Setting(
-        "--checkpoint", panel=OUTPUT, saved=False,
+        "--checkpoint", panel=OUTPUT, saved=False, role=READS,
         help="Load a trained checkpoint (to predict or evaluate) instead of training.")()
     resume: Path | None = Setting(
-        "--resume", panel=OUTPUT, saved=False,
+        "--resume", panel=OUTPUT, saved=False, role=READS,
         help="Continue training from a checkpoint: model, optimizer, schedule and epoch.")()
     patience: int | None = Setting(
         "--patience", panel=TRAINING, saved=False, min=1, max=10**6, show_default=False,
@@ -133,6 +136,34 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
     no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
                                    help="Write no TensorBoard logs.")(False)
     report: Path | None = REPORT()
+
+    def writes(self) -> list[Output]:
+        """Beside the declared files: the --save checkpoints (last, best, every N-th epoch's; any of them may be
+        the --resume file, as in the usual resume), the --report folder's files and the TensorBoard folder."""
+        outputs = super().writes()
+        if self.save is not None:
+            every, kept = getattr(self, "save_every", 0), ("--resume",)
+            outputs += [Output(self.save, "--save", replaces=kept),
+                        Output(best_path(self.save), "--save's best file", replaces=kept)]
+            outputs += [Output(epoch_path(self.save, epoch), "--save-every's file", replaces=kept)
+                        for epoch in (range(every, self.epochs + 1, every) if every else ())]
+        if self.report is not None:
+            outputs += [Output(self.report, "--report", folder=True, hint="choose another folder for --report")]
+            outputs += [Output(self.report / name, f"--report's {name}") for name in REPORT_FILES]
+        if self.checkpoint is None and not self.no_tensorboard:
+            outputs.append(tensorboard_output(self.runs_dir))
+        return outputs
+
+
+# Every file a --report folder may get (core/report.py writes no other), so Run.start checks each before work.
+REPORT_FILES = ("history.csv", "curves.png", "confusion.png", "lr_find.png", "roc.png", "fit.png", "sweep.png",
+                "batch.png", "mistakes.png", "confused_pairs.csv", "confused_pairs.md", "worst_names.csv",
+                "worst_names.md")
+
+
+def tensorboard_output(runs_dir: Path, *, hint: str = "pass --runs-dir DIR or --no-tensorboard") -> Output:
+    """The folder TensorBoard runs go under (RUNS_DIR/<command>/<timestamp>)."""
+    return Output(runs_dir, "--runs-dir", folder=True, hint=hint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +189,7 @@ class LabelsCsvSettings(Config):
     """transfer and cifar: the labels of a folder of pictures from a CSV, as Kaggle ships them (data.labels_csv)."""
 
     labels: Path | None = Setting(
-        "--labels", saved=False, show_default=False, metavar="CSV",
+        "--labels", saved=False, show_default=False, metavar="CSV", role=READS,
         help="Label the pictures under --data (default: the CSV's folder) from this CSV, e.g. Kaggle's train.csv: "
              "an image column (paths relative to that folder, the extension optional) and a label column, found "
              "from the header or named with --image-column / --label-column.")()
@@ -172,5 +203,5 @@ class LabelsCsvSettings(Config):
         "--held-out-column", saved=False, show_default=False, metavar="NAME",
         help="A --labels column saying which rows are held out (true/false, 1/0, train/val/test). Default: a "
              "seeded stratified split.")()
-    val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV",
+    val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV", role=READS,
                                       help="A second CSV, laid out as --labels, of the pictures held out.")()

@@ -5,7 +5,6 @@ Human output goes to stderr; stdout carries only the `--json` summary, so script
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -18,6 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from torchtools.core import files
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
 
@@ -226,23 +227,8 @@ def _cell(value: Any) -> Text:
 
 
 def emit_summary(summary: dict[str, Any]) -> None:
-    """Under --json, print the summary: exactly one JSON object on one line of stdout.
-
-    Non-finite floats become null so the line stays valid JSON for every parser.
-    """
+    """Under --json, print the summary: exactly one JSON object on one line of stdout, strict JSON (NaN and
+    infinities as null) for every parser. A closed or full stdout is one error line (files.write_stream)."""
     if not _mode.json or _mode.muted:
         return
-    sys.stdout.write(json.dumps(_json_safe(summary), separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    return value
+    files.write_stream(sys.stdout, files.strict_json(summary, separators=(",", ":")) + "\n", "the --json summary")

@@ -1,34 +1,136 @@
-"""Paths a run will read or write, checked before any work. Nothing here imports torch."""
+"""Paths a run will read or write, checked before any work in one place: `check_paths`, which `Run.start`
+calls with every output of the run (`Config.writes`: the options declared as written, and the names derived
+from them: the best file, the epoch files, the report's files) and every input (`Config.reads`).
+
+An output must be a regular file or a new name (never a folder, device, FIFO or socket, also through a link:
+the writer renames over it), not one of the run's inputs, not named twice, with a name that fits the file
+system together with the temporary name the writer adds (core/files.py), in a folder that takes a new file.
+Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchtools.core.errors import UserError
+from torchtools.core.files import TEMP_EXTRA
+
+NAME_MAX = 255  # where the file system does not say (os.pathconf)
+PATH_MAX = 4096
 
 
-def check_writable_file(path: Path, option: str, *, suffixes: tuple[str, ...] = ()) -> None:
-    """A file the run will write: not a folder, the right kind, and in a folder that can be written."""
+@dataclass(frozen=True)
+class Output:
+    """A file (or, `folder`, a folder written into) that the run writes."""
+
+    path: Path
+    option: str  # how the message names it: "--save", "--save's best file"
+    folder: bool = False
+    suffixes: tuple[str, ...] = ()  # the name must end in one of these
+    replaces: tuple[str, ...] = ()  # input options it may be (--save over the --resume file: the usual resume)
+    hint: str = ""  # what to do instead; default "choose another place for OPTION"
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file or folder the run reads (only its identity matters here: the commands read and check it)."""
+
+    path: Path
+    option: str
+
+
+def best_path(path: Path) -> Path:
+    """Where the best-epoch checkpoint goes beside the last one: model.pt -> model.best.pt."""
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise UserError(f"{option} {path}: the name must end in {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UserError(f"{option} {path} exists and cannot be written")
-    check_writable_folder(path.parent, option, hint=f"choose another place for {option}")
+    if not path.name:  # "." or "/": a folder, which check_paths refuses by the --save name itself
+        return path
+    return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
+
+
+def epoch_path(path: Path, epoch: int) -> Path:
+    """Where --save-every keeps an epoch's checkpoint: model.pt -> model.epoch3.pt."""
+    path = Path(path)
+    if not path.name:
+        return path
+    return path.with_name(f"{path.stem}.epoch{epoch}{path.suffix or '.pt'}")
+
+
+def check_paths(outputs: list[Output], inputs: list[Input]) -> None:
+    """Every output of a run, checked against the file system, the run's inputs and each other."""
+    present = [given for given in inputs if os.path.exists(given.path)]
+    named: dict[tuple, Output] = {}
+    probed: set[str] = set()
+    for output in outputs:
+        _check_output(output, probed)
+        for given in present:
+            if given.option not in output.replaces and _same(output.path, given.path):
+                raise UserError(f"{output.option} {output.path} would overwrite the {given.option} {given.path}, "
+                                f"which this run reads; choose another name for {output.option}")
+        key = _identity(output.path)
+        other = named.get(key)
+        if other is not None and not (other.folder and output.folder):  # two options may write into one folder
+            raise UserError(f"{other.option} {other.path} and {output.option} {output.path} name the same "
+                            "file; give each its own name")
+        named[key] = output
+
+
+def _check_output(output: Output, probed: set[str]) -> None:
+    path, option = Path(output.path), output.option
+    hint = output.hint or f"choose another place for {option}"
+    if output.suffixes and path.suffix.lower() not in output.suffixes:
+        raise UserError(f"{option} {path}: the name must end in {' or '.join(output.suffixes)}")
+    _check_names(output, hint)
+    try:
+        mode = os.stat(path).st_mode  # through a link: the file the name leads to
+    except (FileNotFoundError, NotADirectoryError):  # a new name (a parent that is a file: said below)
+        mode = None
+    except OSError as error:
+        raise UserError(f"{option} {path} cannot be reached ({error.strerror}); {hint}") from None
+    if mode is not None:
+        through = f" (through the link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+        if output.folder and not stat.S_ISDIR(mode):
+            raise UserError(f"{option} {path} is a file{through}, not a folder; {hint}")
+        if not output.folder and stat.S_ISDIR(mode):
+            raise UserError(f"{option} {path} is a folder{through}; give a file name")
+        if not output.folder and not stat.S_ISREG(mode):
+            raise UserError(f"{option} {path} is {_kind(mode)}{through}, which the run would replace with its file; "
+                            "give the name of a regular file")
+        if not output.folder and not os.access(path, os.W_OK):
+            raise UserError(f"{option} {path} exists and cannot be written")
+    folder = path if output.folder else path.parent
+    key = os.path.realpath(_existing(folder))
+    if key not in probed:
+        check_writable_folder(folder, option, hint=hint)
+        probed.add(key)
+
+
+def _check_names(output: Output, hint: str) -> None:
+    """Each name the run creates fits the file system: the folders made on the way, and the file's own name
+    with the temporary name the writer puts beside it (.NAME.XXXXXXXX.tmp), counted in bytes."""
+    path = Path(os.path.abspath(output.path))
+    existing = _existing(path if output.folder else path.parent)
+    limit = _pathconf(existing, "PC_NAME_MAX", NAME_MAX)
+    created = path.relative_to(existing).parts if path != existing else ()
+    for index, part in enumerate(created):
+        extra = TEMP_EXTRA if index == len(created) - 1 and not output.folder else 0
+        size = len(os.fsencode(part))
+        if size + extra > limit:
+            added = f" (with the {extra} bytes of the temporary name written beside it)" if extra else ""
+            shown = part if len(part) <= 40 else part[:20] + "..." + part[-12:]
+            raise UserError(f"{output.option}: the name {shown} is {size} bytes{added}, over this file system's "
+                            f"limit of {limit} bytes a name; choose a shorter name")
+    if len(os.fsencode(str(path))) + TEMP_EXTRA >= _pathconf(existing, "PC_PATH_MAX", PATH_MAX):
+        raise UserError(f"{output.option}: the path is too long for this file system; {hint}")
 
 
 def check_writable_folder(folder: Path, option: str, *, hint: str) -> None:
     """A folder the run will create or write into: its nearest existing ancestor must take a new file."""
     folder = Path(folder)
-    existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
+    existing = _existing(folder)
     if not existing.is_dir():
         raise UserError(f"{option} {folder}: {existing} is a file, not a folder; {hint}")
     try:  # a real probe: os.access says yes to root on a read-only file system
@@ -52,3 +154,42 @@ def check_readable_files(paths: list[Path], option: str) -> None:
                 pass
         except OSError as error:
             raise UserError(f"{option} {path} cannot be read ({error.strerror})") from None
+
+
+def _existing(path: Path) -> Path:
+    """The path itself or its nearest ancestor that exists (os.path.exists: a name too long is just absent)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.exists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _same(first: Path, second: Path) -> bool:
+    return os.path.exists(first) and os.path.samefile(first, second)
+
+
+def _identity(path: Path) -> tuple:
+    """Two names of one file compare equal: an existing file by device and inode (links, hard links), a new
+    one by its full path with the links of its folders resolved."""
+    try:
+        info = os.stat(path)
+        return ("file", info.st_dev, info.st_ino)
+    except OSError:
+        return ("new", os.path.realpath(path))
+
+
+def _pathconf(path: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"

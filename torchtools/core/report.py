@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from torchtools.core.engine import EvalResult
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
 from torchtools.core.output import print_table, say, wrote
-from torchtools.core.files import write_bytes
+from torchtools.core.files import csv_cell, write_bytes
+from torchtools.core.options import REPORT_FILES
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary and confusion.png, not on the terminal
 CONFUSIONS_SHOWN = 10  # the largest confusions a too-wide matrix is shown as
@@ -27,6 +28,8 @@ class ReportFolder:
         self.files: list[str] = []
 
     def path(self, name: str) -> Path:
+        if name not in REPORT_FILES:  # Run.start checked those names before any work, and only those
+            raise ValueError(f"{name} is not in options.REPORT_FILES: add it there")
         path = self.folder / name
         if str(path) not in self.files:
             self.files.append(str(path))
@@ -43,20 +46,20 @@ class ReportFolder:
         plots.curves(self.path("curves.png"), rows, title=title)
 
     def csv(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-        """A CSV: floats as repr (they read back exactly), None as an empty cell."""
+        """A CSV: floats as repr (they read back exactly), None as an empty cell, text safe in a spreadsheet."""
         text = io.StringIO()
         out = csv.writer(text, lineterminator="\n")
         out.writerow(columns)
-        out.writerows([["" if value is None else repr(value) if isinstance(value, float) else value
+        out.writerows([["" if value is None else repr(value) if isinstance(value, float) else csv_cell(value)
                         for value in row] for row in rows])
-        return write_bytes(self.path(name), text.getvalue().encode())
+        return write_bytes(self.path(name), text.getvalue().encode(errors="surrogateescape"))
 
     def table(self, name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """One table as NAME.csv and as NAME.md (a markdown table a person reads)."""
         self.csv(f"{name}.csv", columns, rows)
         lines = [f"# {title}", "", "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_markdown_cell(value) for value in row) + " |" for row in rows]
-        write_bytes(self.path(f"{name}.md"), ("\n".join(lines) + "\n").encode())
+        write_bytes(self.path(f"{name}.md"), ("\n".join(lines) + "\n").encode(errors="surrogateescape"))
 
     def announce(self) -> None:
         if self.files:

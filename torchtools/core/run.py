@@ -18,13 +18,13 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from torchtools.core import distributed, output, stopping
+from torchtools.core import distributed, files, output, stopping
 from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import AUTO, AcceleratedSettings, TrainingSettings
-from torchtools.core.paths import check_readable_files, check_writable_file, check_writable_folder
+from torchtools.core.paths import best_path, check_paths, check_readable_files
 from torchtools.core.report import ReportFolder
 
 C = TypeVar("C", bound=Config)
@@ -48,6 +48,7 @@ class Run(Generic[C]):
     started: float = field(default_factory=time.perf_counter)
     report: ReportFolder | None = None  # the --report folder, checked by start
     _writer: Any = None
+    _lock: files.Lock | None = None  # --save's lock, held until close
 
     @classmethod
     def start(cls, command: str, config_type: type[C], values: dict[str, Any], explicit: frozenset[str]) -> Run[C]:
@@ -55,10 +56,17 @@ class Run(Generic[C]):
         output.configure(quiet=bool(values.get("quiet")), json=bool(values.get("json")))
         run = cls(command, config_type.build(values), explicit=explicit)
         stopping.note("nothing saved (stopped before training)" if run.trains else "nothing saved")
-        if isinstance(run.config, TrainingSettings):
+        training = isinstance(run.config, TrainingSettings)
+        if training:
             run._check_training_options()
+        # Every file and folder the run will write, in one place (after a checkpoint's config is merged: its
+        # --epochs names the --save-every files).
+        check_paths(run.config.writes(), run.config.reads())
+        if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
+            if run.config.save is not None and distributed.is_main():  # one job, one writer: process 0's lock
+                run._lock = files.Lock(run.config.save, "--save")
             if not distributed.is_main():
                 run.report = None  # under torchrun, process 0 writes the one report
         if hasattr(run.config, "seed"):
@@ -80,15 +88,8 @@ class Run(Generic[C]):
             self._refuse_training_options(
                 ("save", "save_every", "patience", "target_accuracy", "resume", "checkpoint"),
                 "--find-lr alone trains nothing (add --lr auto to train at its suggestion)")
-        if config.save is not None:
-            check_writable_file(config.save, "--save")
         if config.report is not None:
-            if config.report.exists() and not config.report.is_dir():
-                raise UserError(f"--report {config.report} is a file; give a folder (it is created)")
-            check_writable_folder(config.report, "--report", hint="choose another folder for --report")
             self.report = ReportFolder(config.report)
-        if self.trains and not config.no_tensorboard:
-            check_writable_folder(config.runs_dir, "--runs-dir", hint="pass --runs-dir DIR or --no-tensorboard")
         source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
@@ -180,12 +181,6 @@ class Run(Generic[C]):
         check_readable_files(items, option)
         return items
 
-    def check_output(self, path: Path | None, option: str, *, suffixes: tuple[str, ...]) -> Path | None:
-        """A file the run will write at the end (a plot, predictions): checked now, not after training."""
-        if path is not None:
-            check_writable_file(path, option, suffixes=suffixes)
-        return path
-
     def check_resumed(self, name: str, value: Any, what: str) -> None:
         """A resumed run's data-derived state (classes, vocabulary...) must be the checkpoint's."""
         if self.resuming and self.loaded.get(name) != value:
@@ -200,7 +195,8 @@ class Run(Generic[C]):
         """
         if self._writer is not None:
             self._writer.close()
-            output.wrote("TensorBoard run", self._writer.log_dir)
+            if self._writer.log_dir is not None:  # None: the logs were stopped by a failed write (warned then)
+                output.wrote("TensorBoard run", self._writer.log_dir)
         history = [{"epoch": epoch, **row} for epoch, row in enumerate(result.history if result else [], start=1)]
         if result is not None and result.checkpoint is not None:
             self._say_checkpoints(result.checkpoint)
@@ -227,9 +223,13 @@ class Run(Generic[C]):
         output.emit_summary(summary)
         return summary
 
-    def _say_checkpoints(self, last: Path) -> None:
-        from torchtools.core.checkpoints import best_path
+    def close(self) -> None:
+        """The end of the command, however it ends: another run may take --save now."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
+    def _say_checkpoints(self, last: Path) -> None:
         output.wrote("checkpoint (last epoch)", last)
         if best_path(last).exists():
             output.wrote("checkpoint (best epoch)", best_path(last))

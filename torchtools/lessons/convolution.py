@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from torchtools.data.images import read_image
 from torchtools.core.errors import UserError
+from torchtools.core.files import write_bytes
 
 # The course notes' F.conv2d example: this 5x5 input and 3x3 kernel give [[10,12,12],[18,16,16],[13,9,3]].
 NOTES_INPUT = [[1, 2, 0, 3, 1], [0, 1, 2, 3, 1], [1, 2, 1, 0, 0], [5, 2, 3, 1, 1], [2, 1, 0, 1, 1]]
@@ -266,21 +267,14 @@ def map_grid(maps: list[tuple[str, np.ndarray]], *, tile: int, columns: int = 3)
 def write_grids(maps: FeatureMaps, out: Path, writer=None) -> list[Path]:
     """One PNG grid per stage under `out` (and the same image to TensorBoard when a writer is given)."""
     tile = max(96, min(192, max(maps.image.shape)))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the output folder {out}: {error.strerror or error}") from None
     files = []
     for stage, planes in maps.stages.items():
         grid = map_grid(planes, tile=tile)
         target = out / f"{stage}.png"
         ok, encoded = cv2.imencode(".png", grid)
-        try:
-            if not ok:
-                raise OSError("PNG encoding failed")
-            target.write_bytes(encoded.tobytes())
-        except OSError as error:
-            raise UserError(f"cannot write {target}: {error}") from None
+        if not ok:
+            raise UserError(f"cannot write {target}: OpenCV could not encode the grid as PNG")
+        write_bytes(target, encoded.tobytes())  # atomically; a failed write is one error line
         files.append(target)
         if writer is not None:
             writer.add_image(f"conv-demo/{stage}", grid, dataformats="HW")
