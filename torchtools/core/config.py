@@ -51,6 +51,7 @@ class Setting:
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # the text typed -> the value (the command line gives text)
     words: tuple[str, ...] = ()  # values taken as they are beside the type's (--lr auto)
+    envvar: str | None = None  # the environment variable that gives the value when the flag is not typed
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
