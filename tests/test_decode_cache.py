@@ -105,12 +105,13 @@ def test_stale_files_are_evicted_by_age_and_the_folder_kept_under_the_cap(tmp_pa
                              ("images-earlier.pt", 10, 0)):
         (folder / name).write_bytes(bytes(size))
         os.utime(folder / name, (now - days * 86400, now - days * 86400))
+    planted = {path.name for path in folder.iterdir()}
     monkeypatch.setenv("TORCHTOOLS_CACHE_MAX_BYTES", "20K")
     read(photos)
+    (written,) = {path.name for path in folder.iterdir()} - planted
     kept = sorted(path.name for path in folder.iterdir())
-    written = only_cache_file(tmp_path).name
     assert kept == sorted(["images-a.cache", "images-b.cache", written])  # old by age, .pt from another version
-    monkeypatch.setenv("TORCHTOOLS_CACHE_MAX_BYTES", str(only_cache_file(tmp_path).stat().st_size + 3500))
+    monkeypatch.setenv("TORCHTOOLS_CACHE_MAX_BYTES", str((folder / written).stat().st_size + 3500))
     image_cache.evict(folder, image_cache.cache_cap(), keep=folder / written)
     assert sorted(path.name for path in folder.iterdir()) == sorted(["images-b.cache", written])  # newest first
 

@@ -41,6 +41,13 @@ class Unreadable(Exception):
 
 def read_picture(path: Path, *, grayscale: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """uint8 RGB (H, W, 3) or grey (H, W); Unreadable saying why when the file cannot be read."""
+    try:
+        return _read_picture(path, grayscale, max_pixels)
+    except (OSError, ValueError, MemoryError, cv2.error) as error:  # a read error, a decoder's refusal
+        raise Unreadable(f"damaged or unreadable ({type(error).__name__})") from None
+
+
+def _read_picture(path: Path, grayscale: bool, max_pixels: int) -> np.ndarray:
     with _open_regular(path) as file:
         width, height = _header(file).size
         _check_pixels(width, height, max_pixels)
@@ -65,7 +72,7 @@ def header_fits(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     try:
         with _open_regular(path) as file:
             _check_pixels(*_header(file).size, max_pixels)
-    except Unreadable:
+    except (Unreadable, OSError):
         return False
     return True
 
@@ -118,13 +125,13 @@ def _header(file: BinaryIO) -> Image.Image:
     prefix = file.read(16)
     for name in Image.ID:
         factory, accept = Image.OPEN[name]
-        accepted = accept is None or accept(prefix)
-        if not accepted or isinstance(accepted, str):  # a str: "recognised, but this build cannot read it"
-            continue
-        file.seek(0)
-        try:
+        try:  # a plugin rejects foreign bytes in its own way (SyntaxError, struct.error, ...)
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # a str: "recognised, but this build cannot read it"
+                continue
+            file.seek(0)
             return factory(file, "")
-        except Exception:  # a plugin rejects foreign bytes in its own way (SyntaxError, struct.error, ...)
+        except Exception:
             continue
     raise Unreadable("not a picture format torchtools reads")
 
