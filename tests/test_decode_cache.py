@@ -58,8 +58,10 @@ def zero_pixels(path):
 
 
 def drop_one(path):
-    rewrite_header(path, lambda header: header.update(kept=header["kept"][1:], shape=[header["shape"][0] - 1,
-                                                                                        *header["shape"][1:]]))
+    def change(header):
+        header["kept"], header["shape"][0] = header["kept"][1:], header["shape"][0] - 1
+
+    rewrite_header(path, change)
 
 
 def swap_kept(path):

@@ -88,7 +88,7 @@ class PredictionWriter:
         path = path_text(path)  # a name of any bytes, as UTF-8 text
         if self._csv is not None:
             cells = [path] + [f"{probability:.6f}" if column % 2 else label
-                                   for label, probability in top for column in (0, 1)]
+                              for label, probability in top for column in (0, 1)]
             self._csv.writerow(cells + [""] * (2 * self.top_k + 1 - len(cells)))
         elif self._file is not None:
             row = {self.column: path, "label": top[0][0], "probability": top[0][1], "top": top}
@@ -119,7 +119,8 @@ class PredictionWriter:
 
     def summary(self) -> dict[str, Any]:
         """Keys for the JSON summary: counts, the output path, the (capped) rows, the skipped files."""
-        return {f"predicted_{self.item}s": self.count, f"unreadable_{self.item}s": [path_text(path) for path in self.skipped],
+        return {f"predicted_{self.item}s": self.count,
+                f"unreadable_{self.item}s": [path_text(path) for path in self.skipped],
                 "predictions_output": str(self.path) if self.path else None, "predictions": self.rows,
                 "predictions_capped": self.count > len(self.rows)}
 

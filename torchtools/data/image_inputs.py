@@ -59,7 +59,8 @@ def _expand(item: str) -> list[Path]:
 
 
 def image_batches(paths: Sequence[Path], prepare: Prepare, *, grayscale: bool, batch_size: int,
-                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[list[Path], Tensor, list[Path]]]:
+                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> Iterator[tuple[list[Path], Tensor, list[Path]]]:
     """(readable paths, their prepared images as uint8 (N, C, H, W), unreadable paths) per batch of `paths`.
 
     In order, batch_size files at a time, decoded in `workers` processes (default: one a core, at most

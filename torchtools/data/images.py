@@ -133,7 +133,7 @@ def _header(file: BinaryIO) -> Image.Image:
             return factory(file, "")
         except Exception:
             continue
-    raise Unreadable("not a picture format torchtools reads")
+    raise Unreadable("not an image format torchtools reads (JPEG, PNG, BMP, GIF, TIFF, WebP, PPM)")
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
