@@ -69,6 +69,17 @@ def test_symlink_loops_end_and_each_picture_comes_once(tmp_path, monkeypatch):
 
 
 @POSIX
+def test_a_picture_linked_into_train_and_val_is_trained_on_only(tmp_path):
+    """One walk over both folders: a hard link or symlink cannot put a training picture among the held-out ones."""
+    root = write_photo_folders(tmp_path / "photos", train=3, val=2)
+    os.link(root / "train" / "ants" / "0.jpg", root / "val" / "ants" / "linked.jpg")
+    (root / "val" / "bees" / "symlinked.png").symlink_to(root / "train" / "bees" / "1.png")
+    train_paths, _, held_paths, _, _, _ = list_folders(root)
+    assert root / "train" / "ants" / "0.jpg" in train_paths and len(train_paths) == 2 * 3 + 1  # + broken.jpg
+    assert sorted(path.name for path in held_paths) == ["0.jpg", "0.jpg", "1.png", "1.png"]  # no linked ones
+
+
+@POSIX
 def test_fifos_and_devices_are_skipped_and_named_never_waited_on(tmp_path):
     folder = tmp_path / "incoming"
     good = write(folder / "good.png", picture(np.random.default_rng(0)))

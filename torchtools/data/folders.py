@@ -24,7 +24,7 @@ from torchtools.core.errors import UserError
 from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import DEFAULT_MAX_PIXELS, decode_pictures, header_fits, list_image_folder
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, header_fits, list_image_folder
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -41,7 +41,7 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
     train_root = root / "train" if (root / "train").is_dir() else root
-    seen: set[tuple[int, int]] = set()  # one walk: a picture linked into train/ and val/ is trained on only
+    seen: set[Identity] = set()  # one walk: a picture linked into train/ and val/ is trained on only
     train_paths, train_labels, classes = list_image_folder(train_root, seen)
     held_root = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
     if train_root == root or held_root is None:

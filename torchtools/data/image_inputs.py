@@ -16,7 +16,7 @@ from torch import Tensor
 
 from torchtools.core.errors import UserError
 from torchtools.core.output import path_text
-from torchtools.data.images import DEFAULT_MAX_PIXELS, glob_pictures, identity, walk
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, glob_pictures, identity, walk
 from torchtools.data.streaming import ImageFiles, Prepare, decoding_loader
 
 _GLOB_CHARACTERS = set("*?[")
@@ -32,7 +32,7 @@ def expand_image_inputs(items: Sequence[str | Path]) -> list[Path]:
     picture at all are one UserError listing every one of them.
     """
     found: list[Path] = []
-    seen: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the pictures listed, across the items
+    seen: set[Identity] = set()  # (st_dev, st_ino) of the pictures listed, across the items
     empty: list[str] = []
     for item in items:
         paths = _expand(str(item))

@@ -33,6 +33,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # How skipped pictures are described wherever they are named (core.output.warn_skipped).
 UNREADABLE = "unreadable picture(s) (not a regular file, not a picture, damaged, or over --max-pixels)"
 _MAGIC = set("*?[")
+Identity = tuple[int, int | str]  # (st_dev, st_ino), see `identity`
 
 
 class Unreadable(Exception):
@@ -160,20 +161,21 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def identity(path) -> tuple[int, int] | None:
-    """(st_dev, st_ino): what a file or folder is, whatever links lead to it; None if it cannot be reached."""
+def identity(path) -> Identity | None:
+    """(st_dev, st_ino): what a file or folder is, whatever links lead to it; None if it cannot be reached.
+    Where a file system gives no inode numbers (0), the resolved path stands in for one."""
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_dev, info.st_ino
+    return info.st_dev, info.st_ino or os.path.realpath(path)
 
 
 def _is_picture_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def walk(folder: Path, seen: set[tuple[int, int]] | None = None) -> list[Path]:
+def walk(folder: Path, seen: set[Identity] | None = None) -> list[Path]:
     """Files with a picture suffix under `folder`, in path order; each real folder and file once.
 
     `seen` holds the (st_dev, st_ino) of what was listed already; pass one set to several walks (classes,
@@ -212,14 +214,14 @@ def glob_pictures(pattern: str) -> list[Path]:
     `.`): matching files with a picture suffix, and everything `walk` finds in matching folders.
 
     Each folder is entered once for each place in the pattern, so symlink loops end."""
-    seen: set[tuple[int, int]] = set()
+    seen: set[Identity] = set()
     parts = Path(pattern).parts
     fixed = next((index for index, part in enumerate(parts) if _MAGIC & set(part)), len(parts))
     base, parts = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
     if not parts:
         return walk(base, seen) if base.is_dir() else []
     matched: set[Path] = set()
-    entered: set[tuple[tuple[int, int], int]] = set()
+    entered: set[tuple[Identity, int]] = set()
     stack = [(base, 0)]
     while stack:
         folder, index = stack.pop()
@@ -252,7 +254,7 @@ def glob_pictures(pattern: str) -> list[Path]:
     return found
 
 
-def list_image_folder(root: Path, seen: set[tuple[int, int]] | None = None
+def list_image_folder(root: Path, seen: set[Identity] | None = None
                       ) -> tuple[list[Path], list[int], list[str]]:
     """An ImageFolder layout: root/<class>/<image>. Returns (paths, labels, sorted class names)."""
     root = Path(root)
