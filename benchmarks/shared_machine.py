@@ -9,7 +9,8 @@ stops the neighbour. Variants:
 - torch-default: torch as it is without torchtools' setting (OMP_NUM_THREADS and OMP_WAIT_POLICY unset;
   the command is started through the Typer app directly, so `threads.configure` does not run);
 - torchtools: what `torchtools` sets by itself (core/threads.py);
-- threads=1|2 x OMP_WAIT_POLICY=ACTIVE|PASSIVE, set explicitly (a set variable is kept by torchtools).
+- threads=1|2 + active|passive (OMP_NUM_THREADS, OMP_WAIT_POLICY), set explicitly (a set variable is kept by
+  torchtools); threads=2+spin=20000: GNU OpenMP spinning briefly before it sleeps.
 
     PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --data ../shared/data
     PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --commands names-rnn,diabetes --variants torchtools
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,12 +33,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
 VARIANTS = {
     "torch-default": None,
     "torchtools": {},
-    **{f"threads={threads},{policy.lower()}": {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+    **{f"threads={threads}+{policy.lower()}": {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
        for threads in (1, 2) for policy in ("ACTIVE", "PASSIVE")},
+    # GNU OpenMP's default spins 300,000 times before sleeping; a short spin keeps back-to-back small ops fast
+    "threads=2+spin=20000": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "20000"},
 }
 # The measured commands, at sizes that take seconds alone: (arguments, which data root they read).
 COMMANDS = {
@@ -66,7 +70,10 @@ def environment(variant: str, data: Path | None) -> dict[str, str]:
     return env
 
 
-def train_seconds(arguments: list[str], variant: str, data: Path | None, cwd: Path) -> float:
+def train_seconds(arguments: list[str], variant: str, data: Path | None, cwd: Path, repeats: int = 1) -> float:
+    """The median of `repeats` runs' training seconds (a few-second run alone varies by a second)."""
+    if repeats > 1:
+        return statistics.median(train_seconds(arguments, variant, data, cwd) for _ in range(repeats))
     completed = subprocess.run(command_line([*arguments, *COMMON], variant), env=environment(variant, data),
                                cwd=cwd, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -102,6 +109,7 @@ def main() -> None:
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds the neighbour runs before each case")
+    parser.add_argument("--repeats", type=int, default=3, help="runs alone per case (their median)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
@@ -111,7 +119,7 @@ def main() -> None:
             arguments, root = COMMANDS[name]
             data = {"data": args.data, "cifar": args.cifar, None: None}[root]
             for variant in args.variants.split(","):
-                alone = train_seconds(arguments, variant, data, cwd)
+                alone = train_seconds(arguments, variant, data, cwd, args.repeats)
                 beside = beside_neighbour(arguments, variant, data, cwd, args.warmup, args.data)
                 rows.append({"command": name, "variant": variant, "alone_s": alone, "beside_s": beside,
                              "ratio": beside / alone if alone else None})

@@ -46,6 +46,10 @@ def _set_config(key, value):
     (lambda checkpoint: checkpoint["model"].__setitem__("0.weight", checkpoint["model"]["0.weight"] * float("nan")),
      ("non-finite weights", "0.weight")),
     (lambda checkpoint: checkpoint.__setitem__("features", 3), ("does not fit the model",)),
+    (lambda checkpoint: checkpoint.pop("model"), ("holds no model weights",)),
+    (lambda checkpoint: checkpoint.__setitem__("history", "x"), ("history is not a list",)),
+    (lambda checkpoint: checkpoint.__setitem__("metrics", [1]), ("metrics is not metrics by name",)),
+    (lambda checkpoint: checkpoint.__setitem__("optimizer", {"state": "x"}), ("optimizer is not an optimizer",)),
 ])
 @pytest.mark.parametrize("option", ["--checkpoint", "--resume"])
 def test_an_edited_checkpoint_is_one_error_naming_the_key(cli, tmp_path, diabetes_checkpoint, edit, fragments, option):
@@ -77,3 +81,7 @@ def test_a_mnist_checkpoint_naming_an_unknown_model(cli, tmp_path):
                "--save", saved).exit_code == 0
     edited = _edited(saved, tmp_path / "edited.pt", _set_config("model", "vit"))
     assert_user_error(cli("mnist", "--checkpoint", edited, "--data", data), "config's model", "mlp, cnn")
+    for broken in ({"size": "x"}, {"size": 28, "mean": [0.1], "std": [0.0], "grayscale": True}, {"colour": 1}):
+        edited = _edited(saved, tmp_path / "format.pt",
+                         lambda checkpoint: checkpoint.__setitem__("image_format", broken))
+        assert_user_error(cli("mnist", "--checkpoint", edited, "--data", data), "image_format is not a picture format")

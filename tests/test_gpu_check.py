@@ -7,7 +7,8 @@ import sys
 
 from conftest import REPO
 
-STEPS = ["tests (fast tier)", "mnist course", "mnist fast", "cifar quick", "cifar resnet", "transfer resnet18",
+STEPS = ["tests (fast tier)", "mnist course", "mnist fast", "mnist fast --compile reduce-overhead", "cifar quick",
+         "cifar resnet", "transfer resnet18",
          "transfer resnet18 --compile", "transfer resnet34", "transfer resnet34 --compile", "names-rnn",
          "to-gpu-bench", "torchrun 1 process(es), gloo", "course loop: mnist", "course loop: cifar",
          "course loop: tutorial resnet18", "course loop: tutorial resnet34", "course loop: names"]

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import assert_user_error
 from datafiles import NAMES_SMALL, names_rows, write_image_folders, write_mnist, write_names_csv
 
 from torchtools import recipes
@@ -118,6 +119,19 @@ def test_names_and_cifar_take_a_recipe(cli, tmp_path):
               "--json")
     assert run.exit_code == 0, run.stderr
     assert run.summary["model"] == "fast" and "recipe fast: model fast" in run.stderr
+
+
+def test_compile_mode_reaches_torch_compile_and_needs_compile(cli, tmp_path, monkeypatch):
+    data = write_mnist(tmp_path / "data", train=60, test=20)
+    common = ("mnist", "--data", data, "--epochs", "1", "--device", "cpu", "--no-tensorboard", "--json")
+    refused = cli(*common, "--compile-mode", "reduce-overhead")
+    assert_user_error(refused, "--compile-mode reduce-overhead", "pass --compile")
+    modes = []  # torch.compile stood in for: compiling on the CPU takes longer than the whole test tier allows
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    run = cli(*common, "--compile", "--compile-mode", "max-autotune")
+    assert run.exit_code == 0, run.stderr
+    assert modes == ["max-autotune"]
+    assert_user_error(cli(*common, "--compile", "--compile-mode", "fastest"), "--compile-mode")
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Command modules import torch inside their function bodies, so `torchtools --help
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Annotated, Optional
 
@@ -136,4 +137,7 @@ def main() -> None:
     from torchtools.core import threads
 
     threads.configure()  # before anything imports torch: OpenMP reads these once, as torch loads it
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     app()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchtools.core.config import DEPENDS
-from torchtools.core.options import (BATCH_SIZE, COMPILE, EPOCHS, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
+from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, EPOCHS, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
                                      TrainingSettings)
 
 
@@ -141,6 +141,7 @@ class RecipeSettings(TrainingSettings):
 
     recipe: str = RECIPE("course")
     compile: bool = COMPILE(False)
+    compile_mode: str = COMPILE_MODE("default")
     epochs: int = EPOCHS(DEPENDS)
     batch_size: int = BATCH_SIZE(DEPENDS)
     lr: float = LR_OR_AUTO(DEPENDS)

@@ -158,13 +158,13 @@ def _checkpoint(config: ExportConfig) -> dict:
     from torchtools.core.checkpoints import load_checkpoint
     from torchtools.core.errors import UserError
     from torchtools.core.output import warn
-    from torchtools.core.run import _check_state
+    from torchtools.core.run import check_state
 
     saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
     if saved.get("command") not in REBUILD:
         raise UserError(f"{config.checkpoint} was saved by `torchtools {saved.get('command')}`; export takes "
                         f"checkpoints of {', '.join(REBUILD)}")
-    _check_state(saved, config.checkpoint)
+    check_state(saved, config.checkpoint)
     if saved.get("partial_epoch"):
         warn(f"{config.checkpoint} holds weights from inside epoch {saved['partial_epoch']} (interrupted); the "
              "export is of those weights")

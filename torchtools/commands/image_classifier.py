@@ -23,9 +23,9 @@ from torchtools.core.devices import channels_last
 from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
                                     make_scheduler)
 from torchtools.commands import image_report
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, first_line
 from torchtools.core.lr_finder import run_finder
-from torchtools.core.output import format_metrics, path_text, say, warn_skipped
+from torchtools.core.output import format_metrics, path_text, say, warn, warn_skipped
 from torchtools.core.prediction_output import PredictionWriter, check_output_path
 from torchtools.core.report import report
 from torchtools.core.run import Run
@@ -33,10 +33,11 @@ from torchtools.core.summary import summarise
 from torchtools.data.folders import FolderFiles
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
 from torchtools.data.images import DEFAULT_MAX_PIXELS, UNREADABLE
-from torchtools.data.loaders import TensorBatches
+from torchtools.data.loaders import TensorBatches, every_sample
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
 from torchtools.data.vision import ImageSet
+from torchtools.models.frozen_features import FrozenBackbone, head_inputs, precomputable
 
 PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
 SKIPPED_SHOWN = 3
@@ -61,7 +62,13 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def saved_format(run: Run, fmt: ImageFormat) -> ImageFormat:
     """The format a --checkpoint model was trained with (its normalisation too), else `fmt`."""
-    return ImageFormat(**run.loaded["image_format"]) if not run.trains else fmt
+    if run.trains:
+        return fmt
+    try:
+        return ImageFormat(**run.loaded["image_format"])
+    except (TypeError, ValueError, KeyError) as error:
+        raise UserError(f"{run.source}: its image_format is not a picture format ({first_line(error)}); the file "
+                        "was edited or comes from elsewhere") from None
 
 
 def saved_classes(run: Run) -> list[str]:
@@ -96,10 +103,11 @@ def needs_data(run: Run, pictures: list[Path]) -> bool:
 
 def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
                            pictures: list[Path], *, eval_name: str = "test", held_out_asked: bool = True,
-                           plot: Path | None = None, **summary: Any) -> None:
-    """The flow after data and model: fit (or load), report, predict, and the summary with `summary`'s keys."""
+                           plot: Path | None = None, frozen_head: str | None = None, **summary: Any) -> None:
+    """The flow after data and model: fit (or load), report, predict, and the summary with `summary`'s keys.
+    `frozen_head` names the one trained module of a frozen backbone (--mode freeze)."""
     outcome = fit_or_evaluate(run, network, images, fmt, eval_name=eval_name, held_out_asked=held_out_asked,
-                              plot=plot)
+                              plot=plot, frozen_head=frozen_head)
     classes = images.classes if images is not None else saved_classes(run)
     predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k,
                         max_pixels=run.config.max_pixels)
@@ -109,7 +117,8 @@ def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None
 
 
 def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
-                    eval_name: str = "test", held_out_asked: bool = True, plot: Path | None = None) -> Outcome:
+                    eval_name: str = "test", held_out_asked: bool = True, plot: Path | None = None,
+                    frozen_head: str | None = None) -> Outcome:
     """Train `model` on images (--resume included), or load the --checkpoint weights into it and evaluate
     on `images` where given; then report per class."""
     config, device = run.config, run.device
@@ -141,7 +150,9 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         if run.report is not None:
             image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,
                                         images.train_labels[:len(sample)], seed=config.seed)
-        result = fit(model, objective, optimizer, train_batches, eval_batches,
+        trained_model, fit_train, fit_eval = (model, train_batches, eval_batches) if frozen_head is None else \
+            on_frozen_features(model, frozen_head, fmt, train_batches, eval_batches, device)
+        result = fit(trained_model, objective, optimizer, fit_train, fit_eval,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
                      state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
         _note_skipped(images, train_batches, eval_batches)
@@ -180,6 +191,30 @@ def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.devi
                     # A last batch of one image breaks BatchNorm in training mode where maps are 1x1.
                     drop_last=count % batch_size == 1)
     return train, held_out_batches(images, fmt, device)
+
+
+def on_frozen_features(model: nn.Module, head: str, fmt: ImageFormat, train: TensorBatches,
+                       held_out: TensorBatches | None, device: torch.device):
+    """--mode freeze: (model, train, held-out) for fit, where the frozen backbone's features of the held-out
+    pictures are computed once, and those of the training pictures too where every epoch shows them alike
+    (no augmentation): an epoch then runs the backbone only on what changes."""
+    frozen = FrozenBackbone(model, head)
+    train_once, why = precomputable(fmt.augment)
+    say(f"freeze: {why}")
+
+    def features(batches: TensorBatches, **batching) -> TensorBatches:
+        inputs, targets = head_inputs(model, head, every_sample(batches), device)
+        return TensorBatches(inputs, targets, **batching)  # sharded under torchrun, as the pictures were
+
+    try:
+        if held_out is not None:
+            held_out = features(held_out, batch_size=held_out.batch_size)
+        if train_once:
+            train = features(train, batch_size=train.batch_size, shuffle=True, seed=train.seed,
+                             drop_last=train.drop_last)
+    except ValueError as error:  # the head is not the model's last step: its input cannot stand in for it
+        warn(f"freeze: {error}; the backbone runs on every picture every epoch")
+    return frozen, train, held_out
 
 
 def held_out_batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device) -> TensorBatches | None:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import Setting
-from torchtools.core.options import (BATCH_SIZE, COMPILE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER,
-                                     OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT, ImageClassifierSettings,
-                                     LabelsCsvSettings)
+from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
+                                     OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
+                                     ImageClassifierSettings, LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -46,6 +46,11 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
         help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by --val-split. "
              "Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
     val_split: float = VAL_SPLIT(0.2)
+    augment: str = Setting(
+        "--augment", choices=("resized-crop-flip", "none"),
+        help="Training pictures: random-resized crops and flips (the tutorial's), or none (the centre crop, as "
+             "validated). With --mode freeze and none, the frozen backbone's features are computed once and each "
+             "epoch trains only the head on them.")("resized-crop-flip")
     image_size: int = Setting(
         "--image-size", min=16, max=4096,
         help="Input size: train on random-resized crops of this size, validate on the centre crop after resizing "
@@ -64,6 +69,7 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
                               help="Learning-rate decay factor (StepLR).")(0.1)
     trust_pickle: bool = TRUST_PICKLE(False)
     compile: bool = COMPILE(False)
+    compile_mode: str = COMPILE_MODE("default")
     # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
     schedule: str = "step"
     weight_decay: float = 0.0
@@ -106,7 +112,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     pictures = classifier.pictures(run)
     run.check_output(config.plot, "--plot", suffixes=(".png",))
     fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
-                      crop=config.image_size, augment="resized-crop-flip")
+                      crop=config.image_size, augment=config.augment)
     images = None
     if classifier.needs_data(run, pictures):
         root, listing = labels_csv.from_settings(config, config.data)
@@ -129,6 +135,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     loaded_keys = fresh and source is not None
     classifier.train_evaluate_predict(
         run, network, images, fmt, pictures, eval_name="val", plot=config.plot,
+        frozen_head=report.head if config.mode == "freeze" else None,
         held_out_asked=images is not None and (config.val_split > 0 or len(images.test_labels) > 0),
         arch=config.arch, weights=config.weights, load=config.load, mode=config.mode,
         missing_keys=report.missing_keys if loaded_keys else None,

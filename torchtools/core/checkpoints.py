@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any

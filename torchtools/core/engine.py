@@ -289,7 +289,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
     trained = distributed.wrap(model)
     if getattr(config, "compile", False):
-        trained = torch.compile(trained)
+        trained = torch.compile(trained, mode=config.compile_mode)
     monitor, higher_is_better = _monitored_metric(objective, eval_batches, eval_name)
     best_epoch = _best_epoch(history, monitor, higher_is_better)
     progress = EpochProgress(config.epochs)

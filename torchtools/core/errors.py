@@ -11,5 +11,8 @@ class TrainingDiverged(UserError):
 
 def first_line(error: BaseException) -> str:
     """An exception's first line, for a one-line message (its type where it says nothing)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    # "Error(s) in loading state_dict for ResNet:" says what failed; the line after it says why
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]

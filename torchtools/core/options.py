@@ -50,6 +50,10 @@ AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
 COMPILE = Setting("--compile", negative="--no-compile", panel=TRAINING, saved=False,
                   help="torch.compile the model. Off: measured on the CPU, the compile time costs more than it saves "
                        "on these small models.")
+COMPILE_MODE = Setting(
+    "--compile-mode", panel=TRAINING, saved=False, choices=("default", "reduce-overhead", "max-autotune"),
+    help="How --compile compiles (torch.compile's mode): reduce-overhead replays CUDA graphs, which pays for small "
+         "models whose GPU steps are launch-bound; max-autotune also searches kernel configurations (minutes).")
 RECIPE = Setting("--recipe", panel=TRAINING, choices=RECIPES,
                  help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
                       "\"Recipes\"). Options you give override the recipe's values.")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
 
@@ -47,9 +48,10 @@ def is_quiet() -> bool:
 
 
 def say(message: str) -> None:
-    """One line of human output on stderr (suppressed by --quiet)."""
+    """One line of human output on stderr (suppressed by --quiet), as plain text: a file or class name
+    holding "[bold]" or "[/]" is shown as typed, never read as rich markup."""
     if not is_quiet():
-        console.print(message)
+        console.print(message, markup=False)
 
 
 def warn(message: str) -> None:
@@ -72,7 +74,7 @@ def warn_skipped(what: str, paths: Sequence, *, shown: int = 3) -> None:
 
 def wrote(what: str, path) -> None:
     """The one line that says a file or folder was written: "wrote checkpoint: runs/mnist.pt"."""
-    say(f"wrote {what}: {escape(str(path))}")
+    say(f"wrote {what}: {path}")
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
@@ -204,7 +206,7 @@ NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     cells = [[_cell(value) for value in row] for row in rows]
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
@@ -225,8 +227,9 @@ def _width(table: Table, *, first_cut: bool = False) -> int:
     return natural - max(0, first - NAME_WIDTH_MIN)
 
 
-def _cell(value: Any) -> str:
-    return number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+def _cell(value: Any) -> Text:
+    """A table cell as plain text (class and layer names are not markup)."""
+    return Text(number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

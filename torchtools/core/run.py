@@ -71,6 +71,8 @@ class Run(Generic[C]):
         if config.checkpoint is not None:
             self._refuse_training_options(("save", "save_every", "patience", "target_accuracy"),
                                           f"--checkpoint {config.checkpoint} trains nothing (use --resume to train on)")
+        if getattr(config, "compile_mode", "default") != "default" and not config.compile:
+            raise UserError(f"--compile-mode {config.compile_mode} says how --compile compiles: pass --compile too")
         if getattr(config, "save_every", 0) and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.finds_lr_only:
@@ -89,7 +91,7 @@ class Run(Generic[C]):
         source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
-            _check_state(self.loaded, source)
+            check_state(self.loaded, source)
             if config.resume is not None and self.loaded.get("optimizer") is None:
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
@@ -256,11 +258,21 @@ STATE = {
     "mean": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
     "std": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
     "image_format": (lambda value: isinstance(value, dict), "a picture format"),
+    "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
+    "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
+                "a list of each epoch's metrics"),
+    # What --resume loads into the optimizer, schedule and scaler (None in a weights-only best file).
+    "optimizer": (lambda value: value is None or (isinstance(value, dict) and {"state", "param_groups"} <= set(value)),
+                  "an optimizer's state"),
+    "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
+    "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
 }
 
 
-def _check_state(loaded: dict[str, Any], source: Path) -> None:
+def check_state(loaded: dict[str, Any], source: Path) -> None:
     """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
+    if "model" not in loaded:
+        raise _foreign(source, "it holds no model weights")
     for key, (valid, meaning) in STATE.items():
         if key in loaded and not valid(loaded[key]):
             raise _foreign(source, f"its {key} is not {meaning}")

@@ -16,6 +16,10 @@ from pathlib import Path
 from torchtools.core.errors import UserError, first_line
 
 
+# What to do when the files are elsewhere: every missing-data message ends with it.
+ELSEWHERE = "or pass --data DIR (or set $TORCHTOOLS_DATA) to the data root that holds them"
+
+
 def fetch_files(folder: Path, files: list[str], fetch: Callable[[Path], Path]) -> None:
     """Put the missing `files` into `folder`: `fetch(temp)` downloads into `temp` and returns the folder
     there that holds them (for an archive, where it unpacked). Failures are a UserError; nothing is left."""
@@ -37,7 +41,7 @@ def fetch_files(folder: Path, files: list[str], fetch: Callable[[Path], Path]) -
         _remove(created)
         reason = str(error) if isinstance(error, UserError) else first_line(error)
         raise UserError(f"dataset files not found in {folder} and the download failed ({reason}): "
-                        f"put {', '.join(files)} there") from None
+                        f"put {', '.join(files)} there, {ELSEWHERE}") from None
     except BaseException:  # Ctrl-C mid-download: still leave nothing behind
         _remove(created)
         raise
@@ -77,7 +81,7 @@ def mirror_fetcher(mirrors: list[str], resources: list[tuple[str, str]]) -> Call
                     (temp / name).unlink(missing_ok=True)
                     errors.append(f"{mirror}: {first_line(error)}")
             else:
-                raise OSError(f"{name} from no mirror; " + "; ".join(errors))
+                raise OSError(f"{name}: " + "; ".join(errors))
         return temp
     return fetch
 
@@ -87,6 +91,9 @@ def archive_fetcher(url: str, filename: str, md5: str, folder_inside: str) -> Ca
     def fetch(temp: Path) -> Path:
         from torchvision.datasets import utils
 
-        utils.download_and_extract_archive(url, download_root=str(temp), filename=filename, md5=md5)
+        try:
+            utils.download_and_extract_archive(url, download_root=str(temp), filename=filename, md5=md5)
+        except Exception as error:  # urllib, socket, SSL, md5 and archive failures: named with the address
+            raise OSError(f"{url}: {first_line(error)}") from None
         return temp / folder_inside
     return fetch

@@ -7,6 +7,7 @@ a single gather per batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -85,6 +86,14 @@ class TensorBatches:
             index = order[batch_number * self.batch_size:(batch_number + 1) * self.batch_size]
             inputs = self.inputs[index]
             yield (self.transform(inputs) if self.transform else inputs), self.targets[index]
+
+
+def every_sample(batches: TensorBatches) -> TensorBatches:
+    """A view of `batches` that yields each sample once, in order, in this process alone (no shuffle, no
+    dropped last batch, no torchrun share): to compute something of every sample."""
+    view = copy.copy(batches)
+    view.shuffle, view.drop_last = False, False
+    return view.shard(0, 1, every_sample=True)
 
 
 def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -84,14 +84,20 @@ def cifar_source(data: Path | None, kind: str) -> tuple[str, Path]:
     root = _existing(data) if data is not None else default_root()
     if (root / "train").is_dir() and (root / "test").is_dir():
         return "images", root
+    present = [name for name in ("train", "val", "test") if (root / name).is_dir()]
+    if present:  # an image-folder tree in another layout (transfer's train/ + val/): not CIFAR batches
+        raise UserError(f"{root} holds {' and '.join(f'{name}/' for name in present)}: cifar reads image folders as "
+                        f"{root}/train/<class>/* and {root}/test/<class>/* (rename val/ to test/), or CIFAR batches "
+                        f"from {cifar_batches_folder(root, kind)}")
     return "batches", cifar_batches_folder(root, kind)
 
 
 def cifar_batches_folder(data: Path | None, kind: str) -> Path:
-    """Where kind's pickle batches are (or a download puts them): the root or the batches folder itself."""
+    """Where kind's pickle batches are (or a download puts them): the root or the batches folder itself
+    (given as it is, named as the archive names it)."""
     root = Path(data) if data is not None else default_root()
     layout = cifar_batches.LAYOUTS[kind]
-    return root if (root / layout.meta).is_file() else root / layout.folder
+    return root if (root / layout.meta).is_file() or root.name == layout.folder else root / layout.folder
 
 
 def diabetes_table(data: Path | None) -> Found:

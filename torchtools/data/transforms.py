@@ -22,6 +22,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _numbers(values, count: int) -> bool:
+    return isinstance(values, (list, tuple)) and len(values) == count and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) for value in values)
+
+
 @dataclass(frozen=True)
 class ImageFormat:
     """What a command's model takes and how its training images are augmented."""
@@ -34,6 +39,28 @@ class ImageFormat:
     crop: int | None = None  # the model's input side, cut from the stored square (ImageNet's 224 of 256)
     augment: str = "none"  # none | shift-flip (4-pixel shifts, mirror) | resized-crop-flip (ImageNet)
     invert_light_background: bool = False  # MNIST digits are light on dark: a dark digit on paper is inverted
+
+    def __post_init__(self):
+        """Also a checkpoint's saved format comes through here: a wrong one is a ValueError, not a crash later."""
+        def side(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 65536
+
+        channels = 1 if self.grayscale else 3
+        checks = {
+            "size": side(self.size),
+            "crop": self.crop is None or (side(self.crop) and self.crop <= self.size),
+            "mean": _numbers(self.mean, channels),
+            "std": _numbers(self.std, channels) and all(value > 0 for value in self.std),
+            "fit": self.fit in ("stretch", "centre"),
+            "augment": self.augment in ("none", "shift-flip", "resized-crop-flip"),
+            "grayscale": isinstance(self.grayscale, bool),
+            "invert_light_background": isinstance(self.invert_light_background, bool),
+        }
+        wrong = [name for name, fine in checks.items() if not fine]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} out of place in {self}")
+        object.__setattr__(self, "mean", tuple(self.mean))
+        object.__setattr__(self, "std", tuple(self.std))
 
     @property
     def key(self) -> str:

@@ -78,8 +78,8 @@ def _mnist_split(images_path: Path, labels_path: Path, classes: int) -> tuple[Te
 def _download(fetch, download: bool, folder: Path, files: list[str], missing: list[str]) -> None:
     """Fetch the missing files into `folder` (all or nothing); with --no-download say what to put where."""
     if not download:
-        raise UserError(f"dataset files not found in {folder}: put {', '.join(files)} there "
-                        f"(downloading is off: --no-download)")
+        raise UserError(f"dataset files not found in {folder} (downloading is off: --no-download): put "
+                        f"{', '.join(files)} there, {downloads.ELSEWHERE}")
     downloads.fetch_files(folder, missing, fetch)
 
 

@@ -8,8 +8,9 @@ picture for resnet18/34, where the backbone costs 1.8-3.6 GFLOP).
 When that holds:
 - held-out pictures: always (their transform is fixed: resize, centre crop, normalise), so evaluation
   after each epoch needs only the head;
-- training pictures: only without augmentation. Random crops and flips show each picture differently
-  every epoch, so with them the backbone must run on each epoch's views (`precomputable` says why).
+- training pictures: only without augmentation (transfer's `--augment none`). Random crops and flips show
+  each picture differently every epoch, so with them the backbone must run on each epoch's views
+  (`precomputable` says why).
 
 The features are the backbone's in evaluation mode (BatchNorm on its running statistics, dropout off),
 which is what evaluation of the full model uses, so head(features) gives the full model's outputs.
@@ -82,3 +83,35 @@ class OnFeatures(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.head(features)
+
+
+class FrozenBackbone(nn.Module):
+    """A model in freeze mode: it takes pictures (run through the frozen backbone, then the head) or the
+    backbone's precomputed features (2-D: the head alone), so one model trains on augmented pictures
+    and is evaluated on features computed once, or trains on features too.
+
+    The backbone stays in evaluation mode whatever `train()` says: BatchNorm on its pretrained running
+    statistics and dropout off, so the features the head trains on are the ones it is evaluated on, and
+    precomputed features equal recomputed ones. Its state_dict is the wrapped model's, so checkpoints,
+    --resume and export see the same keys as without the wrapper.
+    """
+
+    def __init__(self, model: nn.Module, head: str):
+        super().__init__()
+        self.model, self.head_name = model, head
+        self.head = OnFeatures(model, head)
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        self.training = mode
+        self.model.eval()
+        self.head.train(mode)
+        return self
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.head(inputs) if inputs.dim() == 2 else self.model(inputs)
+
+    def state_dict(self, *args, **kwargs):
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,56 @@
+"""Messages that leave nobody stuck: what is missing and what to do next, and names shown as typed (markup,
+bytes that are not UTF-8), for people reading stderr."""
+
+import os
+import shutil
+from pathlib import Path
+
+from conftest import assert_user_error, run_torchtools
+from datafiles import write_image_folders
+
+QUICK = ("--epochs", "1", "--device", "cpu", "--no-tensorboard")
+
+
+def test_mnist_without_data_names_where_to_point_it(cli, tmp_path):
+    run = cli("mnist", "--data", tmp_path / "empty", "--no-download", *QUICK)
+    assert_user_error(run, str(tmp_path / "empty" / "MNIST" / "raw"), "train-images-idx3-ubyte.gz", "--data",
+                      "$TORCHTOOLS_DATA")
+
+
+def test_cifar_on_a_train_val_tree_says_it_needs_train_and_test(cli, tmp_path):
+    root = write_image_folders(tmp_path / "photos", train=6, test=3)
+    (root / "test").rename(root / "val")
+    run = cli("cifar", "--data", root, *QUICK)
+    assert_user_error(run, "train/ and val/", "test/<class>", "rename val/ to test/")
+    assert not (root / "cifar-10-batches-py").exists()  # nothing downloaded into the user's folder
+
+
+def test_cifar_on_an_empty_root_names_the_batches_folder_once(cli, tmp_path):
+    run = cli("cifar", "--data", tmp_path, "--no-download", *QUICK)
+    assert_user_error(run, f"{tmp_path / 'cifar-10-batches-py'} ", "data_batch_1", "--data")
+    assert "cifar-10-batches-py/cifar-10-batches-py" not in run.stderr
+
+
+def test_names_that_look_like_markup_are_shown_as_typed(cli, tmp_path):
+    root = write_image_folders(tmp_path / "[/]data [bold red]", train=6, test=3)
+    (root / "train" / "red").rename(root / "train" / "[red]x")
+    (root / "test" / "red").rename(root / "test" / "[red]x")
+    run = cli("cifar", "--data", root, "--loader", "memory", *QUICK)
+    assert run.exit_code == 0, run.stderr
+    assert f"{root}/train and {root}/test: 6 train" in run.stderr  # the folder as typed, no MarkupError
+    assert "[red]x" in run.stderr  # the class in the per-class table
+
+
+def test_a_name_that_is_not_utf8_ends_in_one_line(tmp_path):
+    name = os.fsdecode(b"model-\xff-[/].pt")
+    run = run_torchtools("transfer", "--checkpoint", tmp_path / name, cwd=tmp_path)
+    assert_user_error(run, "file not found", "model-\\udcff-[/].pt")
+
+
+def test_markup_in_a_checkpoint_path_is_not_read_as_markup(cli, tmp_path):
+    folder = tmp_path / "[bold]runs"
+    folder.mkdir()
+    source = Path(shutil.which("python3") or "/bin/sh")  # any file that is not a checkpoint
+    shutil.copyfile(source, folder / "m.pt")
+    run = cli("transfer", "--checkpoint", folder / "m.pt")
+    assert_user_error(run, str(folder / "m.pt"))
