@@ -73,6 +73,13 @@ def huge_shape(path):
     rewrite_header(path, lambda header: header.update(shape=[header["shape"][0], 3, 2**20, 2**20]))
 
 
+def fifo(path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs are a POSIX feature")
+    path.unlink()
+    os.mkfifo(path)
+
+
 def foreign(path):
     torch.save({"images": torch.zeros(1), "kept": [0], "skipped": []}, path)  # the format of earlier versions
 
@@ -85,6 +92,7 @@ def foreign(path):
     (huge_shape, "larger than the cache's cap"),
     (lambda path: rewrite_header(path, lambda header: header.update(signature="0" * 40)), "other files"),
     (foreign, "not a torchtools decode cache"),
+    (fifo, "not a regular file"),
 ])
 def test_a_damaged_or_planted_cache_file_is_decoded_again_with_a_warning(tmp_path, photos, capsys, tamper, reason):
     fresh = read(photos)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -59,8 +60,13 @@ def load(signature: str, paths: list[Path], channels: int) -> tuple[torch.Tensor
     if not cap:
         return None
     try:
-        with open(path, "rb") as file:
-            result = _read(file, os.fstat(file.fileno()).st_size, signature, paths, channels, cap)
+        # Opened without blocking and read only if a regular file: a FIFO planted here must not hang the run.
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)),
+                       "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _Bad("not a regular file")
+            result = _read(file, info.st_size, signature, paths, channels, cap)
         os.utime(path)  # in use: eviction goes by last use
         return result
     except FileNotFoundError:
