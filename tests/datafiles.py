@@ -7,6 +7,7 @@ import gzip
 import pickle
 import random
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -157,4 +158,17 @@ def write_table(path, rows=240, *, header=False, crlf=False, seed=0):
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt", newline="") as handle:
         handle.write(newline.join(lines) + newline)
+    return path
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that says width x height in its header, with a few bytes of pixels: a size check can read it,
+    decoding it fails (a whole 20000x20000 picture would take 1.2 GB to decode)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))
     return path

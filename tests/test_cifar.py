@@ -56,8 +56,9 @@ def test_image_folders_train_and_predict_class_names(cli, tmp_path):
     assert summary["dataset"] == "images" and summary["classes"] == ["blue", "green", "red"]
     assert summary["metrics"]["test_accuracy"] > 0.6
     assert summary["predictions"][0]["label"] == "red"
-    assert list((tmp_path / "cache").glob("images-*.pt")), "decoded images are not cached"
-    assert not [path for path in data.rglob("*") if path.suffix == ".pt"], "the dataset folder was written to"
+    assert list((tmp_path / "cache").glob("images-*.cache")), "decoded images are not cached"
+    assert not [path for path in data.rglob("*") if path.suffix in (".pt", ".cache")], \
+        "the dataset folder was written to"
 
     reloaded = cli("cifar", "--checkpoint", tmp_path / "f.pt", "--predict", red, "--json")
     assert reloaded.exit_code == 0, reloaded.stderr

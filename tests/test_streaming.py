@@ -12,7 +12,7 @@ from image_files import labelled_folder, messy_folder
 from torchtools.core.errors import UserError
 from torchtools.data import budget
 from torchtools.data.transforms import centre_square
-from torchtools.data.images import decode_image
+from torchtools.data.images import read_picture
 from torchtools.data.loaders import TensorBatches
 from torchtools.data.streaming import StreamedImages
 
@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 def in_memory(paths, labels, **options) -> TensorBatches:
     """What --loader memory builds from the same files: every image decoded and prepared up front."""
-    images = np.stack([PREPARE(decode_image(path)) for path in paths])
+    images = np.stack([PREPARE(read_picture(path)) for path in paths])
     return TensorBatches(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), **options)
 
 
@@ -83,7 +83,7 @@ def test_grey_rgba_and_16_bit_pngs_arrive_as_8_bit_images(tmp_path):
         images, _ = next(iter(streamed))
         assert images.dtype == torch.uint8 and images.shape == (len(readable), channels, SIZE, SIZE)
     sixteen_bit = next(path for path in readable if path.name == "sixteen-bit.png")
-    assert set(np.unique(decode_image(sixteen_bit))) <= {156, 157}  # the high byte: not clipped, not the low byte
+    assert set(np.unique(read_picture(sixteen_bit))) <= {156, 157}  # the high byte: not clipped, not the low byte
 
 
 @pytest.mark.parametrize("every_sample", [False, True])

@@ -70,7 +70,8 @@ def cifar(run: Run[CifarConfig]) -> None:
     images = None
     if classifier.needs_data(run, pictures):
         images = (read_folders(root, fmt.prepare, key=fmt.key, loader=config.loader, size=IMAGE_SIZE, seed=config.seed,
-                               listing=listing and listing.as_tuple(), device=run.device) if folders
+                               listing=listing and listing.as_tuple(), device=run.device, max_pixels=config.max_pixels)
+                  if folders
                   else load_cifar(config.dataset, root, download=config.download))
         if listing is not None:
             listing.add_missing(images)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting
-from torchtools.core.options import LR, OUTPUT, SeededSettings, TensorboardSettings, tensorboard_output
+from torchtools.core.options import (DEFAULT_MAX_PIXELS, LR, MAX_PIXELS, OUTPUT, SeededSettings, TensorboardSettings,
+                                     tensorboard_output)
 from torchtools.core.paths import Output
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class ConvDemoConfig(SeededSettings, TensorboardSettings):
         "--max-side", min=8, max=2**15,
         help="image demo: larger pictures are scaled down to this many pixels on the long side.")(256)
     channels: int = Setting("--channels", min=1, max=64, help="image demo: channels of the random Conv2d.")(6)
+    max_pixels: int = MAX_PIXELS(DEFAULT_MAX_PIXELS)
     out: Path = Setting("--out", panel=OUTPUT, help="image demo: write the PNG grids of feature maps here.")(
         Path("conv-demo"))
     no_tensorboard: bool = Setting("--no-tensorboard", panel=OUTPUT, saved=False,
@@ -68,7 +70,7 @@ def conv_demo(run: Run[ConvDemoConfig]) -> None:
         "learn-kernel": lambda: _show_learned(convolution.learn_kernel(config.steps, config.lr, seed)),
         "pool": lambda: _show_pool(convolution.pool()),
         "image": lambda: _image_demo(config.image, config.max_side, config.channels, seed, config.out,
-                                     config.runs_dir, config.no_tensorboard),
+                                     config.runs_dir, config.no_tensorboard, config.max_pixels),
     }
     results = {name: shows[name]() for name in selected}
     learned = results.get("learn-kernel")
@@ -160,12 +162,12 @@ def _show_pool(result: dict) -> dict:
 
 
 def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out: Path, runs_dir: Path,
-                no_tensorboard: bool) -> dict:
+                no_tensorboard: bool, max_pixels: int) -> dict:
     from torchtools.lessons import convolution
     from torchtools.core.checkpoints import open_tensorboard
     from torchtools.core.output import print_table, say
 
-    picture = convolution.load_picture(path, max_side)
+    picture = convolution.load_picture(path, max_side, max_pixels=max_pixels)
     maps = convolution.feature_maps(picture, channels=channels, seed=seed)
     writer = open_tensorboard(runs_dir, "conv-demo", enabled=not no_tensorboard)
     try:

@@ -25,13 +25,14 @@ from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trai
 from torchtools.commands import image_report
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.lr_finder import run_finder
-from torchtools.core.output import format_metrics, say, warn
+from torchtools.core.output import format_metrics, path_text, say, warn, warn_skipped
 from torchtools.core.prediction_output import PredictionWriter
 from torchtools.core.report import report
 from torchtools.core.run import Run
 from torchtools.core.summary import summarise
 from torchtools.data.folders import FolderFiles
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
+from torchtools.data.images import DEFAULT_MAX_PIXELS, UNREADABLE
 from torchtools.data.loaders import TensorBatches, every_sample
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
@@ -77,7 +78,7 @@ def saved_classes(run: Run) -> list[str]:
 def describe(images: ImageSet, eval_name: str) -> None:
     say(f"{images.source}: {len(images.train_labels):,} train and {len(images.test_labels):,} {eval_name} images, "
         f"{len(images.classes)} classes")
-    _warn_unreadable(images.skipped)
+    warn_skipped(UNREADABLE, images.skipped)
 
 
 def training_sample(images: ImageSet | FolderFiles, fmt: ImageFormat, count: int = 5000) -> Tensor:
@@ -85,7 +86,8 @@ def training_sample(images: ImageSet | FolderFiles, fmt: ImageFormat, count: int
     (enough for per-channel statistics)."""
     if isinstance(images.train_images, Tensor):
         return images.train_images
-    batches = image_batches(images.train_images[:count], fmt.prepare, grayscale=fmt.grayscale, batch_size=512)
+    batches = image_batches(images.train_images[:count], fmt.prepare, grayscale=fmt.grayscale, batch_size=512,
+                            max_pixels=images.max_pixels)
     return torch.cat([batch for readable, batch, _ in batches if readable])
 
 
@@ -107,7 +109,8 @@ def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None
     outcome = fit_or_evaluate(run, network, images, fmt, eval_name=eval_name, held_out_asked=held_out_asked,
                               plot=plot, frozen_head=frozen_head)
     classes = images.classes if images is not None else saved_classes(run)
-    predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k)
+    predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k,
+                        max_pixels=run.config.max_pixels)
     run.finish(outcome.result, metrics=outcome.metrics, **summary, **outcome.summary, classes=classes,
                per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
                **predicted)
@@ -180,7 +183,7 @@ def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.devi
     augmentation only on the training side."""
     count = len(images.train_labels)
     batch_size = min(batch_size, count)
-    train = _slices(images.train_images, images.train_labels, fmt, device, batch_size=batch_size, shuffle=True,
+    train = _slices(images, "train", fmt, device, batch_size=batch_size, shuffle=True,
                     seed=seed,
                     # Under torchrun each process draws its own augmentation (the order stays shared).
                     transform=fmt.train_transform(device, seed=seed + distributed.rank(),
@@ -217,15 +220,19 @@ def on_frozen_features(model: nn.Module, head: str, fmt: ImageFormat, train: Ten
 def held_out_batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device) -> TensorBatches | None:
     if not len(images.test_labels):
         return None
-    return _slices(images.test_images, images.test_labels, fmt, device, batch_size=eval_batch_size(fmt),
+    return _slices(images, "test", fmt, device, batch_size=eval_batch_size(fmt),
                    transform=fmt.eval_transform(device, channels_last=channels_last(device)))
 
 
-def _slices(inputs, labels: Tensor, fmt: ImageFormat, device: torch.device, **batching) -> TensorBatches:
-    """TensorBatches over uint8 images already in memory, or StreamedImages decoding files in workers."""
+def _slices(images: ImageSet | FolderFiles, split: str, fmt: ImageFormat, device: torch.device,
+            **batching) -> TensorBatches:
+    """TensorBatches over the `split` ("train", "test") uint8 images already in memory, or StreamedImages
+    decoding its files in workers."""
+    inputs, labels = getattr(images, f"{split}_images"), getattr(images, f"{split}_labels")
     if isinstance(inputs, Tensor):
         return TensorBatches(inputs, labels, **batching)
-    return StreamedImages(inputs, labels.tolist(), fmt.prepare, grayscale=fmt.grayscale, device=device, **batching)
+    return StreamedImages(inputs, labels.tolist(), fmt.prepare, grayscale=fmt.grayscale, device=device,
+                          max_pixels=images.max_pixels, **batching)
 
 
 def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device
@@ -242,13 +249,7 @@ def _note_skipped(images: ImageSet | FolderFiles, *streams) -> None:
     found = [path for stream in streams for path in getattr(stream, "skipped", [])]
     new = [path for path in dict.fromkeys(found) if path not in images.skipped]
     images.skipped.extend(new)
-    _warn_unreadable(new)
-
-
-def _warn_unreadable(paths: list[Path]) -> None:
-    if paths:
-        warn(f"skipped {len(paths)} file(s) OpenCV cannot read: " + ", ".join(map(str, paths[:SKIPPED_SHOWN]))
-             + (" ..." if len(paths) > SKIPPED_SHOWN else ""))
+    warn_skipped(UNREADABLE, new)
 
 
 def _log_inputs(writer, model: nn.Module, sample: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
@@ -273,14 +274,16 @@ def pictures(run: Run) -> list[Path]:
 
 @torch.no_grad()
 def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageFormat, device: torch.device, *,
-            output: Path | None = None, top_k: int = 3) -> dict[str, Any]:
-    """Label each picture as held-out images are seen (read with OpenCV, prepared, normalised), PREDICT_CHUNK
-    at a time so memory stays bounded; unreadable files are skipped and named. Returns the summary keys."""
+            output: Path | None = None, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """Label each picture as held-out images are seen (the one reader, prepared, normalised), PREDICT_CHUNK
+    at a time so memory stays bounded; unreadable files (and those over `max_pixels`) are skipped and named.
+    Returns the summary keys."""
     model = prepare_model(model, device).eval()
     transform = fmt.eval_transform(device, channels_last=channels_last(device))
     workers = 0 if len(paths) <= PREDICT_CHUNK else None  # worker processes pay off only for many pictures
     with PredictionWriter(output, top_k, classes=len(classes)) as writer:
-        chunks = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=PREDICT_CHUNK, workers=workers)
+        chunks = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=PREDICT_CHUNK, workers=workers,
+                               max_pixels=max_pixels)
         for readable, batch, unreadable in chunks:
             writer.skip(unreadable)
             if not readable:
@@ -290,5 +293,6 @@ def predict(model: nn.Module, paths: list[Path], classes: list[str], fmt: ImageF
                 writer.add(path, classes, row)
         if paths and not writer.count:
             raise UserError(f"none of the {len(paths)} picture(s) to label can be read: "
-                            + ", ".join(str(path) for path in writer.skipped[:SKIPPED_SHOWN]))
-    return writer.report(len(paths), "picture(s) OpenCV cannot read")
+                            + ", ".join(path_text(path) for path in writer.skipped[:SKIPPED_SHOWN])
+                            + " (not regular picture files, damaged, or over --max-pixels)")
+    return writer.report(len(paths), UNREADABLE)

@@ -58,7 +58,8 @@ def _held_out_pictures(images, fmt: ImageFormat, order: list[int]) -> list[np.nd
     from torchtools.data.image_inputs import image_batches
 
     paths = [images.test_images[index] for index in order]
-    batches = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=len(paths), workers=0)
+    batches = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=len(paths), workers=0,
+                            max_pixels=images.max_pixels)
     return [picture for _, batch, _ in batches for picture in _displayable(batch)]
 
 

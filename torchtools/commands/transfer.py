@@ -119,7 +119,7 @@ def transfer(run: Run[TransferConfig]) -> None:
         root = root if listing is not None else roots.transfer_folder(config.data)
         images = read_folders(root, fmt.prepare, key=fmt.key, val_split=config.val_split, seed=config.seed,
                               loader=config.loader, size=fmt.size, listing=listing and listing.as_tuple(),
-                              device=run.device)
+                              device=run.device, max_pixels=config.max_pixels)
         if listing is not None:
             listing.add_missing(images)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)

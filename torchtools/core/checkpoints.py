@@ -42,12 +42,17 @@ def save_epoch_files(payload: dict[str, Any], destinations: list[Path]) -> list[
 
 
 def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
-    """torch.load with weights_only=True (tensors and plain types only) unless the user trusts the file."""
+    """torch.load with weights_only=True (tensors and plain types only) unless the user trusts the file.
+
+    Loading allocates only the storages the file holds; a tensor is a view of one, and a view can claim far
+    more elements than its storage has (stride 0: a 1.5 KB file "holding" 16 GB, a head of 2**31 rows).
+    Every tensor is checked against its storage before it is returned, so nothing is materialised or built
+    from such shapes."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        loaded = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
         if trust_pickle:
             raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
@@ -57,6 +62,38 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
         ) from None
     except Exception as error:  # other bytes fail in many ways: KeyError, IndexError, struct.error, ...
         raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
+    _check_tensor_sizes(loaded, path)
+    return loaded
+
+
+def _check_tensor_sizes(loaded: Any, path: Path) -> None:
+    """A UserError for the first tensor whose elements need more bytes than its storage in the file holds."""
+    stack, seen = [("", loaded)], set()
+    while stack:
+        name, value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.nn.Module):  # a pickled model (--trust-pickle)
+            value = value.state_dict(keep_vars=True)
+        if isinstance(value, dict):
+            stack.extend((f"{name}.{key}" if name else str(key), item) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
+        elif isinstance(value, torch.Tensor):
+            _check_tensor(value, name, path)
+
+
+def _check_tensor(tensor: torch.Tensor, name: str, path: Path) -> None:
+    if tensor.layout != torch.strided:
+        raise UserError(f"{path}: tensor {name} is {tensor.layout}, not a dense tensor; refused (re-save the "
+                        "weights as dense tensors)")
+    needed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    if needed > stored:
+        raise UserError(f"{path}: tensor {name} of shape {list(tensor.shape)} would take {needed:,} bytes but the "
+                        f"file stores {stored:,} for it (a crafted or damaged file); refused. Use the file it was "
+                        "meant to be, saved with torch.save")
 
 
 def load_checkpoint(path: Path, *, command: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
         declaration = typer.Argument(help=help_text, show_default=False, metavar=setting.flag)
     else:
         declaration = typer.Option(*_flags(setting), help=help_text, rich_help_panel=setting.panel,
-                                   show_default=setting.show_default and not depends, metavar=_metavar(setting, kind))
+                                   show_default=setting.show_default and not depends, metavar=_metavar(setting, kind),
+                                   envvar=setting.envvar)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[parsed, declaration])
 

@@ -55,6 +55,7 @@ class Setting:
     words: tuple[str, ...] = ()  # values taken as they are beside the type's (--lr auto)
     role: str | None = None  # READS: a file or folder the run reads; WRITES: a file it writes (core/paths.py)
     suffixes: tuple[str, ...] = ()  # WRITES: the name must end in one of these
+    envvar: str | None = None  # the environment variable that gives the value when the flag is not typed
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):

@@ -23,6 +23,7 @@ LOADERS = ("auto", "memory", "stream")
 RECIPES = ("course", "fast")
 SEED_MAX = 2**63 - 1  # torch.manual_seed's range; NumPy takes the seed modulo 2**32
 SIZE_MAX = 2**31 - 1  # batch and layer sizes: beyond this no tensor index fits
+DEFAULT_MAX_PIXELS = 100_000_000  # a 10,000 x 10,000 picture: 300 MB decoded
 
 DEVICE = Setting("--device", panel=TRAINING, saved=False,
                  help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA (cuda:0), then MPS, then CPU; for fit-linear, "
@@ -76,6 +77,9 @@ LOADER = Setting("--loader", panel=TRAINING, saved=False, choices=LOADERS,
                  help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
                       "processes; memory stays flat) or auto (memory while the decoded set fits "
                       "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).")
+MAX_PIXELS = Setting("--max-pixels", saved=False, min=1, max=2**40, envvar="TORCHTOOLS_MAX_PIXELS", metavar="N",
+                     help="Pictures of more than N pixels (width x height, read from the file's header before "
+                          "decoding) are skipped and named like unreadable ones.")
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
                help="Draw a PNG plot to this file.")
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
@@ -182,6 +186,7 @@ class ImageClassifierSettings(AcceleratedSettings):
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
     find_lr: bool = FIND_LR(False)
+    max_pixels: int = MAX_PIXELS(DEFAULT_MAX_PIXELS)
 
 
 @dataclass(frozen=True, kw_only=True)

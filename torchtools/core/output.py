@@ -6,6 +6,7 @@ Human output goes to stderr; stdout carries only the `--json` summary, so script
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,18 @@ def notice(message: str) -> None:
     """A line that stays visible even under --quiet, as it is (what a stop left saved)."""
     if not _mode.muted:
         console.print(escape(message))
+
+
+def path_text(path) -> str:
+    """A file name as text that prints and encodes anywhere: bytes that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def warn_skipped(what: str, paths: Sequence, *, shown: int = 3) -> None:
+    """The one line naming skipped inputs: "skipped 4 unreadable picture(s) (...): a.png, b.png, c.png ..."."""
+    if paths:
+        names = ", ".join(path_text(path) for path in paths[:shown]) + (" ..." if len(paths) > shown else "")
+        warn(f"skipped {len(paths)} {what}: {names}")
 
 
 def wrote(what: str, path) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from torchtools.core.files import atomic_file, csv_cell, strict_json
-from torchtools.core.output import say, warn, wrote
+from torchtools.core.output import path_text, say, warn_skipped, wrote
 
 FORMATS = (".csv", ".jsonl")
 KEEP_IN_SUMMARY = 100
@@ -81,16 +81,17 @@ class PredictionWriter:
         """One image: class names and their probabilities, in any order (all classes, or the top ones)."""
         ranked = sorted(zip(labels, probabilities), key=lambda pair: -_rank(pair[1]))[:self.top_k]
         top = [[label, round(float(probability), 6)] for label, probability in ranked]
+        path = path_text(path)  # a name of any bytes, as UTF-8 text
         if self._csv is not None:
-            cells = [csv_cell(str(path))] + [f"{probability:.6f}" if column % 2 else csv_cell(label)
-                                             for label, probability in top for column in (0, 1)]
+            cells = [csv_cell(path)] + [f"{probability:.6f}" if column % 2 else csv_cell(label)
+                                        for label, probability in top for column in (0, 1)]
             self._csv.writerow(cells + [""] * (2 * self.top_k + 1 - len(cells)))
         elif self._file is not None:
-            row = {self.column: str(path), "label": top[0][0], "probability": top[0][1], "top": top}
+            row = {self.column: path, "label": top[0][0], "probability": top[0][1], "top": top}
             self._file.write(strict_json(row, ensure_ascii=False) + "\n")
         if self.count < self.keep:
             # The summary's rows keep the shape of the JSON summary's `predictions` (image, label, top).
-            self.rows.append({self.item: str(path), "label": top[0][0], "probability": top[0][1], "top": top})
+            self.rows.append({self.item: path, "label": top[0][0], "probability": top[0][1], "top": top})
         self.count += 1
         if self.count <= PRINTED:
             say(f"{path}: {top[0][0]}  (" + ", ".join(f"{label} {p:.3f}" for label, p in top) + ")")
@@ -98,9 +99,7 @@ class PredictionWriter:
     def report(self, inputs: int, unreadable: str) -> dict[str, Any]:
         """Say what was skipped (`unreadable` describes them) and how many were labelled; return the summary
         keys (`predictions` null when there was nothing to predict)."""
-        if self.skipped:
-            shown = ", ".join(map(str, self.skipped[:SHOWN])) + (" ..." if len(self.skipped) > SHOWN else "")
-            warn(f"skipped {len(self.skipped)} {unreadable}: {shown}")
+        warn_skipped(unreadable, self.skipped, shown=SHOWN)
         if self.count > PRINTED:
             say(f"... {self.count:,} labelled")
         if self.path is not None:
@@ -116,7 +115,8 @@ class PredictionWriter:
 
     def summary(self) -> dict[str, Any]:
         """Keys for the JSON summary: counts, the output path, the (capped) rows, the skipped files."""
-        return {f"predicted_{self.item}s": self.count, f"unreadable_{self.item}s": [str(path) for path in self.skipped],
+        return {f"predicted_{self.item}s": self.count,
+                f"unreadable_{self.item}s": [path_text(path) for path in self.skipped],
                 "predictions_output": str(self.path) if self.path else None, "predictions": self.rows,
                 "predictions_capped": self.count > len(self.rows)}
 

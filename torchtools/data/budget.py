@@ -71,11 +71,11 @@ def memory_budget(device=None) -> tuple[int, str]:
     return budget, source
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, *, variable: str = BUDGET_VARIABLE) -> int:
     """'2G' -> 2 GiB, '500M', '1.5GiB', '123456' (bytes); a UserError naming the variable otherwise."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", text.strip().upper())
     if not match or float(match[1]) <= 0:
-        raise UserError(f"{BUDGET_VARIABLE}={text!r}: give a size in bytes above 0, e.g. 4G, 500M or 1073741824")
+        raise UserError(f"{variable}={text!r}: give a size in bytes above 0, e.g. 4G, 500M or 1073741824")
     return int(float(match[1]) * _UNITS[match[2]])
 
 

@@ -2,9 +2,10 @@
 
 Layouts: DIR/train/<class>/* with DIR/val/<class>/* or DIR/test/<class>/*, or DIR/<class>/* split by a
 seeded per-class hold-out. Every file goes through the one OpenCV reader and the command's `prepare`
-(resize, crop) once; files that cannot be read are skipped, counted and named, never fatal. The decoded
-tensors are cached under the cache folder (see `cache_folder`), never inside the user's dataset folder,
-and reused while the files (names, sizes, modification times) are unchanged.
+(resize, crop) once; files that cannot be read are skipped, counted and named, never fatal, unless a
+class is left with no readable training picture. The decoded tensors are cached (data.image_cache), never
+inside the user's dataset folder, and reused while the files (names, sizes, modification times) are
+unchanged and the cache file passes its checks.
 """
 
 from __future__ import annotations
@@ -15,27 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from torchtools.core.errors import UserError
-from torchtools.core.output import say
+from torchtools.core.output import path_text, say
+from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import decode_images, list_image_folder
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, header_fits, list_image_folder
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
 HELD_OUT_FOLDERS = ("val", "test")
-CACHE_VARIABLE = "TORCHTOOLS_CACHE"
-
-
-def cache_folder() -> Path:
-    """$TORCHTOOLS_CACHE, else $XDG_CACHE_HOME/torchtools, else ~/.cache/torchtools."""
-    if os.environ.get(CACHE_VARIABLE):
-        return Path(os.environ[CACHE_VARIABLE])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torchtools"
+SHOWN = 3
 
 
 def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str], str]:
@@ -47,47 +41,54 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
     train_root = root / "train" if (root / "train").is_dir() else root
-    train_paths, train_labels, classes = list_image_folder(train_root)
+    seen: set[Identity] = set()  # one walk: a picture linked into train/ and val/ is trained on only
+    train_paths, train_labels, classes = list_image_folder(train_root, seen)
     held_root = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
     if train_root == root or held_root is None:
-        return train_paths, train_labels, [], [], classes, f"{train_root} split by --val-split"
-    held_paths, held_labels, held_classes = list_image_folder(held_root)
+        return train_paths, train_labels, [], [], classes, f"{path_text(train_root)} split by --val-split"
+    held_paths, held_labels, held_classes = list_image_folder(held_root, seen)
     if held_classes != classes:
-        raise UserError(f"{train_root} and {held_root} hold different class folders: {classes} vs {held_classes}")
-    return train_paths, train_labels, held_paths, held_labels, classes, f"{train_root} and {held_root}"
+        raise UserError(f"{path_text(train_root)} and {path_text(held_root)} hold different class folders: "
+                        f"{', '.join(map(path_text, classes))} vs {', '.join(map(path_text, held_classes))}")
+    return (train_paths, train_labels, held_paths, held_labels, classes,
+            f"{path_text(train_root)} and {path_text(held_root)}")
 
 
 def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,
                  val_split: float = 0.2, seed: int = 0, loader: str = "memory", size: int = 0,
-                 listing: tuple | None = None, device: torch.device | None = None) -> ImageSet | FolderFiles:
+                 listing: tuple | None = None, device: torch.device | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet | FolderFiles:
     """Every image under root, decoded (or loaded from the cache) into an ImageSet, or with loader "stream"
     listed as FolderFiles to decode batch by batch; "auto" picks by the memory budget (data.budget) of
     `device`, where the decoded set would be kept.
     A held-out share is split off (seeded, per class) if the layout has none. `key` names what `prepare`
     does (e.g. "centre-256"), so caches of other sizes stay apart. `listing` stands for list_folders(root)
-    where the labels come from elsewhere (data.labels_csv)."""
+    where the labels come from elsewhere (data.labels_csv). Pictures over `max_pixels` are skipped.
+    A class with no readable training picture is a UserError: it could be neither learned nor scored."""
     train_paths, train_labels, held_paths, held_labels, classes, layout = listing or list_folders(root)
     paths, labels = train_paths + held_paths, train_labels + held_labels
     chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size, device=device)
     say(f"loader {reason}")
     if chosen == "stream":
-        # A cheap signature check leaves out empty and foreign files now, so both loaders train on the same
-        # files; a file that passes it and still fails to decode is skipped by the batch that meets it.
-        readable = [index for index, path in enumerate(paths) if cv2.haveImageReader(str(path))]
-        kept = set(readable)
-        skipped = [path for index, path in enumerate(paths) if index not in kept]
-        train_count = sum(index < len(train_paths) for index in readable)
-        paths, labels = [paths[index] for index in readable], [labels[index] for index in readable]
-        train_index, held_index, layout = _split(train_count, labels, held_paths, val_split, seed, layout, root)
-        return FolderFiles([paths[i] for i in train_index], torch.tensor([labels[i] for i in train_index], dtype=torch.long),
-                           [paths[i] for i in held_index], torch.tensor([labels[i] for i in held_index],
-                                                                        dtype=torch.long), classes, layout, skipped)
-    images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}",
-                                     grayscale=grayscale)
+        # The header check (a picture, within the pixel limit) leaves out foreign and oversized files now,
+        # so both loaders train on the same files; a file that passes it and still fails to decode is
+        # skipped by the batch that meets it.
+        kept = [index for index, path in enumerate(paths) if header_fits(path, max_pixels=max_pixels)]
+        kept_set = set(kept)
+        skipped = [path for index, path in enumerate(paths) if index not in kept_set]
+    else:
+        images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}-{max_pixels}",
+                                         grayscale=grayscale, max_pixels=max_pixels)
     kept_labels = [labels[i] for i in kept]
     train_count = sum(i < len(train_paths) for i in kept)  # kept is sorted: train files come first
+    _check_every_class(set(kept_labels[:train_count]), classes, train_paths, train_labels, layout)
     train_index, held_index, layout = _split(train_count, kept_labels, held_paths, val_split, seed, layout, root)
     kept_labels = torch.tensor(kept_labels, dtype=torch.long)
+    if chosen == "stream":
+        kept_paths = [paths[i] for i in kept]
+        return FolderFiles([kept_paths[i] for i in train_index], kept_labels[train_index],
+                           [kept_paths[i] for i in held_index], kept_labels[held_index], classes, layout, skipped,
+                           max_pixels=max_pixels)
     return ImageSet(images[train_index], kept_labels[train_index], images[held_index], kept_labels[held_index],
                     classes, layout, skipped=skipped)
 
@@ -103,6 +104,7 @@ class FolderFiles:
     classes: list[str]
     source: str
     skipped: list[Path] = field(default_factory=list)  # filled in as epochs meet unreadable files
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the limit the listing was checked with, for the decoding workers
 
     def to(self, device: torch.device) -> FolderFiles:
         return self  # decoded batches are moved to the device as they come
@@ -120,30 +122,38 @@ def _split(train_count: int, labels: list[int], held_paths: list, val_split: flo
     return torch.arange(train_count), torch.arange(0), f"{root} (nothing held out: --val-split 0)"
 
 
-def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool) -> tuple[torch.Tensor, list[int], list[Path]]:
-    """(uint8 images (N, C, H, W) of the readable files, their indices into paths, the unreadable files)."""
-    from torchtools.core.checkpoints import load_file, save_checkpoint
+def _check_every_class(present: set[int], classes: list[str], train_paths: list[Path], train_labels: list[int],
+                       source: str) -> None:
+    """Each class needs a readable training picture (`present`: the labels that have one): a class without
+    could be neither learned nor scored, and would leave a run that looks fine. Refused, naming its files."""
+    empty = [label for label in range(len(classes)) if label not in present]
+    if not empty:
+        return
+    files = [path for path, label in zip(train_paths, train_labels) if label == empty[0]]  # all unreadable
+    shown = ", ".join(map(path_text, files[:SHOWN])) + (" ..." if len(files) > SHOWN else "")
+    held = f" ({len(files)} unreadable: {shown})" if files else " (it holds no pictures)"
+    others = f"; nor do {len(empty) - 1} other class(es)" if len(empty) > 1 else ""
+    raise UserError(f"class {path_text(classes[empty[0]])} of {source} has no readable training picture{held}"
+                    f"{others}: add pictures torchtools can read, or remove the class")
 
+
+def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool, max_pixels: int
+             ) -> tuple[torch.Tensor, list[int], list[Path]]:
+    """(uint8 images (N, C, H, W) of the readable files, their indices into paths, the unreadable files)."""
+    image_cache.cache_cap()  # a bad $TORCHTOOLS_CACHE_MAX_BYTES is an error before the decoding, not after
     signature = _signature(paths, key)
-    cache = cache_folder() / f"images-{signature}.pt"
-    if cache.is_file():
-        try:
-            cached = load_file(cache)
-            return cached["images"], cached["kept"], [Path(path) for path in cached["skipped"]]
-        except (UserError, KeyError, TypeError):
-            pass  # a torn or foreign cache file is rebuilt below
-    decoded = decode_images(paths, prepare, grayscale=grayscale)
+    cached = image_cache.load(signature, paths, 1 if grayscale else 3)
+    if cached is not None:
+        return cached
+    decoded = decode_pictures(paths, prepare, grayscale=grayscale, max_pixels=max_pixels)
     kept = [index for index, image in enumerate(decoded) if image is not None]
     skipped = [paths[index] for index, image in enumerate(decoded) if image is None]
     if not kept:
-        raise UserError(f"none of the {len(paths)} images under {paths[0].parents[1]} can be read")
+        raise UserError(f"none of the {len(paths)} images under {path_text(paths[0].parents[1])} can be read")
     stacked = np.stack([decoded[index] for index in kept])
     images = torch.from_numpy(stacked).unsqueeze(1) if grayscale else torch.from_numpy(stacked).permute(0, 3, 1, 2)
     images = images.contiguous()
-    try:
-        save_checkpoint(cache, {"images": images, "kept": kept, "skipped": [str(path) for path in skipped]})
-    except OSError:
-        pass  # no writable cache folder: decode again next time
+    image_cache.store(signature, images, kept, skipped)
     return images, kept, skipped
 
 
@@ -151,6 +161,10 @@ def _signature(paths: list[Path], key: str) -> str:
     """Changes whenever a file is added, removed, renamed, rewritten, or prepared differently."""
     digest = hashlib.sha1(key.encode())
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            stat = path.stat()
+            size, modified = stat.st_size, stat.st_mtime_ns
+        except OSError:  # gone since it was listed: the reader skips it
+            size = modified = -1
+        digest.update(os.fsencode(path.resolve()) + f"\0{size}\0{modified}\n".encode())
     return digest.hexdigest()

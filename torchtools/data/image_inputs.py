@@ -8,7 +8,6 @@ whatever the count, and unreadable files are handed back by name instead of endi
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,70 +15,59 @@ from pathlib import Path
 from torch import Tensor
 
 from torchtools.core.errors import UserError
-from torchtools.data.images import IMAGE_SUFFIXES
+from torchtools.core.output import path_text
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, glob_pictures, identity, walk
 from torchtools.data.streaming import ImageFiles, Prepare, decoding_loader
 
 _GLOB_CHARACTERS = set("*?[")
 
 
 def expand_image_inputs(items: Sequence[str | Path]) -> list[Path]:
-    """Every image the items name, in order, each once.
+    """Every picture the items name, in order, each once (data.images' one walk).
 
-    A file is kept whatever its suffix (the user named it); a folder is walked recursively for files
-    with an image suffix, sorted, hidden files and folders left out; a glob (with * ? or [) is expanded
-    with ** spanning folders, keeping image files and walking the folders it matches. Items that name
-    no image at all are one UserError listing every one of them.
+    A file is kept whatever its suffix or kind (the user named it; the reader skips and names what is not
+    a regular picture file); a folder is walked for files with a picture suffix; a glob (with * ? or [) is
+    expanded with ** spanning folders, keeping picture files and walking the folders it matches. A folder
+    or picture reached twice (a symlink loop, a second link, two items) is listed once. Items that name no
+    picture at all are one UserError listing every one of them.
     """
-    found: dict[Path, None] = {}  # an ordered set
+    found: list[Path] = []
+    seen: set[Identity] = set()  # (st_dev, st_ino) of the pictures listed, across the items
     empty: list[str] = []
     for item in items:
         paths = _expand(str(item))
         if not paths:
-            empty.append(str(item))
-        found.update(dict.fromkeys(paths))
+            empty.append(path_text(item))
+        for path in paths:
+            key = identity(path)  # None: gone since it was listed; kept, so the reader names it
+            if key is None or key not in seen:
+                seen.add(key)
+                found.append(path)
     if empty:
         raise UserError(f"--predict: no images found at {', '.join(empty)} (give image files, folders holding images, "
                         f"or quoted globs such as 'photos/**/*.jpg')")
-    return list(found)
+    return found
 
 
 def _expand(item: str) -> list[Path]:
     path = Path(item)
-    if path.is_file():
-        return [path]
     if path.is_dir():
-        return _walk(path)
-    if not _GLOB_CHARACTERS & set(item):
-        return []
-    paths: list[Path] = []
-    for match in sorted(glob.glob(item, recursive=True)):
-        match_path = Path(match)
-        if match_path.is_dir():
-            paths.extend(_walk(match_path))
-        elif match_path.suffix.lower() in IMAGE_SUFFIXES and match_path.is_file():
-            paths.append(match_path)
-    return paths
-
-
-def _walk(folder: Path) -> list[Path]:
-    """Image files under `folder`, sorted by path, skipping hidden entries (.git, .thumbnails, ._x.jpg)."""
-    paths = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        paths.extend(Path(root) / name for name in files
-                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(paths)
+        return walk(path)
+    if os.path.exists(path):
+        return [path]
+    return glob_pictures(item) if _GLOB_CHARACTERS & set(item) else []
 
 
 def image_batches(paths: Sequence[Path], prepare: Prepare, *, grayscale: bool, batch_size: int,
-                  workers: int | None = None) -> Iterator[tuple[list[Path], Tensor, list[Path]]]:
+                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> Iterator[tuple[list[Path], Tensor, list[Path]]]:
     """(readable paths, their prepared images as uint8 (N, C, H, W), unreadable paths) per batch of `paths`.
 
     In order, batch_size files at a time, decoded in `workers` processes (default: one a core, at most
     8; 0 decodes here), a few batches ahead at most. A batch whose files are all unreadable comes back
     with no paths and an empty tensor: check `if readable:` before predicting.
     """
-    files = ImageFiles(paths, [0] * len(paths), prepare, grayscale=grayscale)
+    files = ImageFiles(paths, [0] * len(paths), prepare, grayscale=grayscale, max_pixels=max_pixels)
     batches = [list(range(start, min(start + batch_size, len(paths)))) for start in range(0, len(paths), batch_size)]
     for batch in decoding_loader(files, batches, workers=workers):
         yield batch.paths, batch.images, batch.failed

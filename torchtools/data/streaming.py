@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from torchtools.core import distributed
-from torchtools.data.images import decode_image
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Unreadable, read_picture
 from torchtools.data.loaders import TensorBatches
 
 Prepare = Callable[[np.ndarray], np.ndarray]
@@ -56,8 +56,10 @@ class DecodedBatch(NamedTuple):
 class ImageFiles(Dataset):
     """Item i: (path, prepared uint8 image or None where the file cannot be read, label)."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], prepare: Prepare, *, grayscale: bool):
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], prepare: Prepare, *, grayscale: bool,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.paths, self.labels, self.prepare, self.grayscale = list(paths), list(labels), prepare, grayscale
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,10 +67,10 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Path, np.ndarray | None, int]:
         path = self.paths[index]
         try:
-            image = decode_image(path, grayscale=self.grayscale)
-        except OSError:  # permissions, a file removed since listing: skipped like an undecodable one
+            image = self.prepare(read_picture(path, grayscale=self.grayscale, max_pixels=self.max_pixels))
+        except Unreadable:
             image = None
-        return path, None if image is None else self.prepare(image), self.labels[index]
+        return path, image, self.labels[index]
 
 
 def collate_decoded(items: list[tuple[Path, np.ndarray | None, int]]) -> DecodedBatch:
@@ -169,12 +171,12 @@ class StreamedImages(TensorBatches):
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], prepare: Prepare, *, grayscale: bool,
                  batch_size: int, shuffle: bool = False, seed: int = 0,
                  transform: Callable[[Tensor], Tensor] | None = None, device: torch.device, drop_last: bool = False,
-                 workers: int | None = None):
+                 workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         super().__init__(torch.arange(len(paths)), torch.tensor(list(labels), dtype=torch.long),
                          batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform, drop_last=drop_last)
-        self.files = ImageFiles(paths, labels, prepare, grayscale=grayscale)
+        self.files = ImageFiles(paths, labels, prepare, grayscale=grayscale, max_pixels=max_pixels)
         self.device, self.workers = torch.device(device), workers
         self._decoder = _Decoder(self.files, workers, pin_memory=self.device.type == "cuda")
         self.skipped: list[Path] = []

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchtools.data.images import read_image
+from torchtools.data.images import DEFAULT_MAX_PIXELS, read_image
 from torchtools.core.errors import UserError
 from torchtools.core.files import write_bytes
 
@@ -209,10 +209,10 @@ def pattern_image(size: int = 128) -> np.ndarray:
     return image
 
 
-def load_picture(path: Path | None, max_side: int) -> np.ndarray:
+def load_picture(path: Path | None, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The grey uint8 picture to convolve: the user's file (through the one image reader) or the test
     pattern; pictures larger than `max_side` on the long side are scaled down to it."""
-    picture = read_image(path, grayscale=True) if path is not None else pattern_image()
+    picture = read_image(path, grayscale=True, max_pixels=max_pixels) if path is not None else pattern_image()
     height, width = picture.shape
     if min(height, width) < 2:
         raise UserError(f"{path} is {width}x{height} pixels; the image demo needs at least 2x2 (it max-pools by 2)")
