@@ -122,15 +122,15 @@ def link_atomically(source: Path, path: Path) -> Path:
     return Path(path)
 
 
-def failed(path: Path, error: OSError, *, what: str | None = None) -> WriteFailed:
+def failed(path: Path, error: OSError) -> WriteFailed:
     """The one message of a failed write: which file, why, that the earlier one is intact, what to do."""
     if isinstance(error, WriteFailed):  # already said
         return error
     path = Path(path)
     reason = error.strerror or str(error) or type(error).__name__
-    earlier = f"the earlier {path} is intact" if path.exists() else "nothing was left there"
+    earlier = f"the earlier {path} is intact" if os.path.exists(path) else "nothing was left there"
     advice = "free some space or choose another place" if error.errno in FULL else "choose another place"
-    return WriteFailed(f"cannot write {what or path} ({reason}); {earlier}; {advice}")
+    return WriteFailed(f"cannot write {path} ({reason}); {earlier}; {advice}")
 
 
 def write_stream(stream: IO[str] | None, text: str, what: str) -> None:
