@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import assert_refused_before_training, assert_user_error, run_torchtools
 from datafiles import write_table
@@ -267,6 +268,18 @@ def test_a_json_summary_that_cannot_be_written_is_one_line(tmp_path, table, stdo
     assert completed.returncode == 2, completed.stderr
     assert "Traceback" not in completed.stderr and "Exception ignored" not in completed.stderr
     assert lines[-1].startswith("error: cannot write the --json summary"), completed.stderr
+
+
+def test_a_json_reader_that_went_away_is_a_stop_and_the_checkpoint_stays(tmp_path, table):
+    """`torchtools ... --json | head -0`: as SIGPIPE would end it (141), through the stop path, after the save."""
+    command = [sys.executable, "-m", "torchtools", "diabetes", "--data", str(table), *FAST, "--json",
+               "--save", str(tmp_path / "m.pt")]
+    completed = subprocess.run(["bash", "-c", '"$@" | true; exit ${PIPESTATUS[0]}', "-", *command], cwd=tmp_path,
+                               stderr=subprocess.PIPE, text=True)
+    assert completed.returncode == 141, completed.stderr
+    assert "Traceback" not in completed.stderr and "error:" not in completed.stderr
+    assert "m.pt holds epoch" in completed.stderr.strip().splitlines()[-1]
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["metrics"]
 
 
 def test_tensorboard_that_cannot_write_is_a_warning_and_the_run_goes_on(cli, tmp_path, table, monkeypatch):

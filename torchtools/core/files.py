@@ -134,13 +134,16 @@ def failed(path: Path, error: OSError) -> WriteFailed:
 
 
 def write_stream(stream: IO[str] | None, text: str, what: str) -> None:
-    """Text on a stream the run does not own (stdout): a closed or full one is one error line, and the
-    stream is pointed at /dev/null so that Python's flush at exit has nothing left to fail on."""
+    """Text on a stream the run does not own (stdout): a full or closed one is one error line (a pipe whose
+    reader is gone goes to the stop path, as SIGPIPE would), and the stream is pointed at /dev/null so that
+    Python's flush at exit has nothing left to fail on."""
     try:
         if stream is None:  # started with stdout closed (>&-)
             raise OSError(errno.EBADF, "it is closed")
         stream.write(text)
         stream.flush()
+    except BrokenPipeError:  # its reader is gone: the stop path's (exit 141, core/stopping.py), not an error
+        raise
     except (OSError, ValueError) as error:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
