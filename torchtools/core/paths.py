@@ -119,7 +119,7 @@ def _check_names(output: Output, hint: str) -> None:
         extra = TEMP_EXTRA if index == len(created) - 1 and not output.folder else 0
         size = len(os.fsencode(part))
         if size + extra > limit:
-            added = f" (with the {extra} bytes of the temporary name written beside it)" if extra else ""
+            added = f" ({size + extra} with the temporary name written beside it)" if extra else ""
             shown = part if len(part) <= 40 else part[:20] + "..." + part[-12:]
             raise UserError(f"{output.option}: the name {shown} is {size} bytes{added}, over this file system's "
                             f"limit of {limit} bytes a name; choose a shorter name")
