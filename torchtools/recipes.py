@@ -58,7 +58,9 @@ FAST = {
         # 98.97-99.08% after its 2nd epoch and needs the 3rd for 99.0% on every seed (99.16-99.26%).
         epochs=2,
         # --amp (on by default): bf16 autocast (lr 0.2) 2.9 vs 4.2 s an epoch (1.45x), 99.05-99.09% vs fp32's
-        # 99.06-99.12% after 2 epochs.
+        # 99.06-99.12% after 2 epochs (AMX Xeon). On an AMD EPYC with AVX512-BF16 and no AMX, 2 threads: 9.2 s for
+        # the 2 epochs (99.22%), the step 1.28x with bf16; the same EPYC capped at AVX2 (autocast off there):
+        # 12.0 s (99.10%). README, "Recipes".
         # --compile (off by default): inductor, compile time included, 11.0 s to 98.86% vs 5.5 s eager (seed 0);
         # even with a warm inductor cache the compiled epoch was 4.7 s vs 2.5 s eager. Costs more than it saves.
     ),
