@@ -17,7 +17,7 @@ stops the neighbour. Variants:
 
 The table gives, per command and variant, the seconds alone, beside the neighbour, and the ratio
 (about 2x means the two jobs share the cores fairly; 30x means spinning threads starve each other).
-Results: not measured yet (the lead runs this on the quiet machine; the choice goes in the README).
+Results (2-core AMD EPYC): README, "Devices and threads", and core/threads.py, which takes the choice.
 """
 
 from __future__ import annotations
