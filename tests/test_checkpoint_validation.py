@@ -50,6 +50,10 @@ def _set_config(key, value):
     (lambda checkpoint: checkpoint.__setitem__("history", "x"), ("history is not a list",)),
     (lambda checkpoint: checkpoint.__setitem__("metrics", [1]), ("metrics is not metrics by name",)),
     (lambda checkpoint: checkpoint.__setitem__("optimizer", {"state": "x"}), ("optimizer is not an optimizer",)),
+    (lambda checkpoint: checkpoint.__setitem__("mean", checkpoint["mean"].double()), ("its mean is not",)),
+    (lambda checkpoint: checkpoint.__setitem__("std", torch.zeros(8)), ("its std is not", "above zero")),
+    (lambda checkpoint: checkpoint.__setitem__("std", torch.full((8,), float("inf"))), ("its std is not", "finite")),
+    (lambda checkpoint: checkpoint.__setitem__("partial_epoch", 7), ("partial_epoch 7 is not the epoch after",)),
 ])
 @pytest.mark.parametrize("option", ["--checkpoint", "--resume"])
 def test_an_edited_checkpoint_is_one_error_naming_the_key(cli, tmp_path, diabetes_checkpoint, edit, fragments, option):
@@ -71,6 +75,10 @@ def test_a_names_checkpoint_with_an_unknown_cell_or_another_vocabulary(cli, tmp_
     vocabulary = _edited(saved, tmp_path / "vocabulary.pt",
                          lambda checkpoint: checkpoint.__setitem__("vocabulary", checkpoint["vocabulary"][:-3]))
     assert_user_error(cli("names-rnn", "--checkpoint", vocabulary, "--predict", "Smith"), "does not fit the model")
+    labels = _edited(saved, tmp_path / "labels.pt",
+                     lambda checkpoint: checkpoint.__setitem__("labels", [checkpoint["labels"][0]] * 2))
+    assert_user_error(cli("names-rnn", "--checkpoint", labels, "--predict", "Smith"),
+                      "labels is not a list of distinct")
 
 
 def test_a_mnist_checkpoint_naming_an_unknown_model(cli, tmp_path):

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from conftest import assert_user_error, run_torchtools
-from datafiles import write_image_folders
+from datafiles import write_image_folders, write_table
 
 QUICK = ("--epochs", "1", "--device", "cpu", "--no-tensorboard")
 
@@ -54,3 +54,28 @@ def test_markup_in_a_checkpoint_path_is_not_read_as_markup(cli, tmp_path):
     shutil.copyfile(source, folder / "m.pt")
     run = cli("transfer", "--checkpoint", folder / "m.pt")
     assert_user_error(run, str(folder / "m.pt"))
+
+
+def test_a_torchtools_data_that_is_not_a_folder_is_said_not_passed_over(cli, tmp_path, monkeypatch):
+    table = write_table(tmp_path / "table.csv", rows=40)
+    monkeypatch.setenv("TORCHTOOLS_DATA", str(table))
+    assert_user_error(cli("diabetes", *QUICK), "$TORCHTOOLS_DATA is", "table.csv", "not a folder")
+    for root in (tmp_path, tmp_path / "not-yet"):  # no table there (yet): the built-in one, and it says so
+        monkeypatch.setenv("TORCHTOOLS_DATA", str(root))
+        run = cli("diabetes", *QUICK)
+        assert run.exit_code == 0 and f"none under $TORCHTOOLS_DATA ({root})" in run.stderr, run.stderr
+
+
+def test_an_input_that_is_a_fifo_or_a_device_is_named_as_such(cli, tmp_path):
+    os.mkfifo(tmp_path / "fifo.csv")
+    assert_user_error(cli("fit-linear", "--csv", tmp_path / "fifo.csv", *QUICK[:2]), "fifo.csv is a FIFO")
+    assert_user_error(cli("inspect-weights", "/dev/zero"), "/dev/zero is a device")
+
+
+def test_a_bad_predict_table_is_found_before_training(cli, tmp_path):
+    table = write_table(tmp_path / "table.csv", rows=40)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3,4,5,6,7,8\n1,abc,3,4,5,6,7,8\n")
+    run = cli("diabetes", "--data", table, "--predict", bad, "--save", tmp_path / "m.pt", *QUICK)
+    assert_user_error(run, "bad.csv", "line 2", "column 2")
+    assert "epoch 1/1" not in run.stderr and not (tmp_path / "m.pt").exists()

@@ -61,6 +61,10 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
         say(table.note or f"data: {table.path}")
         train_loader, val_loader, mean, std = _loaders(table.path, config, config.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")
+    else:
+        mean, std = run.loaded["mean"], run.loaded["std"]
+    to_label = _predict_rows(rows[0], len(mean)) if rows else None  # a bad --predict file is found before training
+    if run.trains:
         model = mlp(len(mean), config.hidden, config.activation).to(run.device)
         extra["model_summary"] = summarise(model, train_loader.dataset.tensors[0][:2].to(run.device), "MLP")
         result = fit(model, Objective.binary(), make_optimizer(config, model.parameters()), train_loader, val_loader,
@@ -76,9 +80,8 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
         model = run.load_model(mlp(run.loaded["features"], config.hidden, config.activation))
-        mean, std = run.loaded["mean"], run.loaded["std"]
 
-    predictions = _predict(model.cpu(), rows[0], mean, std) if rows else None
+    predictions = _predict(model.cpu(), to_label, mean, std) if rows else None
     run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,
                predictions=predictions, data=str(table.path) if run.trains else None,
                builtin_data=table.builtin if run.trains else False, **extra)
@@ -139,20 +142,26 @@ def _print_report(report: dict) -> None:
     print_table("confusion matrix", ["true \\ predicted", "0", "1"], [("0", tn, fp), ("1", fn, tp)])
 
 
-def _predict(model, path: Path, mean, std) -> list[float]:
-    """P(y=1) for each row of a CSV; a trailing label column is ignored."""
+def _predict_rows(path: Path, features: int):
+    """The --predict CSV's feature rows as a tensor; a trailing label column is ignored."""
     import torch
 
     from torchtools.core.errors import UserError
-    from torchtools.core.output import say
     from torchtools.data.tables import read_numeric_csv
 
     table = read_numeric_csv(path)
-    features = len(mean)
     if table.values.shape[1] not in (features, features + 1):
         raise UserError(f"{path} has {table.values.shape[1]} columns; the model takes {features} features "
                         f"(plus an optional label column)")
-    rows = torch.from_numpy(table.values[:, :features])
+    return torch.from_numpy(table.values[:, :features])
+
+
+def _predict(model, rows, mean, std) -> list[float]:
+    """P(y=1) for each row."""
+    import torch
+
+    from torchtools.core.output import say
+
     model.eval()
     with torch.no_grad():
         probabilities = torch.sigmoid(model((rows - mean) / std).squeeze(-1)).tolist()

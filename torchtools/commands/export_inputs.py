@@ -158,7 +158,7 @@ class Names(Kind):
         from torchtools.data import roots
         from torchtools.data.names import read_names
 
-        found = roots.names_files(Path(_one(items)) if items else None)
+        found = roots.names_files(Path(_one(items)) if items else None, "--inputs")
         path = found.test or found.path if not items else found.path
         names = read_names(path).names
         chosen = [names[index] for index in spread(len(names), count)]
@@ -192,7 +192,7 @@ class Table(Kind):
         from torchtools.data import roots
         from torchtools.data.tables import read_numeric_csv
 
-        found = roots.diabetes_table(Path(_one(items)) if items else None)
+        found = roots.diabetes_table(Path(_one(items)) if items else None, "--inputs")
         values = read_numeric_csv(found.path).values
         if values.shape[1] not in (len(self.mean), len(self.mean) + 1):
             raise UserError(f"{found.path} has {values.shape[1]} columns; the model takes {len(self.mean)} features "

@@ -15,7 +15,7 @@ from torchtools.core import distributed
 from torchtools.core.files import link_atomically, write_atomically
 from torchtools.core.output import warn
 from torchtools.core.paths import best_path  # noqa: F401 (where the engine and the commands find it)
-from torchtools.core.errors import UserError, first_line
+from torchtools.core.errors import UserError, first_line, not_a_file
 
 FORMAT = "torchtools-checkpoint-1"
 
@@ -50,7 +50,7 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
     from such shapes."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"file not found: {path}")
+        raise not_a_file(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:

@@ -16,3 +16,18 @@ def first_line(error: BaseException) -> str:
         return type(error).__name__
     # "Error(s) in loading state_dict for ResNet:" says what failed; the line after it says why
     return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def not_a_file(path, option: str | None = None) -> UserError:
+    """The error for an input that is not a readable regular file: missing, or a folder, FIFO or device."""
+    import os
+    import stat
+
+    named = f"{option} {path}" if option else str(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return UserError(f"{named}: file not found")
+    kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
+    return UserError(f"{named} is {kind}, not a regular file; give a file")

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, not_a_file
 from torchtools.core.files import TEMP_EXTRA
 
 NAME_MAX = 255  # where the file system does not say (os.pathconf)
@@ -145,10 +145,8 @@ def check_readable_files(paths: list[Path], option: str) -> None:
     """Files the run will read (e.g. --predict inputs): each exists and can be opened."""
     for path in paths:
         path = Path(path)
-        if path.is_dir():
-            raise UserError(f"{option} {path} is a folder; give a file")
         if not path.is_file():
-            raise UserError(f"{option} {path}: file not found")
+            raise not_a_file(path, option)
         try:
             with open(path, "rb"):
                 pass

@@ -114,7 +114,6 @@ class Run(Generic[C]):
         """
         config = self.config
         saved = type(config).from_saved(self.loaded.get("config"), source=source)
-        _check_epoch(self.loaded, source)
         taken = {}
         for name in config.saved_names():
             value, old = getattr(config, name), getattr(saved, name)
@@ -242,22 +241,31 @@ def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
     epoch = loaded.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise _foreign(source, f"its epoch is {epoch!r}, not a count of epochs")
+    partial = loaded.get("partial_epoch")  # a stop's file: epoch N complete, N + 1 partial (core/stopping.py)
+    if partial is not None and (type(partial) is not int or partial != epoch + 1):
+        raise _foreign(source, f"its partial_epoch {partial!r} is not the epoch after its epoch {epoch}")
 
 
 def _names(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, list) and all(isinstance(item, str) for item in value) and len(set(value)) == len(value)
+
+
+def _statistics(value: Any, *, positive: bool) -> bool:
+    """A standardisation's mean or std, as it was saved: finite fp32 numbers (std above zero)."""
+    return isinstance(value, torch.Tensor) and value.dtype == torch.float32 and value.ndim == 1 and \
+        bool(torch.isfinite(value).all()) and (not positive or bool((value > 0).all()))
 
 
 # The commands' own state beside the weights, by key: what each must be for the model to be rebuilt.
 STATE = {
     "model": (lambda value: isinstance(value, dict) and all(isinstance(item, torch.Tensor) for item in value.values()),
               "tensors by name"),
-    "classes": (_names, "a list of class names"),
-    "labels": (_names, "a list of labels"),
+    "classes": (_names, "a list of distinct class names"),
+    "labels": (_names, "a list of distinct labels"),
     "vocabulary": (lambda value: isinstance(value, str), "the characters of the names"),
     "features": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0, "a count"),
-    "mean": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
-    "std": (lambda value: isinstance(value, torch.Tensor), "a tensor"),
+    "mean": (lambda value: _statistics(value, positive=False), "a row of finite fp32 means"),
+    "std": (lambda value: _statistics(value, positive=True), "a row of finite fp32 deviations above zero"),
     "image_format": (lambda value: isinstance(value, dict), "a picture format"),
     "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
     "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
@@ -274,6 +282,7 @@ def check_state(loaded: dict[str, Any], source: Path) -> None:
     """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
     if "model" not in loaded:
         raise _foreign(source, "it holds no model weights")
+    _check_epoch(loaded, source)
     for key, (valid, meaning) in STATE.items():
         if key in loaded and not valid(loaded[key]):
             raise _foreign(source, f"its {key} is not {meaning}")

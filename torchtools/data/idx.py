@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, not_a_file
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
@@ -64,7 +64,7 @@ def _file_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
+        raise not_a_file(path) from None
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     if not data:

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, not_a_file
 from torchtools.core.output import warn
 from torchtools.data.images import IMAGE_SUFFIXES
 from torchtools.data.tables import open_text
@@ -85,7 +85,7 @@ def from_settings(settings, folder: Path | None) -> tuple[Path, Listing | None]:
         return folder, None
     for option, path in (("--labels", settings.labels), ("--val-labels", settings.val_labels)):
         if path is not None and not Path(path).is_file():
-            raise UserError(f"{option} {path}: file not found")
+            raise not_a_file(path, option)
     folder = Path(folder) if folder is not None else Path(settings.labels).parent
     columns = Columns(settings.image_column, settings.label_column, settings.held_out_column)
     return folder, list_labelled(folder, settings.labels, columns=columns, val_labels=settings.val_labels)

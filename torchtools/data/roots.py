@@ -55,13 +55,18 @@ class Found:
         """The line to tell the user when the built-in copy is used."""
         if not self.builtin:
             return None
-        return (f"using the built-in course table ({self.path.name}, shipped with torchtools); pass --data or set "
-                f"TORCHTOOLS_DATA to use your own")
+        where = (f"none under $TORCHTOOLS_DATA ({os.environ['TORCHTOOLS_DATA']})" if os.environ.get("TORCHTOOLS_DATA")
+                 else "pass --data or set $TORCHTOOLS_DATA to use your own")
+        return f"using the built-in course table ({self.path.name}, shipped with torchtools): {where}"
 
 
 def default_root() -> Path:
-    """$TORCHTOOLS_DATA, else data/ in the current folder."""
-    return Path(os.environ.get("TORCHTOOLS_DATA") or "data")
+    """$TORCHTOOLS_DATA, else data/ in the current folder. It may not exist yet (a download creates it); a
+    variable naming a file is the user's mistake, said, not passed over for another data set."""
+    named = os.environ.get("TORCHTOOLS_DATA")
+    if named and os.path.exists(named) and not Path(named).is_dir():
+        raise UserError(f"$TORCHTOOLS_DATA is {named}, which is not a folder: point it at the data root, or unset it")
+    return Path(named or "data")
 
 
 def builtin_file(name: str) -> Path:
@@ -100,12 +105,12 @@ def cifar_batches_folder(data: Path | None, kind: str) -> Path:
     return root if (root / layout.meta).is_file() or root.name == layout.folder else root / layout.folder
 
 
-def diabetes_table(data: Path | None) -> Found:
+def diabetes_table(data: Path | None, option: str = "--data") -> Found:
     """The diabetes CSV: the file itself, ROOT/diabetes/diabetes.csv.gz or a folder holding diabetes.csv.gz;
     with no --data and none under the root, the built-in copy."""
     if data is not None and Path(data).is_file():
         return Found(Path(data))
-    root = _existing(data) if data is not None else default_root()
+    root = _existing(data, option) if data is not None else default_root()
     folders = [root, root / "diabetes"]
     for folder in folders:
         for name in DIABETES_FILES:
@@ -116,12 +121,12 @@ def diabetes_table(data: Path | None) -> Found:
     raise _not_found(folders, DIABETES_FILES[0])
 
 
-def names_files(data: Path | None) -> Found:
+def names_files(data: Path | None, option: str = "--data") -> Found:
     """The names data: a CSV file, a folder of <Label>.txt files, or a folder holding names_train.csv.gz (and
     names_test.csv.gz) directly or under names/; with no --data and none under the root, the built-in copies."""
     if data is not None and Path(data).is_file():
         return Found(Path(data))
-    root = _existing(data) if data is not None else default_root()
+    root = _existing(data, option) if data is not None else default_root()
     folders = [root, root / "names"]
     for folder in folders:
         if (folder / NAMES_TRAIN).is_file():
@@ -147,10 +152,10 @@ def transfer_folder(data: Path | None) -> Path:
     return folder
 
 
-def _existing(path: Path) -> Path:
+def _existing(path: Path, option: str = "--data") -> Path:
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--data {path}: no such file or folder")
+        raise UserError(f"{option} {path}: no such file or folder")
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtools.core.errors import UserError
+from torchtools.core.errors import UserError, not_a_file
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger cells would become inf in the float32 table
 
@@ -35,7 +35,7 @@ def open_text(path: Path):
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"file not found: {path}")
+        raise not_a_file(path)
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     opener = gzip.open if gzipped else open

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import FORMAT, load_file
-from torchtools.core.errors import UserError, first_line
+from torchtools.core.errors import UserError, first_line, not_a_file
 from torchtools.core.output import warn
 
 DEFAULT_ARCH = "resnet34"
@@ -131,7 +131,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load_file as load_safetensors
 
     if not path.is_file():
-        raise UserError(f"file not found: {path}")
+        raise not_a_file(path)
     try:
         return load_safetensors(str(path))
     except Exception as error:  # SafetensorError for a bad header, offsets or dtype; others for odd files
