@@ -98,7 +98,7 @@ class FrozenBackbone(nn.Module):
 
     def __init__(self, model: nn.Module, head: str):
         super().__init__()
-        self.model, self.head_name = model, head
+        self.model = model
         self.head = OnFeatures(model, head)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
