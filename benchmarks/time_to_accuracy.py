@@ -144,7 +144,7 @@ class FastRun:
     """A recipe trained epoch by epoch with the engine, as the commands do."""
 
     def __init__(self, task: str, recipe: SimpleNamespace, seed: int, data, *, compiled: bool = False):
-        from torchtools.commands import image_classifier as classifier
+        from torchtools.flows import image_classifier as classifier
 
         device = torch.device("cpu")
         seed_everything(seed)

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from torchtools.commands import image_classifier as classifier
+from torchtools.flows import image_classifier as classifier
 from torchtools.core import output
 from torchtools.core.engine import Objective, evaluate, make_optimizer, train_one_epoch
 from torchtools.core.run import seed_everything

@@ -51,7 +51,7 @@ def cifar(run: Run[CifarConfig]) -> None:
     whole batches.
     """
     from torchtools import recipes
-    from torchtools.commands import image_classifier as classifier
+    from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders

@@ -113,7 +113,7 @@ def export(run: Run[ExportConfig]) -> None:
     """
     import torch
 
-    from torchtools.commands.export_inputs import KINDS
+    from torchtools.flows.export_inputs import KINDS
     from torchtools.core import exports
     from torchtools.core.errors import UserError
     from torchtools.core.output import say, wrote

@@ -41,7 +41,7 @@ def mnist(run: Run[MnistConfig]) -> None:
     (each option's help names both recipes' values). The data stays in memory as one tensor on the device.
     """
     from torchtools import recipes
-    from torchtools.commands import image_classifier as classifier
+    from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import roots
     from torchtools.data.transforms import ImageFormat

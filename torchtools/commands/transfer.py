@@ -87,7 +87,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     counted) and augmented on the device in whole batches. With --checkpoint, label the --predict
     images, or evaluate on the val images of --data.
     """
-    from torchtools.commands import image_classifier as classifier
+    from torchtools.flows import image_classifier as classifier
     from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots
