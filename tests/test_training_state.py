@@ -12,7 +12,8 @@ from torch import nn
 
 from datafiles import write_cifar10_batches, write_mnist
 from torchtools.core import checkpoints, devices
-from torchtools.core.engine import Objective, evaluate, make_scaler, scaler_state, train_one_epoch
+from torchtools.core.checkpoints import make_scaler, scaler_state
+from torchtools.core.engine import Objective, evaluate, train_one_epoch
 from torchtools.data.loaders import TensorBatches
 
 MNIST = ("--model", "cnn", "--batch-size", "32", "--no-tensorboard", "--no-download", "--json", "--device", "cpu")

@@ -57,7 +57,6 @@ def cifar(run: Run[CifarConfig]) -> None:
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import ImageFormat, channel_stats
     from torchtools.data.vision import load_cifar
-    from torchtools.models.cifar import build
 
     config = run.config
     root, listing = labels_csv.from_settings(config, config.data)
@@ -81,6 +80,12 @@ def cifar(run: Run[CifarConfig]) -> None:
             fmt = ImageFormat(IMAGE_SIZE, mean=mean, std=std, augment=config.augment)
     fmt = classifier.saved_format(run, fmt)
     classes = images.classes if images is not None else classifier.saved_classes(run)
-    network = build(config.model, len(classes))
-    classifier.train_evaluate_predict(run, network, images, fmt, pictures, model=config.model,
-                                      dataset=IMAGE_FOLDERS if folders else config.dataset)
+    classifier.train_evaluate_predict(run, build_model(config, {"classes": classes}), images, fmt, pictures,
+                                      model=config.model, dataset=IMAGE_FOLDERS if folders else config.dataset)
+
+
+def build_model(config: CifarConfig, state: dict):
+    """The network a cifar config describes, for `state`'s classes."""
+    from torchtools.models.cifar import build
+
+    return build(config.model, len(state["classes"]))

@@ -164,7 +164,7 @@ def _show_pool(result: dict) -> dict:
 def _image_demo(path: Path | None, max_side: int, channels: int, seed: int, out: Path, runs_dir: Path,
                 no_tensorboard: bool, max_pixels: int) -> dict:
     from torchtools.lessons import convolution
-    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.tensorboard import open_tensorboard
     from torchtools.core.output import print_table, say
 
     picture = convolution.load_picture(path, max_side, max_pixels=max_pixels)

@@ -9,7 +9,7 @@ from typing import ClassVar, TYPE_CHECKING
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting, comma_separated_ints
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
-                                     TrainingSettings)
+                                     TrainingSettings, a_count)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -20,6 +20,10 @@ class DiabetesConfig(TrainingSettings):
     """The feature count comes from the table: it is saved beside the config, with the standardisation."""
 
     prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "roc.png")
+    STATE = {"features": (a_count, "a count"),
+             "mean": (lambda value: _statistics(value, positive=False), "a row of finite fp32 means"),
+             "std": (lambda value: _statistics(value, positive=True), "a row of finite fp32 deviations above zero")}
 
     data: Path | None = DATA()
     hidden: list[int] = Setting("--hidden", min=1, max=SIZE_MAX // 4, metavar="WIDTHS", parse=comma_separated_ints,
@@ -37,6 +41,21 @@ class DiabetesConfig(TrainingSettings):
     momentum: float = MOMENTUM(0.0)
 
 
+def build_model(config: DiabetesConfig, state: dict):
+    """The network a diabetes config describes, for `state`'s number of feature columns."""
+    from torchtools.models.tabular import mlp
+
+    return mlp(state["features"], config.hidden, config.activation)
+
+
+def _statistics(value, *, positive: bool) -> bool:
+    """A standardisation's mean or std, as it was saved: finite fp32 numbers (std above zero)."""
+    import torch
+
+    return isinstance(value, torch.Tensor) and value.dtype == torch.float32 and value.ndim == 1 and \
+        bool(torch.isfinite(value).all()) and (not positive or bool((value > 0).all()))
+
+
 @command("diabetes", DiabetesConfig)
 def diabetes(run: Run[DiabetesConfig]) -> None:
     """Predict diabetes from 8 measurements: the course's 8-6-4-1 network, with a proper hold-out report.
@@ -51,7 +70,6 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     from torchtools.core.output import say
     from torchtools.core.summary import summarise
     from torchtools.data import roots
-    from torchtools.models.tabular import mlp
 
     config = run.config
     rows = run.inputs([config.predict] if config.predict is not None else None, "--predict")
@@ -65,7 +83,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
         mean, std = run.loaded["mean"], run.loaded["std"]
     to_label = _predict_rows(rows[0], len(mean)) if rows else None  # a bad --predict file is found before training
     if run.trains:
-        model = mlp(len(mean), config.hidden, config.activation).to(run.device)
+        model = build_model(config, {"features": len(mean)}).to(run.device)
         extra["model_summary"] = summarise(model, train_loader.dataset.tensors[0][:2].to(run.device), "MLP")
         result = fit(model, Objective.binary(), make_optimizer(config, model.parameters()), train_loader, val_loader,
                      run, eval_name="val", state={"features": len(mean), "mean": mean, "std": std})
@@ -79,7 +97,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
         else:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
-        model = run.load_model(mlp(run.loaded["features"], config.hidden, config.activation))
+        model = run.load_model(build_model(config, run.loaded))
 
     predictions = _predict(model.cpu(), to_label, mean, std) if rows else None
     run.finish(result, metrics=metrics, confusion_matrix=report["confusion_matrix"] if report else None,

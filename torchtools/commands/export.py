@@ -1,6 +1,6 @@
 """export: a trained model as ONNX, TorchScript, an ExportedProgram or safetensors, checked against torchtools.
 
-The model is rebuilt from the checkpoint (one entry per command below) and wrapped in the graph of
+The model is rebuilt from the checkpoint by its command's own `build_model` (EXPORTED below) and wrapped in the graph of
 torchtools.models.deployable: image models take the stored uint8 pictures and normalise inside, names
 models the encoded names, the diabetes model the raw feature rows. The export is loaded back with its
 own runtime and run on real inputs (or generated ones); beyond --tolerance it is removed and the
@@ -13,10 +13,11 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from torchtools.commands import cifar, diabetes, mnist, names_rnn, transfer
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting
 from torchtools.core.options import TRUST_PICKLE, OutputSettings
@@ -66,41 +67,12 @@ class ExportConfig(OutputSettings):
         return outputs
 
 
-def _mnist(saved: dict):
-    from torchtools.models.mnist import build
-
-    return build(saved["config"]["model"])
-
-
-def _cifar(saved: dict):
-    from torchtools.models.cifar import build
-
-    return build(saved["config"]["model"], len(saved["classes"]))
-
-
-def _transfer(saved: dict):
-    from torchtools.models.pretrained import build
-
-    return build(saved["config"]["arch"], len(saved["classes"]))
-
-
-def _names(saved: dict):
-    from torchtools.data.names import Vocabulary
-    from torchtools.models.names import NameClassifier
-
-    config = saved["config"]
-    return NameClassifier(len(Vocabulary(saved["vocabulary"])), len(saved["labels"]), hidden=config["hidden"],
-                          layers=config["layers"], bidirectional=config["bidirectional"], cell=config["cell"])
-
-
-def _diabetes(saved: dict):
-    from torchtools.models.tabular import mlp
-
-    return mlp(saved["features"], saved["config"]["hidden"], saved["config"]["activation"])
-
-
-# One rebuild per command: the network its checkpoint's config describes, built as the command builds it.
-REBUILD = {"mnist": _mnist, "cifar": _cifar, "transfer": _transfer, "names-rnn": _names, "diabetes": _diabetes}
+# The commands whose checkpoints export: each one's config (the file's config and state are checked as the
+# command checks them) and its build_model, the one the command builds its own network with.
+EXPORTED = {"mnist": (mnist.MnistConfig, mnist.build_model), "cifar": (cifar.CifarConfig, cifar.build_model),
+            "transfer": (transfer.TransferConfig, transfer.build_model),
+            "names-rnn": (names_rnn.NamesConfig, names_rnn.build_model),
+            "diabetes": (diabetes.DiabetesConfig, diabetes.build_model)}
 
 
 @command("export", ExportConfig)
@@ -121,8 +93,8 @@ def export(run: Run[ExportConfig]) -> None:
     config = run.config
     fmt = _format(config)
     exports.check_available(fmt)
-    saved = _checkpoint(config)
-    kind, network = KINDS[saved["command"]](saved), _rebuilt(saved, config.checkpoint)
+    saved, model_config = _checkpoint(config)
+    kind, network = KINDS[saved["command"]](saved), _rebuilt(saved, model_config, config.checkpoint)
     batch, source = kind.inputs(config.inputs, config.samples, seed=GENERATED_SEED)
     say(f"{config.checkpoint}: torchtools {saved['command']}, {kind.describe()}; checking on {len(batch)} {source}")
     with torch.no_grad():
@@ -138,7 +110,7 @@ def export(run: Run[ExportConfig]) -> None:
     except Exception as error:  # an exporter's own failure: no user mistake, but no traceback either
         _fail(f"{fmt} could not export this model: {_first_line(error)}")
     seconds = time.perf_counter() - started
-    outputs, read_back = _read_back(fmt, written, kind, saved, batch)
+    outputs, read_back = _read_back(fmt, written, kind, saved, model_config, batch)
     check = {"format": fmt, "path": str(config.output), "bytes": written.bytes, "seconds": round(seconds, 4),
              **_compare(outputs, expected, kind.top1, config.tolerance), "samples": len(batch), "inputs": source,
              "metadata": str(exports.metadata_path(config.output)) if fmt == "safetensors" else None}
@@ -158,22 +130,23 @@ def export(run: Run[ExportConfig]) -> None:
     finish()
 
 
-def _checkpoint(config: ExportConfig) -> dict:
-    """The checkpoint, checked as every command checks one it loads, and of a command that exports."""
-    from torchtools.core.checkpoints import load_checkpoint
+def _checkpoint(config: ExportConfig) -> tuple[dict, Any]:
+    """The checkpoint, checked as every command checks one it loads, and of a command that exports; and its
+    config."""
+    from torchtools.core.checkpoints import check_state, load_checkpoint
     from torchtools.core.errors import UserError
     from torchtools.core.output import warn
-    from torchtools.core.run import check_state
 
     saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
-    if saved.get("command") not in REBUILD:
+    if saved.get("command") not in EXPORTED:
         raise UserError(f"{config.checkpoint} was saved by `torchtools {saved.get('command')}`; export takes "
-                        f"checkpoints of {', '.join(REBUILD)}")
-    check_state(saved, config.checkpoint)
+                        f"checkpoints of {', '.join(EXPORTED)}")
+    config_type = EXPORTED[saved["command"]][0]
+    check_state(saved, config.checkpoint, config_type.STATE)
     if saved.get("partial_epoch"):
         warn(f"{config.checkpoint} holds weights from inside epoch {saved['partial_epoch']} (interrupted); the "
              "export is of those weights")
-    return saved
+    return saved, config_type.from_saved(saved.get("config"), source=config.checkpoint)
 
 
 def _metadata(saved: dict, kind) -> dict:
@@ -186,13 +159,14 @@ def _metadata(saved: dict, kind) -> dict:
                                   "config": saved.get("config"), **kind.metadata()}))
 
 
-def _read_back(fmt: str, written, kind, saved: dict, batch):
+def _read_back(fmt: str, written, kind, saved: dict, model_config, batch):
     """(the export's logits on `batch`, its metadata), through the format's own runtime; an export that does
     not load or run is removed, and exit 1."""
     from torchtools.core import exports
 
     try:
-        model, metadata = exports.load(fmt, written, fresh=lambda state: kind.graph(_loaded(saved, state)))
+        model, metadata = exports.load(fmt, written,
+                                       fresh=lambda state: kind.graph(_loaded(saved, model_config, state)))
         return model(batch).float(), metadata
     except BaseException as error:
         written.discard()
@@ -238,19 +212,19 @@ def _fail(message: str, finish=None) -> None:
     raise typer.Exit(1)
 
 
-def _rebuilt(saved: dict, checkpoint: Path):
+def _rebuilt(saved: dict, model_config, checkpoint: Path):
     """The checkpoint's network with its weights, in eval mode, on the CPU."""
     from torchtools.core.errors import UserError
 
     try:
-        return _loaded(saved, saved["model"])
+        return _loaded(saved, model_config, saved["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(f"{checkpoint} does not describe a model this torchtools can rebuild: "
                         f"{_first_line(error)}") from None
 
 
-def _loaded(saved: dict, state: dict):
-    network = REBUILD[saved["command"]](saved)
+def _loaded(saved: dict, model_config, state: dict):
+    network = EXPORTED[saved["command"]][1](model_config, saved)
     network.load_state_dict(state)
     return network.eval()
 

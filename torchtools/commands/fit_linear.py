@@ -8,7 +8,8 @@ from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings
+from torchtools.core.options import (EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings,
+                                     a_count)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -24,6 +25,8 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]
 @dataclass(frozen=True, kw_only=True)
 class LinearConfig(TrainingSettings):
     prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "fit.png", "sweep.png")
+    STATE = {"features": (a_count, "a count")}
     method: str = Setting(
         "--method", choices=tuple(DEFAULTS),
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad tensors; "

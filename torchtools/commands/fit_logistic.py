@@ -18,6 +18,7 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 
 @dataclass(frozen=True, kw_only=True)
 class LogisticConfig(TrainingSettings):
+    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "fit.png")
     prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
     csv: Path | None = Setting(
         "--csv", aliases=("--data",), saved=False, show_default=False, role=READS,

@@ -48,7 +48,7 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     safetensors' own loader (no pickle).
     """
     from torchtools.lessons import weights as inspection
-    from torchtools.core.checkpoints import open_tensorboard
+    from torchtools.core.tensorboard import open_tensorboard
     from torchtools.models.pretrained import key_summary, read_weights
     from torchtools.core.output import print_table, say
 

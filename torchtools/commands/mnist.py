@@ -46,7 +46,6 @@ def mnist(run: Run[MnistConfig]) -> None:
     from torchtools.data import roots
     from torchtools.data.transforms import ImageFormat
     from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_mnist
-    from torchtools.models.mnist import build
 
     config = run.config
     if run.trains:
@@ -60,5 +59,12 @@ def mnist(run: Run[MnistConfig]) -> None:
         if config.dataset == "mnist":
             images.classes = [str(digit) for digit in range(10)]  # "7", not torchvision's "7 - seven"
         classifier.describe(images, "test")
-    network = build(config.model)
-    classifier.train_evaluate_predict(run, network, images, fmt, pictures, model=config.model, dataset=config.dataset)
+    classifier.train_evaluate_predict(run, build_model(config, {}), images, fmt, pictures, model=config.model,
+                                      dataset=config.dataset)
+
+
+def build_model(config: MnistConfig, state: dict):
+    """The network an mnist config describes (its ten classes need no state)."""
+    from torchtools.models.mnist import build
+
+    return build(config.model)

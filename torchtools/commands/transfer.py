@@ -126,7 +126,7 @@ def transfer(run: Run[TransferConfig]) -> None:
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
 
-    network, report = _network(config, source if fresh else None, len(class_names), fresh and inferred)
+    network, report = _network(config, source if fresh else None, class_names, fresh and inferred)
     trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == "freeze"
                  else sum(parameter.numel() for parameter in network.parameters()))
     if run.trains:
@@ -153,17 +153,26 @@ def _check_classes(expected: int | None, images, root: Path) -> None:
                         f"({', '.join(images.classes)})")
 
 
-def _network(config: TransferConfig, source, classes: int, inferred: bool):
-    """The pretrained model (or, from scratch or to be resumed/loaded, the bare architecture) with a
-    `classes`-way head, and what loading the weights did."""
+def build_model(config: TransferConfig, state: dict):
+    """The bare network a transfer config describes, for `state`'s classes (the pretrained weights are loaded
+    into it by `_network`; a checkpoint's by the run)."""
+    from torchtools.models import pretrained
+
+    return pretrained.build(config.arch, len(state["classes"]))
+
+
+def _network(config: TransferConfig, source, class_names: list[str], inferred: bool):
+    """The pretrained model (or, from scratch or to be resumed/loaded, the bare architecture) with a head of
+    one output per class, and what loading the weights did."""
     from torchtools.core.output import say, warn
     from torchtools.models import pretrained
 
+    classes = len(class_names)
     if source is None:
         if config.weights is None:
             warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
                  "than from pretrained weights")
-        network = pretrained.build(config.arch, classes)
+        network = build_model(config, {"classes": class_names})
         return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
     network, report = pretrained.load_pretrained(source, config.arch, classes, drop_head=config.load == "drop-head")
     say(f"{source.path}: {source.kind}, {config.arch}{' (inferred)' if inferred else ''}; head {report.head}: "

@@ -1,21 +1,27 @@
-"""Checkpoints and runs: atomic saves (core/files.py), safe loads, and the TensorBoard logs."""
+"""Checkpoints: atomic saves (core/files.py), safe loads, the checks a loaded file passes, and what `fit` keeps
+from epoch to epoch (the history, the best epoch, the files, the stop path's note): `EpochKeeper`.
+
+Every checkpoint is one payload (`checkpoint_payload`): plain types and tensors only, so it loads with
+weights_only=True. Its state beside the weights (classes, vocabulary, ...) is checked by `check_state`, with
+the checks of the command that saved it (its config's STATE).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import threading
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from torchtools.core import distributed
-from torchtools.core.files import link_atomically, write_atomically
-from torchtools.core.output import warn
-from torchtools.core.paths import best_path  # noqa: F401 (where the engine and the commands find it)
+from torchtools.core import distributed, stopping
 from torchtools.core.errors import UserError, first_line, not_a_file
+from torchtools.core.files import link_atomically, write_atomically
+from torchtools.core.output import EpochProgress, say
+from torchtools.core.paths import best_path, epoch_path
+from torchtools.core.tensorboard import log_epoch
 
 FORMAT = "torchtools-checkpoint-1"
 
@@ -106,65 +112,239 @@ def load_checkpoint(path: Path, *, command: str | None = None, trust_pickle: boo
     return checkpoint
 
 
-def open_tensorboard(runs_dir: Path, command: str, *, enabled: bool = True) -> TensorBoard | None:
-    """The TensorBoard logs under runs/<command>/<timestamp>; None with --no-tensorboard, and in torchrun
-    processes other than 0 (one job, one run folder)."""
-    if not enabled or not distributed.is_main():
+# --- what a loaded checkpoint must hold ----------------------------------------------------------------------
+
+# The state every training command saves beside the weights, by key: what each must be. A command's own keys
+# (classes, vocabulary, ...) are its config's STATE, checked the same way.
+STATE = {
+    "model": (lambda value: isinstance(value, dict) and all(isinstance(item, torch.Tensor) for item in value.values()),
+              "tensors by name"),
+    "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
+    "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
+                "a list of each epoch's metrics"),
+    # What --resume loads into the optimizer, schedule and scaler (None in a weights-only best file).
+    "optimizer": (lambda value: value is None or (isinstance(value, dict) and {"state", "param_groups"} <= set(value)),
+                  "an optimizer's state"),
+    "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
+    "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
+}
+
+
+def check_state(loaded: dict[str, Any], source: Path, task_state: dict[str, tuple[Callable, str]]) -> None:
+    """A checkpoint's state must be what torchtools saved: the right kinds (STATE, and the command's own
+    `task_state`), and finite weights."""
+    if "model" not in loaded:
+        raise _foreign(source, "it holds no model weights")
+    _check_epoch(loaded, source)
+    for key, (valid, meaning) in {**STATE, **task_state}.items():
+        if key in loaded and not valid(loaded[key]):
+            raise _foreign(source, f"its {key} is not {meaning}")
+    broken = [name for name, tensor in loaded.get("model", {}).items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{source} holds non-finite weights (NaN or inf) in {len(broken)} tensor(s), e.g. "
+                        f"{broken[0]}: it would label everything nan; use an earlier checkpoint")
+
+
+def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
+    epoch = loaded.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _foreign(source, f"its epoch is {epoch!r}, not a count of epochs")
+    partial = loaded.get("partial_epoch")  # a stop's file: epoch N complete, N + 1 partial (core/stopping.py)
+    if partial is not None and (type(partial) is not int or partial != epoch + 1):
+        raise _foreign(source, f"its partial_epoch {partial!r} is not the epoch after its epoch {epoch}")
+
+
+def _foreign(source: Path, what: str) -> UserError:
+    return UserError(f"{source}: {what}; the file was edited or comes from elsewhere")
+
+
+# --- what fit keeps from epoch to epoch ----------------------------------------------------------------------
+
+def last_metrics(history: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """The last epoch's metrics (the summary's, the checkpoint's): its history row without the wall time."""
+    return {key: value for key, value in history[-1].items() if key != "seconds"} if history else {}
+
+
+def make_scaler(device: torch.device, amp_dtype: torch.dtype | None,
+                state: dict[str, Any] | None = None) -> torch.amp.GradScaler:
+    """The fit's one GradScaler: loss scaling for fp16 autocast (bf16 and fp32 need none: a disabled scaler
+    passes the steps through). Created once per fit, so the scale carries over from epoch to epoch; `state`
+    (the checkpoint's "scaler", see `scaler_state`) restores it on --resume."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+    return scaler
+
+
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
+    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when there is none."""
+    return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+
+
+def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
+                       state: dict[str, Any], *, scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+    """What every checkpoint holds: plain types and tensors only, so it loads with weights_only=True."""
+    return {
+        "command": run.command,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler_state(scaler),
+        "epoch": epoch,
+        "metrics": last_metrics(history),
+        "history": history,
+        "config": run.config.saved(),
+        **state,
+    }
+
+
+class EpochKeeper:
+    """fit's bookkeeping, behind one call an epoch (`end_epoch`): the history (resumed from --resume), the best
+    epoch of the `monitor`ed metric, the --save files, early stopping (--patience, --target-accuracy) and the
+    stop path's note of what is saved; it holds the fit's GradScaler and progress display. Used as a context
+    manager around the epochs, it saves what a stop (Ctrl-C, SIGTERM, a closed pipe: a KeyboardInterrupt,
+    core.stopping) leaves of the epoch under way."""
+
+    def __init__(self, run, model: nn.Module, optimizer, scheduler, state: dict[str, Any], *, monitor: str):
+        self.run, self.model, self.optimizer, self.scheduler, self.state = run, model, optimizer, scheduler, state
+        self.monitor, self.higher_is_better = monitor, monitor.endswith("_accuracy")
+        self.epoch, self.history = _resume(model, optimizer, scheduler, run) if run.resuming else (0, [])
+        # One scaler for the whole fit (fp16 only), its scale carried from epoch to epoch and across --resume.
+        self.scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
+        self.progress = EpochProgress(run.config.epochs)
+        self.best_epoch = self._best_epoch()
+        self.stopped_early: str | None = None  # None, "patience" or "target"
+        # Whether the weights moved since the last whole epoch: set just before each optimizer step changes them.
+        self.stepped = False
+        self._hook = optimizer.register_step_pre_hook(self._note_step)
+        if run.config.save is None:
+            stopping.note("nothing saved (no --save)")  # also for a stop once training is over (predicting, say)
+
+    def __enter__(self) -> EpochKeeper:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._hook.remove()
+        self.progress.close()
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self._save_interrupted()
+        if self.run.writer is not None:
+            self.run.writer.flush()
+        if kind is None and self.stopped_early is not None:
+            say(self._stop_message())
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float | None]) -> bool:
+        """Record a whole epoch (shown, logged, saved) and say whether training stops early."""
+        # A stop (signal, closed pipe) waits for this block: the epoch is recorded and saved whole, so a
+        # finished epoch is never labelled partial, nor its checkpoint left without its best file.
+        with stopping.deferred():
+            self.progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
+            self.history.append(metrics)
+            log_epoch(self.run.writer, metrics, epoch)
+            improved = self.best_epoch is None or self._better(metrics[self.monitor],
+                                                               self.history[self.best_epoch - 1][self.monitor])
+            if improved:
+                self.best_epoch = epoch
+            self._save_epoch(epoch, best=improved)
+            self.stepped = False
+        self.stopped_early = self._stop_reason(epoch)
+        return self.stopped_early is not None
+
+    def _note_step(self, *_) -> None:
+        self.stepped = True
+
+    def _payload(self, epoch: int) -> dict[str, Any]:
+        return checkpoint_payload(self.run, self.model, self.optimizer, self.scheduler, epoch, self.history,
+                                  self.state, scaler=self.scaler)
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best if self.higher_is_better else value < best
+
+    def _best_epoch(self) -> int | None:
+        """The 1-based epoch of the best monitored value so far (the first, on ties), or None."""
+        best = None
+        for epoch, row in enumerate(self.history, start=1):
+            if row.get(self.monitor) is not None and (
+                    best is None or self._better(row[self.monitor], self.history[best - 1][self.monitor])):
+                best = epoch
+        return best
+
+    def _stop_reason(self, epoch: int) -> str | None:
+        """"target" once the monitored accuracy reaches --target-accuracy; "patience" after --patience epochs
+        without improvement. Every torchrun process sees the same metrics, so all stop together."""
+        config = self.run.config
+        if config.target_accuracy is not None and self.history[-1][self.monitor] >= config.target_accuracy:
+            return "target"
+        if config.patience is not None and epoch - self.best_epoch >= config.patience and epoch < config.epochs:
+            return "patience"
         return None
-    return TensorBoard(Path(runs_dir) / command / datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+
+    def _stop_message(self) -> str:
+        config, history, monitor = self.run.config, self.history, self.monitor
+        epoch, best = len(history), history[self.best_epoch - 1][monitor]
+        kept = f"; the best is kept as {best_path(config.save)}" if config.save is not None else ""
+        if self.stopped_early == "target":
+            return (f"stopped after epoch {epoch}: {monitor} {history[-1][monitor]:.4f} reached --target-accuracy "
+                    f"{config.target_accuracy}{kept}")
+        return (f"stopped after epoch {epoch}: {monitor} has not improved for {config.patience} epoch(s) "
+                f"(best {best:.4f} in epoch {self.best_epoch}){kept}")
+
+    def _save_epoch(self, epoch: int, *, best: bool) -> None:
+        run, save = self.run, self.run.config.save
+        if save is None:
+            return
+        if distributed.is_main():
+            payload = self._payload(epoch)
+            every = getattr(run.config, "save_every", 0)
+            periodic = epoch_path(save, epoch)
+            # The last and every-N-th files hold the same payload, serialised once (the others link to it).
+            save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
+            if best:
+                # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
+                # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
+                save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None, "scaler": None})
+        run.written = save
+        stopping.note(f"{save} holds epoch {epoch} complete")
+        # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
+        distributed.barrier()
+
+    def _save_interrupted(self) -> None:
+        """What a stop leaves, said in the stop's line: weights from inside an epoch saved as "`complete` epochs
+        done, the next partial" (no metrics claimed for them; --resume redoes it). Where no step ran since the
+        last whole epoch, its checkpoint and best file stay as they are: nothing partial is written over them."""
+        run = self.run
+        save, complete = run.config.save, len(self.history)
+        interrupted = complete + 1
+        if save is None:
+            stopping.note("nothing saved (no --save)")
+        elif not self.stepped:
+            kept = (f"{save} holds epoch {complete} complete, as saved" if run.written else
+                    f"nothing saved; --resume {run.config.resume} holds epoch {complete}" if run.resuming else
+                    "nothing saved")
+            stopping.note(f"{kept} (no step of epoch {interrupted} ran)")
+        else:
+            if distributed.is_main():
+                with stopping.deferred():
+                    save_checkpoint(save, {**self._payload(complete), "metrics": {}, "partial_epoch": interrupted})
+            stopping.note(f"saved {save} with epoch {complete} complete and epoch {interrupted} partial; "
+                          f"--resume {save} redoes epoch {interrupted}")
 
 
-class TensorBoard:
-    """A SummaryWriter whose failed write (a full disk, a folder gone) stops the logs with one warning, not
-    the run: the logs are a by-product, the checkpoints are what the run is for. `log_dir` is None once
-    stopped; every call is then a no-op."""
-
-    _writer = None
-
-    def __init__(self, log_dir: Path):
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
-
-        self.log_dir: str | None = str(log_dir)  # as SummaryWriter gives it
-        _quiet_log_threads()
-        try:
-            self._writer = SummaryWriter(log_dir=str(log_dir))
-        except OSError as error:
-            self._stop(error)
-
-    def __getattr__(self, name: str):
-        if self._writer is not None:
-            getattr(self._writer, name)  # an AttributeError for a name SummaryWriter lacks, as before
-
-        def call(*args, **kwargs):
-            if self._writer is None:
-                return None
-            try:
-                return getattr(self._writer, name)(*args, **kwargs)
-            except OSError as error:
-                self._stop(error)
-                return None
-
-        return call
-
-    def _stop(self, error: OSError) -> None:
-        warn(f"TensorBoard logs stopped: cannot write {self.log_dir} ({error.strerror or error}); the run goes on "
-             "without them (--no-tensorboard leaves them out)")
-        writer, self._writer, self.log_dir = self._writer, None, None
-        if writer is not None:
-            with contextlib.suppress(OSError):
-                writer.close()
-
-
-def _quiet_log_threads() -> None:
-    """TensorBoard's writer thread prints a traceback when a write fails, then hands the error to the next
-    call, where TensorBoard._stop reports it in one line: its traceback is left out, every other thread's kept."""
-    if getattr(threading.excepthook, "torchtools", False):
-        return
-    default = threading.excepthook
-
-    def hook(args) -> None:
-        if not (type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError)):
-            default(args)
-
-    hook.torchtools = True
-    threading.excepthook = hook
+def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
+    """Load the --resume checkpoint's model, optimizer and schedule. The Run has checked its config
+    against this run's, so a failure here means a damaged or hand-edited file."""
+    checkpoint, path = run.loaded, run.config.resume
+    epoch = checkpoint["epoch"]
+    if epoch >= run.config.epochs:
+        raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None and checkpoint.get("scheduler") is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
+    partial = checkpoint.get("partial_epoch")
+    say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
+    return epoch, list(checkpoint.get("history", []))[:epoch]  # one row per whole epoch, whatever the file says

@@ -1,12 +1,11 @@
-"""The one training engine: train_one_epoch / evaluate / fit, with checkpoints, TensorBoard and progress.
+"""The one training loop: train_one_epoch / evaluate / fit (its bookkeeping: core.checkpoints.EpochKeeper).
 
-Every training command builds a model, an objective, an optimizer and batches, then calls `fit`.
-Batches are any re-iterable of (inputs, targets) with a length: a DataLoader or a TensorBatches.
-`inputs` may be a tuple, which is unpacked into the model call (e.g. padded names and their lengths).
+Every training command builds a model, an objective, an optimizer and batches, then calls `fit`. Batches
+are any re-iterable of (inputs, targets) with a length: a DataLoader or a TensorBatches. `inputs` may be a
+tuple, which is unpacked into the model call (e.g. padded names and their lengths).
 
-Under torchrun (see torchtools.core.distributed) the same calls train with DistributedDataParallel: each
-process takes its share of the batches, metrics are summed over all of them, and only process 0
-shows progress and saves checkpoints, which hold the unwrapped model.
+Under torchrun (core.distributed) the same calls train with DistributedDataParallel: each process takes its
+share of the batches, metrics are summed over all of them, and only process 0 shows progress and saves.
 """
 
 from __future__ import annotations
@@ -22,14 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools.core import distributed, stopping
-from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
-from torchtools.core.paths import epoch_path
-from torchtools.core.errors import TrainingDiverged, UserError, first_line
-from torchtools.core.output import EpochProgress, say
+from torchtools.core import distributed
+from torchtools.core.checkpoints import EpochKeeper, last_metrics
+from torchtools.core.errors import TrainingDiverged, UserError
 
-# How many batches pass between progress redraws / TensorBoard step scalars. Reading a running loss
-# forces a device sync, so it is done sparingly rather than every step.
+# Batches between progress redraws: reading a running loss forces a device sync, so it is done sparingly.
 REFRESH_EVERY = 10
 LOG_EVERY = 100  # batches between TensorBoard train/loss_step scalars
 
@@ -109,19 +105,6 @@ def make_scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: in
         cycle_momentum=False), True
 
 
-def check_trainable(source: object, classes: list[str], train: int, held_out: int, *, held_out_asked: bool,
-                    unit: str, kinds: str = "class(es)") -> None:
-    """Refuse, before any epoch, a classifier that cannot learn or cannot be scored."""
-    if len(classes) < 2:
-        raise UserError(f"{source} holds {unit} of {len(classes)} {kinds} ({', '.join(classes) or 'none'}): "
-                        "a classifier needs two or more")
-    if train == 0:
-        raise UserError(f"{source} leaves no training {unit}")
-    if held_out_asked and held_out == 0:
-        raise UserError(f"{source}: the held-out split came out empty ({train} {unit}); add {unit}, "
-                        "or pass --val-split 0 to hold none out")
-
-
 def forward(model: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
 
@@ -130,22 +113,6 @@ def to_device(value: Tensor | tuple[Tensor, ...], device: torch.device):
     if isinstance(value, tuple):
         return tuple(item.to(device, non_blocking=True) for item in value)
     return value.to(device, non_blocking=True)
-
-
-def make_scaler(device: torch.device, amp_dtype: torch.dtype | None,
-                state: dict[str, Any] | None = None) -> torch.amp.GradScaler:
-    """The fit's one GradScaler: loss scaling for fp16 autocast (bf16 and fp32 need none: a disabled scaler
-    passes the steps through). Created once per fit, so the scale carries over from epoch to epoch; `state`
-    (the checkpoint's "scaler", see `scaler_state`) restores it on --resume."""
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    if state and scaler.is_enabled():
-        scaler.load_state_dict(state)
-    return scaler
-
-
-def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
-    """What a checkpoint keeps of the scaler (plain numbers, weights_only-safe); None when there is none."""
-    return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
 
 
 def _sum(device: torch.device) -> Tensor:
@@ -159,13 +126,13 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: 
                     last_checkpoint: Path | None = None) -> dict[str, float | None]:
     """One pass over `batches`, under autocast to `amp_dtype` (None: fp32).
 
-    `scaler` is the fit's GradScaler (`make_scaler`), required for fp16; `batch_scheduler` is stepped after
+    `scaler` is the fit's GradScaler (`checkpoints.make_scaler`), required for fp16; `batch_scheduler` is stepped after
     every batch (one-cycle; None where the schedule steps per epoch). The loss and accuracy sums stay on the
     device and are read every REFRESH_EVERY batches (under torchrun, summed over the job there).
     `last_checkpoint` is named if the loss diverges.
     """
     if amp_dtype == torch.float16 and (scaler is None or not scaler.is_enabled()):
-        raise ValueError("fp16 autocast needs the fit's GradScaler (make_scaler)")
+        raise ValueError("fp16 autocast needs the fit's GradScaler (checkpoints.make_scaler)")
     model.train()
     loss_sum = _sum(device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -279,38 +246,19 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     `scheduler` is stepped every batch (`step_scheduler`) or every epoch; `state` is the command's own
     (classes, vocabulary, standardisation) saved in every checkpoint beside the model.
     """
-    config, state = run.config, state or {}
+    config = run.config
     if config.target_accuracy is not None and objective.predict is None:
         raise UserError("--target-accuracy needs a classifier; this model has no accuracy")
-    history: list[dict[str, float | None]] = []
-    start_epoch = 0
-    if run.resuming:
-        start_epoch, history = _resume(model, optimizer, scheduler, run)  # every process loads it
-    # One scaler for the whole fit (fp16 only), its scale carried from epoch to epoch and across --resume.
-    scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
-    trained = distributed.wrap(model)
-    if getattr(config, "compile", False):
-        trained = torch.compile(trained, mode=config.compile_mode)
-    monitor, higher_is_better = _monitored_metric(objective, eval_batches, eval_name)
-    best_epoch = _best_epoch(history, monitor, higher_is_better)
-    progress = EpochProgress(config.epochs)
-    train_seconds, evaluation, epoch, stopped_early = 0.0, None, start_epoch, None
-
-    def payload(epoch: int) -> dict[str, Any]:
-        return checkpoint_payload(run, model, optimizer, scheduler, epoch, history, state, scaler=scaler)
-
-    # Whether the weights moved since the last whole epoch: set just before each optimizer step changes them.
-    stepped = False
-
-    def note_step(*_) -> None:
-        nonlocal stepped
-        stepped = True
-
-    step_hook = optimizer.register_step_pre_hook(note_step)
-    if config.save is None:
-        stopping.note("nothing saved (no --save)")  # also for a stop once training is over (predicting, say)
-    try:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
+    split = eval_name if eval_batches is not None else "train"
+    monitor = f"{split}_accuracy" if objective.predict is not None else f"{split}_loss"
+    train_seconds, evaluation = 0.0, None
+    # The keeper resumes (every process loads the --resume file), records and saves each epoch, saves a stop's.
+    with EpochKeeper(run, model, optimizer, scheduler, state or {}, monitor=monitor) as keeper:
+        scaler, progress = keeper.scaler, keeper.progress
+        trained = distributed.wrap(model)
+        if getattr(config, "compile", False):
+            trained = torch.compile(trained, mode=config.compile_mode)
+        for epoch in range(keeper.epoch + 1, config.epochs + 1):
             _set_epoch(train_batches, epoch - 1)
             progress.start_epoch(epoch, len(train_batches))
             started = time.perf_counter()
@@ -331,56 +279,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
                 metrics[f"{eval_name}_accuracy"] = evaluation.accuracy
                 _check_finite(evaluation.loss, epoch, run.written)
             metrics["seconds"] = time.perf_counter() - started  # the epoch's, evaluation included
-            # A stop (signal, closed pipe) waits for this block: the epoch is recorded and saved whole, so a
-            # finished epoch is never labelled partial, nor its checkpoint left without its best file.
-            with stopping.deferred():
-                progress.end_epoch({key: value for key, value in metrics.items() if key not in ("lr", "seconds")})
-                history.append(metrics)
-                _log_epoch(run.writer, metrics, epoch)
-                improved = best_epoch is None or _better(metrics[monitor], history[best_epoch - 1][monitor],
-                                                         higher_is_better)
-                if improved:
-                    best_epoch = epoch
-                _save_epoch(run, payload(epoch), epoch, best=improved)
-                stepped = False
-            stopped_early = _stop_reason(config, history, epoch, best_epoch, monitor)
-            if stopped_early is not None:
+            if keeper.end_epoch(epoch, metrics):
                 break
-    except KeyboardInterrupt:  # a stop (core.stopping): Ctrl-C, SIGTERM or a closed pipe
-        progress.close()
-        _save_interrupted(run, lambda: payload(len(history)), len(history), stepped=stepped)
-        raise
-    finally:
-        step_hook.remove()
-        progress.close()
-        if run.writer is not None:
-            run.writer.flush()
-    if stopped_early is not None:
-        say(_stop_message(stopped_early, config, history, best_epoch, monitor))
-    return FitResult(history, last_metrics(history), evaluation, train_seconds, len(history), run.written,
-                     stopped_early, best_epoch)
-
-
-def last_metrics(history: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """The last epoch's metrics (the summary's, the checkpoint's): its history row without the wall time."""
-    return {key: value for key, value in history[-1].items() if key != "seconds"} if history else {}
-
-
-def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, history: list,
-                       state: dict[str, Any], *, scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
-    """What every checkpoint holds: plain types and tensors only, so it loads with weights_only=True."""
-    return {
-        "command": run.command,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler_state(scaler),
-        "epoch": epoch,
-        "metrics": last_metrics(history),
-        "history": history,
-        "config": run.config.saved(),
-        **state,
-    }
+    return FitResult(keeper.history, last_metrics(keeper.history), evaluation, train_seconds, len(keeper.history),
+                     run.written, keeper.stopped_early, keeper.best_epoch)
 
 
 def _set_epoch(batches, epoch: int) -> None:
@@ -391,117 +293,8 @@ def _set_epoch(batches, epoch: int) -> None:
         target.set_epoch(epoch)
 
 
-def _monitored_metric(objective: Objective, eval_batches, eval_name: str) -> tuple[str, bool]:
-    prefix = eval_name if eval_batches is not None else "train"
-    if objective.predict is not None:
-        return f"{prefix}_accuracy", True
-    return f"{prefix}_loss", False
-
-
-def _better(value: float, best: float, higher_is_better: bool) -> bool:
-    return value > best if higher_is_better else value < best
-
-
-def _best_epoch(history, monitor: str, higher_is_better: bool) -> int | None:
-    """The 1-based epoch of the best monitored value so far (the first, on ties), or None."""
-    best = None
-    for epoch, row in enumerate(history, start=1):
-        if row.get(monitor) is not None and (best is None or _better(row[monitor], history[best - 1][monitor],
-                                                                     higher_is_better)):
-            best = epoch
-    return best
-
-
-def _stop_reason(config, history, epoch: int, best_epoch: int, monitor: str) -> str | None:
-    """"target" once the monitored accuracy reaches --target-accuracy; "patience" after --patience epochs
-    without improvement. Every torchrun process sees the same metrics, so all stop together."""
-    if config.target_accuracy is not None and history[-1][monitor] >= config.target_accuracy:
-        return "target"
-    if config.patience is not None and epoch - best_epoch >= config.patience and epoch < config.epochs:
-        return "patience"
-    return None
-
-
-def _stop_message(reason: str, config, history, best_epoch: int, monitor: str) -> str:
-    epoch, best = len(history), history[best_epoch - 1][monitor]
-    kept = f"; the best is kept as {best_path(config.save)}" if config.save is not None else ""
-    if reason == "target":
-        return (f"stopped after epoch {epoch}: {monitor} {history[-1][monitor]:.4f} reached --target-accuracy "
-                f"{config.target_accuracy}{kept}")
-    return (f"stopped after epoch {epoch}: {monitor} has not improved for {config.patience} epoch(s) "
-            f"(best {best:.4f} in epoch {best_epoch}){kept}")
-
-
 def _check_finite(value: float, epoch: int, last_checkpoint: Path | None) -> None:
     if not math.isfinite(value):
         kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value} in epoch {epoch}; training stopped ({kept}). "
                                "Try a lower --lr")
-
-
-def _log_epoch(writer, metrics: dict[str, float | None], epoch: int) -> None:
-    """train_loss -> train/loss, test_accuracy -> test/accuracy, lr -> lr."""
-    if writer is None:
-        return
-    for name, value in metrics.items():
-        if value is not None:
-            split, _, metric = name.partition("_")
-            writer.add_scalar(f"{split}/{metric}" if metric else name, value, epoch)
-
-
-def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None:
-    save = run.config.save
-    if save is None:
-        return
-    if distributed.is_main():
-        every = getattr(run.config, "save_every", 0)
-        periodic = epoch_path(save, epoch)
-        # The last and every-N-th files hold the same payload, serialised once (the others link to it).
-        save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
-        if best:
-            # The best epoch's file is for --checkpoint and export: the optimizer state (as large again as the
-            # model with momentum, twice with Adam) lives in the last file only, the one --resume continues.
-            save_checkpoint(best_path(save), {**payload, "optimizer": None, "scheduler": None, "scaler": None})
-    run.written = save
-    stopping.note(f"{save} holds epoch {epoch} complete")
-    # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
-    distributed.barrier()
-
-
-def _save_interrupted(run, payload: Callable[[], dict[str, Any]], complete: int, *, stepped: bool) -> None:
-    """What a stop leaves, said in the stop's line: weights from inside an epoch saved as "`complete` epochs
-    done, the next partial" (no metrics claimed for them; --resume redoes it). Where no step ran since the
-    last whole epoch, its checkpoint and best file stay as they are: nothing partial is written over them."""
-    save, interrupted = run.config.save, complete + 1
-    if save is None:
-        stopping.note("nothing saved (no --save)")
-    elif not stepped:
-        kept = (f"{save} holds epoch {complete} complete, as saved" if run.written else
-                f"nothing saved; --resume {run.config.resume} holds epoch {complete}" if run.resuming else
-                "nothing saved")
-        stopping.note(f"{kept} (no step of epoch {interrupted} ran)")
-    else:
-        if distributed.is_main():
-            with stopping.deferred():
-                save_checkpoint(save, {**payload(), "metrics": {}, "partial_epoch": interrupted})
-        stopping.note(f"saved {save} with epoch {complete} complete and epoch {interrupted} partial; "
-                      f"--resume {save} redoes epoch {interrupted}")
-
-
-def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
-    """Load the --resume checkpoint's model, optimizer and schedule. The Run has checked its config
-    against this run's, so a failure here means a damaged or hand-edited file."""
-    checkpoint, path = run.loaded, run.config.resume
-    epoch = checkpoint["epoch"]
-    if epoch >= run.config.epochs:
-        raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
-    try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None and checkpoint.get("scheduler") is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as error:
-        raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
-    partial = checkpoint.get("partial_epoch")
-    say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
-    return epoch, list(checkpoint.get("history", []))[:epoch]  # one row per whole epoch, whatever the file says

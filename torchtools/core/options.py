@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 from pathlib import Path
 
 from torchtools.core.config import READS, WRITES, Config, Setting
@@ -96,6 +97,16 @@ JSON = Setting("--json", panel=OUTPUT, saved=False,
                help="Print one JSON summary on the last line of stdout (keys: see README).")
 
 
+def distinct_names(value: Any) -> bool:
+    """A saved list of class or label names: distinct strings."""
+    return isinstance(value, list) and all(isinstance(item, str) for item in value) and len(set(value)) == len(value)
+
+
+def a_count(value: Any) -> bool:
+    """A saved count (of feature columns, say): an int above zero."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutputSettings(Config):
     """Every command: how much it says, and whether it ends with the JSON summary."""
@@ -120,6 +131,12 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
 
     # --device auto takes the CPU: the toy lessons' few hundred rows train before CUDA has started.
     prefer_cpu: ClassVar[bool] = False
+    # The command's own state saved beside the weights, by key: (is it valid?, what it must be), checked on every
+    # checkpoint loaded (core.checkpoints.check_state).
+    STATE: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+    # Every file its --report folder may get (core/report.py writes no other), so Run.start checks each before
+    # work: these, and the command's own.
+    REPORT_FILES: ClassVar[tuple[str, ...]] = ("history.csv", "curves.png", "confusion.png", "lr_find.png")
     device: str = DEVICE("auto")
     save: Path | None = Setting(
         "--save", panel=OUTPUT, saved=False,
@@ -153,16 +170,10 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
                         for epoch in (range(every, self.epochs + 1, every) if every else ())]
         if self.report is not None:
             outputs += [Output(self.report, "--report", folder=True, hint="choose another folder for --report")]
-            outputs += [Output(self.report / name, f"--report's {name}") for name in REPORT_FILES]
+            outputs += [Output(self.report / name, f"--report's {name}") for name in self.REPORT_FILES]
         if self.checkpoint is None and not self.no_tensorboard:
             outputs.append(tensorboard_output(self.runs_dir))
         return outputs
-
-
-# Every file a --report folder may get (core/report.py writes no other), so Run.start checks each before work.
-REPORT_FILES = ("history.csv", "curves.png", "confusion.png", "lr_find.png", "roc.png", "fit.png", "sweep.png",
-                "batch.png", "mistakes.png", "confused_pairs.csv", "confused_pairs.md", "worst_names.csv",
-                "worst_names.md")
 
 
 def tensorboard_output(runs_dir: Path, *, hint: str = "pass --runs-dir DIR or --no-tensorboard") -> Output:
@@ -181,6 +192,10 @@ class AcceleratedSettings(TrainingSettings):
 @dataclass(frozen=True, kw_only=True)
 class ImageClassifierSettings(AcceleratedSettings):
     """What mnist, cifar and transfer share beyond training: labelling the user's pictures."""
+
+    STATE = {"classes": (distinct_names, "a list of distinct class names"),
+             "image_format": (lambda value: isinstance(value, dict), "a picture format")}
+    REPORT_FILES = (*AcceleratedSettings.REPORT_FILES, "batch.png", "mistakes.png")
 
     predict: list[str] | None = PREDICT_IMAGES(None)
     output: Path | None = PREDICT_OUTPUT(None)

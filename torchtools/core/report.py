@@ -14,7 +14,6 @@ from torchtools.core.engine import EvalResult
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy
 from torchtools.core.output import print_table, say, wrote
 from torchtools.core.files import csv_cell, write_bytes
-from torchtools.core.options import REPORT_FILES
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary and confusion.png, not on the terminal
 CONFUSIONS_SHOWN = 10  # the largest confusions a too-wide matrix is shown as
@@ -23,13 +22,14 @@ CONFUSIONS_SHOWN = 10  # the largest confusions a too-wide matrix is shown as
 class ReportFolder:
     """The --report DIR of a run: each file is named once it is written (`files`, for the JSON summary)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, names: tuple[str, ...]):
         self.folder = Path(folder)
+        self.names = names  # the config's REPORT_FILES
         self.files: list[str] = []
 
     def path(self, name: str) -> Path:
-        if name not in REPORT_FILES:  # Run.start checked those names before any work, and only those
-            raise ValueError(f"{name} is not in options.REPORT_FILES: add it there")
+        if name not in self.names:  # Run.start checked those names before any work, and only those
+            raise ValueError(f"{name} is not in the config's REPORT_FILES: add it there")
         path = self.folder / name
         if str(path) not in self.files:
             self.files.append(str(path))

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from torchtools.core import distributed, files, output, stopping
-from torchtools.core.checkpoints import load_checkpoint, open_tensorboard
+from torchtools.core.checkpoints import check_state, load_checkpoint
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import AUTO, AcceleratedSettings, TrainingSettings
 from torchtools.core.paths import best_path, check_paths, check_readable_files
 from torchtools.core.report import ReportFolder
+from torchtools.core.tensorboard import open_tensorboard
 
 C = TypeVar("C", bound=Config)
 
@@ -89,11 +90,11 @@ class Run(Generic[C]):
                 ("save", "save_every", "patience", "target_accuracy", "resume", "checkpoint"),
                 "--find-lr alone trains nothing (add --lr auto to train at its suggestion)")
         if config.report is not None:
-            self.report = ReportFolder(config.report)
+            self.report = ReportFolder(config.report, type(config).REPORT_FILES)
         source = config.checkpoint or config.resume
         if source is not None:
             self.loaded = load_checkpoint(source, command=self.command)
-            check_state(self.loaded, source)
+            check_state(self.loaded, source, type(config).STATE)
             if config.resume is not None and self.loaded.get("optimizer") is None:
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
@@ -235,66 +236,6 @@ class Run(Generic[C]):
         every = getattr(self.config, "save_every", 0)
         if every:
             output.wrote(f"checkpoints (every {every} epochs)", last.with_name(f"{last.stem}.epoch*{last.suffix}"))
-
-
-def _check_epoch(loaded: dict[str, Any], source: Path) -> None:
-    epoch = loaded.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise _foreign(source, f"its epoch is {epoch!r}, not a count of epochs")
-    partial = loaded.get("partial_epoch")  # a stop's file: epoch N complete, N + 1 partial (core/stopping.py)
-    if partial is not None and (type(partial) is not int or partial != epoch + 1):
-        raise _foreign(source, f"its partial_epoch {partial!r} is not the epoch after its epoch {epoch}")
-
-
-def _names(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value) and len(set(value)) == len(value)
-
-
-def _statistics(value: Any, *, positive: bool) -> bool:
-    """A standardisation's mean or std, as it was saved: finite fp32 numbers (std above zero)."""
-    return isinstance(value, torch.Tensor) and value.dtype == torch.float32 and value.ndim == 1 and \
-        bool(torch.isfinite(value).all()) and (not positive or bool((value > 0).all()))
-
-
-# The commands' own state beside the weights, by key: what each must be for the model to be rebuilt.
-STATE = {
-    "model": (lambda value: isinstance(value, dict) and all(isinstance(item, torch.Tensor) for item in value.values()),
-              "tensors by name"),
-    "classes": (_names, "a list of distinct class names"),
-    "labels": (_names, "a list of distinct labels"),
-    "vocabulary": (lambda value: isinstance(value, str), "the characters of the names"),
-    "features": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0, "a count"),
-    "mean": (lambda value: _statistics(value, positive=False), "a row of finite fp32 means"),
-    "std": (lambda value: _statistics(value, positive=True), "a row of finite fp32 deviations above zero"),
-    "image_format": (lambda value: isinstance(value, dict), "a picture format"),
-    "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
-    "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
-                "a list of each epoch's metrics"),
-    # What --resume loads into the optimizer, schedule and scaler (None in a weights-only best file).
-    "optimizer": (lambda value: value is None or (isinstance(value, dict) and {"state", "param_groups"} <= set(value)),
-                  "an optimizer's state"),
-    "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
-    "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
-}
-
-
-def check_state(loaded: dict[str, Any], source: Path) -> None:
-    """A checkpoint's state must be what torchtools saved: the right kinds, and finite weights."""
-    if "model" not in loaded:
-        raise _foreign(source, "it holds no model weights")
-    _check_epoch(loaded, source)
-    for key, (valid, meaning) in STATE.items():
-        if key in loaded and not valid(loaded[key]):
-            raise _foreign(source, f"its {key} is not {meaning}")
-    broken = [name for name, tensor in loaded.get("model", {}).items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-    if broken:
-        raise UserError(f"{source} holds non-finite weights (NaN or inf) in {len(broken)} tensor(s), e.g. "
-                        f"{broken[0]}: it would label everything nan; use an earlier checkpoint")
-
-
-def _foreign(source: Path, what: str) -> UserError:
-    return UserError(f"{source}: {what}; the file was edited or comes from elsewhere")
 
 
 def _shown(value: Any) -> str:

@@ -1,9 +1,9 @@
-"""The one image-classifier flow of mnist, cifar and transfer: train or load, evaluate, report per class, predict.
+"""The pictures of mnist, cifar and transfer in the one classifier flow (flows/classifier.py).
 
 A command brings its data (an ImageSet), its model and its ImageFormat (how a picture becomes an input);
-everything after that is the same for the three, in this order: batches sliced from uint8 tensors on the
-device, the optimizer and schedule of the config, resume, the engine's fit, the per-class report, batched
-prediction of the user's pictures, and the summary.
+ImageTask gives the flow what is particular to pictures: batches sliced from uint8 tensors on the device,
+the pictures shown in TensorBoard and --report, a --checkpoint's evaluation, and batched prediction of the
+user's pictures.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,11 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed
 from torchtools.core.devices import channels_last
-from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
-                                    make_scheduler)
-from torchtools.flows import image_report
+from torchtools.core.engine import EvalResult, Objective, evaluate
 from torchtools.core.errors import UserError, first_line
-from torchtools.core.lr_finder import run_finder
 from torchtools.core.output import format_metrics, path_text, say, warn, warn_skipped
 from torchtools.core.prediction_output import PredictionWriter
-from torchtools.core.report import report
 from torchtools.core.run import Run
-from torchtools.core.summary import summarise
 from torchtools.data.folders import FolderFiles
 from torchtools.data.image_inputs import expand_image_inputs, image_batches
 from torchtools.data.images import DEFAULT_MAX_PIXELS, UNREADABLE
@@ -37,22 +31,11 @@ from torchtools.data.loaders import TensorBatches, every_sample
 from torchtools.data.streaming import StreamedImages
 from torchtools.data.transforms import ImageFormat
 from torchtools.data.vision import ImageSet
+from torchtools.flows import classifier, image_report
 from torchtools.models.frozen_features import FrozenBackbone, head_inputs, precomputable
 
 PREDICT_CHUNK = 256  # pictures decoded and labelled at a time: memory stays bounded for any number
 SKIPPED_SHOWN = 3
-
-
-@dataclass
-class Outcome:
-    """What training (or loading) produced, for the report and the summary."""
-
-    result: FitResult | None  # None when a --checkpoint was loaded
-    evaluation: EvalResult | None
-    metrics: dict[str, float | None]
-    per_class_accuracy: dict[str, float | None] | None = None
-    confusion_matrix: list[list[int]] | None = None
-    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # model_summary, suggested_lr
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -104,77 +87,86 @@ def needs_data(run: Run, pictures: list[Path]) -> bool:
 def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
                            pictures: list[Path], *, eval_name: str = "test", held_out_asked: bool = True,
                            plot: Path | None = None, frozen_head: str | None = None, **summary: Any) -> None:
-    """The flow after data and model: fit (or load), report, predict, and the summary with `summary`'s keys.
-    `frozen_head` names the one trained module of a frozen backbone (--mode freeze)."""
-    outcome = fit_or_evaluate(run, network, images, fmt, eval_name=eval_name, held_out_asked=held_out_asked,
-                              plot=plot, frozen_head=frozen_head)
-    classes = images.classes if images is not None else saved_classes(run)
-    predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k,
-                        max_pixels=run.config.max_pixels)
-    run.finish(outcome.result, metrics=outcome.metrics, **summary, **outcome.summary, classes=classes,
-               per_class_accuracy=outcome.per_class_accuracy, confusion_matrix=outcome.confusion_matrix,
-               **predicted)
+    """The classifier flow (flows/classifier.py) on pictures: `images` to train on or evaluate (None: only label
+    `pictures`), and the summary with `summary`'s keys. `frozen_head` names the one trained module of a frozen
+    backbone (--mode freeze)."""
+    classifier.train_evaluate_predict(run, ImageTask(run, network, images, fmt, pictures, eval_name=eval_name,
+                                                     held_out_asked=held_out_asked, plot=plot,
+                                                     frozen_head=frozen_head, summary=summary))
 
 
-def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
-                    eval_name: str = "test", held_out_asked: bool = True, plot: Path | None = None,
-                    frozen_head: str | None = None) -> Outcome:
-    """Train `model` on images (--resume included), or load the --checkpoint weights into it and evaluate
-    on `images` where given; then report per class."""
-    config, device = run.config, run.device
-    prepare_model(model, device)
-    if run.trains:
-        check_trainable(images.source, images.classes, len(images.train_labels), len(images.test_labels),
-                        held_out_asked=held_out_asked, unit="images")
-        run.check_resumed("classes", images.classes, "the class list")
-        train_batches, eval_batches = batches(images.to(device), fmt, device, batch_size=config.batch_size,
-                                              seed=config.seed)
-        trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        objective = Objective.classification(config.label_smoothing)
-        sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
-        eval_transform = fmt.eval_transform(device, channels_last=False)
-        summary = {"model_summary": summarise(model, eval_transform(sample[:2]), type(model).__name__)}
+class ImageTask(classifier.Task):
+    """Pictures for the classifier flow: batches sliced from uint8 tensors on the device (or streamed files),
+    a --checkpoint's held-out images evaluated as in training, the user's pictures labelled."""
 
-        def finder_batches():  # a twin of train_batches: the range test uses up none of training's draws
-            return batches(images.to(device), fmt, device, batch_size=config.batch_size, seed=config.seed)[0]
-
-        finding = run_finder(run, model, objective, finder_batches, trained)
-        if finding is not None:
-            summary["suggested_lr"] = finding.suggested
-        if run.finds_lr_only:
-            return Outcome(None, None, {}, summary=summary)
-        config = run.config  # --lr auto: now the suggestion
-        optimizer = make_optimizer(config, trained)
-        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
-        _log_inputs(run.writer, model, sample, eval_transform)
-        if run.report is not None:
-            image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,
-                                        images.train_labels[:len(sample)], seed=config.seed)
-        trained_model, fit_train, fit_eval = (model, train_batches, eval_batches) if frozen_head is None else \
-            on_frozen_features(model, frozen_head, fmt, train_batches, eval_batches, device)
-        result = fit(trained_model, objective, optimizer, fit_train, fit_eval,
-                     run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
-                     state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
-        _note_skipped(images, train_batches, eval_batches)
-        evaluation, metrics = result.evaluation, dict(result.metrics)
-    else:
-        run.load_model(model, f"{len(saved_classes(run))} classes")
-        result, evaluation, metrics, summary = None, None, {}, {}
-        if images is not None:
-            if images.classes != saved_classes(run):
-                raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
-                                f"trained on {', '.join(saved_classes(run))}")
-            evaluation = evaluate_images(model, images, fmt, device)
-            metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
-            say(f"{format_metrics(metrics)} ({len(images.test_labels):,} images)")
-    outcome = Outcome(result, evaluation, metrics, summary=summary)
-    if evaluation is not None:
+    def __init__(self, run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
+                 pictures: list[Path], *, eval_name: str, held_out_asked: bool, plot: Path | None,
+                 frozen_head: str | None, summary: dict[str, Any]):
         classes = images.classes if images is not None else saved_classes(run)
-        outcome.per_class_accuracy, outcome.confusion_matrix = report(
-            evaluation, classes, split=eval_name, plot=plot, writer=run.writer, folder=run.report)
+        super().__init__(run, prepare_model(network, run.device), classes,
+                         {"classes": classes, "image_format": dataclasses.asdict(fmt)},
+                         source=images.source if images is not None else run.source, eval_name=eval_name, plot=plot)
+        self.images, self.fmt, self.pictures, self.frozen_head, self._summary = images, fmt, pictures, frozen_head, \
+            summary
+        if images is not None:
+            self.train_count, self.held_out_count = len(images.train_labels), len(images.test_labels)
+        self.held_out_asked, self._sample = held_out_asked, None
+
+    def batches(self):
+        config = self.run.config
+        return batches(self.images.to(self.run.device), self.fmt, self.run.device, batch_size=config.batch_size,
+                       seed=config.seed)
+
+    def finder_batches(self):  # a twin of the training batches: the range test uses up none of training's draws
+        return self.batches()[0]
+
+    def sample(self, train_batches) -> Tensor:
+        """The first training pictures (decoded once, where streamed): the summary's, TensorBoard's, batch.png's."""
+        if self._sample is None:
+            self._sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else \
+                self.images.train_images[:64]
+        return self._sample
+
+    def summary_input(self, train_batches) -> Tensor:
+        return self.fmt.eval_transform(self.run.device, channels_last=False)(self.sample(train_batches)[:2])
+
+    def before_fit(self, train_batches) -> None:
+        run, sample = self.run, self.sample(train_batches)
+        _log_inputs(run.writer, self.model, sample, self.fmt.eval_transform(run.device, channels_last=False))
         if run.report is not None:
-            image_report.mistakes(run.report.path("mistakes.png"), evaluation, images, fmt, classes)
-    return outcome
+            image_report.training_batch(run.report.path("batch.png"), sample, self.fmt, self.classes,
+                                        self.images.train_labels[:len(sample)], seed=run.config.seed)
+
+    def fit_inputs(self, train_batches, held_out):
+        if self.frozen_head is None:
+            return self.model, train_batches, held_out
+        return on_frozen_features(self.model, self.frozen_head, self.fmt, train_batches, held_out, self.run.device)
+
+    def after_fit(self, train_batches, held_out) -> None:
+        _note_skipped(self.images, train_batches, held_out)
+
+    def evaluate_loaded(self) -> EvalResult | None:
+        images, run = self.images, self.run
+        if images is None:
+            return None
+        if images.classes != saved_classes(run):
+            raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
+                            f"trained on {', '.join(saved_classes(run))}")
+        evaluation = evaluate_images(self.model, images, self.fmt, run.device)
+        metrics = {f"{self.eval_name}_loss": evaluation.loss, f"{self.eval_name}_accuracy": evaluation.accuracy}
+        say(f"{format_metrics(metrics)} ({len(images.test_labels):,} images)")
+        return evaluation
+
+    def report_more(self, evaluation: EvalResult) -> None:
+        image_report.mistakes(self.run.report.path("mistakes.png"), evaluation, self.images, self.fmt, self.classes)
+
+    def predict(self) -> dict[str, Any]:
+        config = self.run.config
+        return predict(self.model, self.pictures, self.classes, self.fmt, self.run.device, output=config.output,
+                       top_k=config.top_k, max_pixels=config.max_pixels)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self._summary, "classes": self.classes}
 
 
 def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *, batch_size: int,

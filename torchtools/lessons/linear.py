@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from torchtools.core.checkpoints import save_checkpoint
-from torchtools.core.engine import FitResult, Objective, checkpoint_payload, fit, make_optimizer
+from torchtools.core.checkpoints import checkpoint_payload, save_checkpoint
+from torchtools.core.engine import FitResult, Objective, fit, make_optimizer
 from torchtools.core.errors import UserError
 from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches
