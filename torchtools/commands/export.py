@@ -10,16 +10,19 @@ command exits 1.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.markup import escape
 
 from torchtools.commands import cifar, diabetes, mnist, names_rnn, transfer
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting
+from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import TRUST_PICKLE, OutputSettings
 from torchtools.core.paths import Output
 
@@ -87,7 +90,6 @@ def export(run: Run[ExportConfig]) -> None:
 
     from torchtools.flows.export_inputs import KINDS
     from torchtools.core import exports
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say, wrote
 
     config = run.config
@@ -134,7 +136,6 @@ def _checkpoint(config: ExportConfig) -> tuple[dict, Any]:
     """The checkpoint, checked as every command checks one it loads, and of a command that exports; and its
     config."""
     from torchtools.core.checkpoints import check_state, load_checkpoint
-    from torchtools.core.errors import UserError
     from torchtools.core.output import warn
 
     saved = load_checkpoint(config.checkpoint, trust_pickle=config.trust_pickle)
@@ -151,8 +152,6 @@ def _checkpoint(config: ExportConfig) -> tuple[dict, Any]:
 
 def _metadata(saved: dict, kind) -> dict:
     """What travels with the export, as JSON reads it back (lists, not tuples)."""
-    import json
-
     from torchtools import __version__
 
     return json.loads(json.dumps({"torchtools": __version__, "command": saved["command"],
@@ -177,8 +176,6 @@ def _read_back(fmt: str, written, kind, saved: dict, model_config, batch):
 
 def _format(config: ExportConfig) -> str:
     """--format, or the one the --output suffix names; the two must agree."""
-    from torchtools.core.errors import UserError
-
     if config.checkpoint is None or config.output is None:
         raise UserError("pass the CHECKPOINT to export and --output FILE (.onnx, .pt, .pt2 or .safetensors)")
     by_suffix = {suffix: name for name, suffix in FORMATS.items()}.get(config.output.suffix.lower())
@@ -202,8 +199,6 @@ def _compare(outputs, expected, top1, tolerance: float) -> dict:
 
 def _fail(message: str, finish=None) -> None:
     """The export is not good: one error line, the summary (with the figures) where there are any, exit 1."""
-    import typer
-
     from torchtools.core.output import console
 
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
@@ -214,8 +209,6 @@ def _fail(message: str, finish=None) -> None:
 
 def _rebuilt(saved: dict, model_config, checkpoint: Path):
     """The checkpoint's network with its weights, in eval mode, on the CPU."""
-    from torchtools.core.errors import UserError
-
     try:
         return _loaded(saved, model_config, saved["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -230,6 +223,4 @@ def _loaded(saved: dict, model_config, state: dict):
 
 
 def _first_line(error: BaseException) -> str:
-    from torchtools.core.errors import first_line
-
     return f"{type(error).__name__}: {first_line(error)}"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import READS, WRITES, Setting
+from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
                                      OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
                                      ImageClassifierSettings, LabelsCsvSettings)
@@ -88,7 +89,6 @@ def transfer(run: Run[TransferConfig]) -> None:
     images, or evaluate on the val images of --data.
     """
     from torchtools.flows import image_classifier as classifier
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
@@ -146,8 +146,6 @@ def transfer(run: Run[TransferConfig]) -> None:
 
 
 def _check_classes(expected: int | None, images, root: Path) -> None:
-    from torchtools.core.errors import UserError
-
     if expected is not None and expected != len(images.classes):
         raise UserError(f"--classes is {expected} but {root} holds {len(images.classes)} class folders "
                         f"({', '.join(images.classes)})")

@@ -17,6 +17,12 @@ from torch import Tensor, nn
 
 from torchtools.core.errors import UserError
 from torchtools.core.output import say
+from torchtools.data import roots
+from torchtools.data.image_inputs import expand_image_inputs, image_batches
+from torchtools.data.names import NAME_CHARACTERS, Vocabulary, read_names
+from torchtools.data.tables import read_numeric_csv
+from torchtools.data.transforms import ImageFormat
+from torchtools.data.vision import load_cifar, load_mnist
 from torchtools.models.deployable import ImageGraph, NamesGraph, TableGraph
 
 
@@ -48,8 +54,6 @@ class Kind:
 
 class Images(Kind):
     def __init__(self, saved: dict):
-        from torchtools.data.transforms import ImageFormat
-
         super().__init__(saved)
         self.format = ImageFormat(**saved["image_format"])
         self.classes = list(saved["classes"])
@@ -89,8 +93,6 @@ class Images(Kind):
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator), "generated pictures"
 
     def _pictures(self, items: list[str], count: int) -> tuple[Tensor, str]:
-        from torchtools.data.image_inputs import expand_image_inputs, image_batches
-
         paths = expand_image_inputs(items)
         chosen = [paths[index] for index in spread(len(paths), count)]
         batches = [batch for readable, batch, _ in image_batches(chosen, self.format.prepare,
@@ -102,9 +104,6 @@ class Images(Kind):
 
     def _dataset(self) -> tuple[Tensor, str] | None:
         """The held-out images of an MNIST-style or CIFAR set under the data root, when they are there."""
-        from torchtools.data import roots
-        from torchtools.data.vision import load_cifar, load_mnist
-
         command, dataset = self.saved["command"], self.saved["config"].get("dataset")
         loaders = {"mnist": load_mnist, "cifar": load_cifar}
         if command not in loaders or dataset not in ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"):
@@ -121,8 +120,6 @@ class Names(Kind):
     dynamic = {0: "batch", 1: "time"}
 
     def __init__(self, saved: dict):
-        from torchtools.data.names import Vocabulary
-
         super().__init__(saved)
         self.vocabulary = Vocabulary(saved["vocabulary"])
         self.labels = list(saved["labels"])
@@ -142,8 +139,6 @@ class Names(Kind):
         return rows[:, :max(2, int((rows != 0).sum(dim=1).max()))].clone()
 
     def metadata(self) -> dict:
-        from torchtools.data.names import NAME_CHARACTERS
-
         return {"classes": self.labels,
                 "preprocessing": {"vocabulary": self.vocabulary.characters, "pad": self.vocabulary.PAD,
                                   "unknown": self.vocabulary.UNKNOWN, "first_character_index": 2,
@@ -155,9 +150,6 @@ class Names(Kind):
                 "output": {"name": "logits", "shape": ["batch", len(self.labels)], "probabilities": "softmax"}}
 
     def inputs(self, items: list[str] | None, count: int, *, seed: int) -> tuple[Tensor, str]:
-        from torchtools.data import roots
-        from torchtools.data.names import read_names
-
         found = roots.names_files(Path(_one(items)) if items else None, "--inputs")
         path = found.test or found.path if not items else found.path
         names = read_names(path).names
@@ -189,9 +181,6 @@ class Table(Kind):
                 "output": {"name": "logits", "shape": ["batch", 1], "probabilities": "sigmoid: P(y=1)"}}
 
     def inputs(self, items: list[str] | None, count: int, *, seed: int) -> tuple[Tensor, str]:
-        from torchtools.data import roots
-        from torchtools.data.tables import read_numeric_csv
-
         found = roots.diabetes_table(Path(_one(items)) if items else None, "--inputs")
         values = read_numeric_csv(found.path).values
         if values.shape[1] not in (len(self.mean), len(self.mean) + 1):

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchtools.core import plots
 from torchtools.core.engine import EvalResult
 from torchtools.core.output import warn
+from torchtools.data.image_inputs import image_batches
 from torchtools.data.transforms import ImageFormat
 
 SHOWN = 32  # pictures in each grid
@@ -55,8 +56,6 @@ def _held_out_pictures(images, fmt: ImageFormat, order: list[int]) -> list[np.nd
         return []
     if isinstance(images.test_images, Tensor):
         return _displayable(images.test_images[order].cpu())
-    from torchtools.data.image_inputs import image_batches
-
     paths = [images.test_images[index] for index in order]
     batches = image_batches(paths, fmt.prepare, grayscale=fmt.grayscale, batch_size=len(paths), workers=0,
                             max_pixels=images.max_pixels)
