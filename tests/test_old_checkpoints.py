@@ -73,3 +73,23 @@ def test_an_old_checkpoint_exports(cli, tmp_path, old, monkeypatch, fmt, suffix)
     check = run.summary["export"]
     assert run.summary["model_command"] == "mnist" and check["top1_agreement"] == 1.0
     assert check["max_abs_diff"] <= 1e-4 * max(1.0, check["max_abs_logit"]) and output.is_file()
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda saved: saved["config"].update(model="nope"), "config's model is wrong"),
+    (lambda saved: saved["config"].pop("lr"), "its config lacks lr"),
+    (lambda saved: saved.update(classes=["0"] * 10), "its classes is not a list of distinct class names"),
+])
+def test_export_checks_a_checkpoint_as_its_command_does(cli, tmp_path, old, edit, fragment):
+    """export builds the network with the command's own build_model from the config as the command reads it:
+    an edited file is the same one error line from both, before anything is written."""
+    data, _, saved = old
+    edit(saved)
+    edited = tmp_path / "edited.pt"
+    torch.save(saved, edited)
+    by_command = cli("mnist", "--data", data, "--checkpoint", edited)
+    by_export = cli("export", edited, "--format", "safetensors", "--output", tmp_path / "m.safetensors")
+    for run in (by_command, by_export):
+        assert run.exit_code == 2 and fragment in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert by_export.stderr.strip() == by_command.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.safetensors").exists()
