@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from torchtools.core import distributed
-from torchtools.core.files import link_atomically, write_atomically
+from torchtools.core.files import link_atomically, write_atomically, write_bytes
 from torchtools.core.output import warn
 from torchtools.core.paths import best_path  # noqa: F401 (where the engine and the commands find it)
 from torchtools.core.errors import UserError, first_line, not_a_file
@@ -145,6 +145,14 @@ class TensorBoard:
                 return None
 
         return call
+
+    def record(self, name: str, text: str) -> None:
+        """A text file beside the logs (the run's config.yaml), failing as a log write does."""
+        if self._writer is not None:
+            try:
+                write_bytes(Path(self.log_dir) / name, text.encode())
+            except OSError as error:
+                self._stop(error)
 
     def _stop(self, error: OSError) -> None:
         warn(f"TensorBoard logs stopped: cannot write {self.log_dir} ({error.strerror or error}); the run goes on "
