@@ -44,9 +44,10 @@ def merged(command: str, config_type: type[Config], values: dict[str, Any],
             hint = f"did you mean {close[0]}?" if close else f"the keys are the options of torchtools {command} --help"
             raise UserError(f"{place}: unknown key {key!r}; {hint}")
         if name in given:
-            raise UserError(f"{place}: {key} is given twice (also {where[name]}); keep one")
-        given[name], where[name] = value, f"{place} ({key})"
-    checked = config_type._checked(given, lambda name, error: UserError(f"{where[name]}: {error}"), typed=True)
+            raise UserError(f"{place}: {key} is given twice (also as {where[name]}); keep one")
+        given[name], where[name] = value, f"{key}, line {line}" if line else key
+    checked = config_type._checked(given, lambda name, error: UserError(f"{path} ({where[name]}): {error}"),
+                                   typed=True)
     return {**values, **{name: value for name, value in checked.items() if name not in typed}}, typed | set(checked)
 
 
@@ -114,7 +115,7 @@ def _yaml(path: Path, text: str) -> list[tuple[Any, Any, int | None]]:
         if node is None:  # an empty file: no settings
             return []
         if not isinstance(node, yaml.MappingNode):
-            raise UserError(f"{path}: holds {node.id}, not key: value lines")
+            raise UserError(f"{path}: holds a {node.id}, not key: value lines")
         return [(loader.construct_object(key, deep=True), loader.construct_object(value, deep=True),
                  key.start_mark.line + 1) for key, value in node.value]
     except yaml.YAMLError as error:
