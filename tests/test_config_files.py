@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -205,3 +207,14 @@ def test_a_scheduled_run_from_a_file_in_a_real_process(tmp_path):
     write(tmp_path / "typo.json", json.dumps({"data": "data", "lerning-rate": 0.1}, indent=1))
     assert_user_error(run_torchtools("mnist", "--config", "typo.json", cwd=tmp_path), "typo.json, line 3",
                       "lerning-rate")
+
+
+def test_the_readme_example_file_is_read_as_it_says(cli, tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = re.search(r"```yaml\n(# nightly.yaml.*?)```", readme, re.S).group(1).replace("/srv", str(tmp_path))
+    printed = cli("mnist", "--config", write(tmp_path / "nightly.yaml", example), "--print-config")
+    assert printed.exit_code == 0, printed.stderr
+    values = yaml.safe_load(printed.stdout)
+    assert values["epochs"] == 3 and values["batch-size"] == 256 and values["model"] == "fast"  # the fast recipe's
+    cron = next(line for line in readme.splitlines() if "--config" in line and line.startswith("15 3 * * * "))
+    assert ".venv/bin/torchtools mnist --config" in cron
