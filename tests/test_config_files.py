@@ -140,7 +140,7 @@ def test_the_file_is_an_input_like_any_other(cli, tmp_path):
     assert_user_error(cli("mnist", "--config", tmp_path / "absent.yaml"), "absent.yaml: file not found")
     (tmp_path / "folder.yaml").mkdir()
     assert_user_error(cli("mnist", "--config", tmp_path / "folder.yaml"), "is a folder")
-    os.mkfifo(tmp_path / "pipe.yaml")  # never opened: reading a FIFO nobody writes would hang
+    os.mkfifo(tmp_path / "pipe.yaml")  # nobody writes it: a run that waited for its data would hang here
     assert_user_error(cli("mnist", "--config", tmp_path / "pipe.yaml"), "is a FIFO")
     huge = write(tmp_path / "huge.yaml", "# " + "x" * 2**20 + "\n")
     assert_user_error(cli("mnist", "--config", huge), "over 1 MiB")

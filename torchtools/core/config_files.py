@@ -16,7 +16,9 @@ import dataclasses
 import difflib
 import functools
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +90,20 @@ def _read(path: Path) -> list[tuple[Any, Any, int | None]]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise UserError(f"--config {path}: the name must end in .yaml, .yml, .toml or .json (its format)")
-    if not path.is_file():  # missing, a folder, a FIFO or a device: as every input (a link: the file it names)
-        raise not_a_file(path, "--config")
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_BYTES + 1)
+    try:  # opened without waiting (a FIFO would block), then judged by what was opened (a link: its file)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise not_a_file(path, "--config") from None
     except OSError as error:
         raise UserError(f"--config {path} cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a folder, a FIFO or a device: as every input
+        os.close(descriptor)
+        raise not_a_file(path, "--config")
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            data = file.read(MAX_BYTES + 1)
+        except OSError as error:
+            raise UserError(f"--config {path} cannot be read ({error.strerror})") from None
     if len(data) > MAX_BYTES:
         raise UserError(f"--config {path} is over {MAX_BYTES // 2**20} MiB: not a settings file")
     try:
