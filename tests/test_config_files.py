@@ -130,6 +130,8 @@ def test_a_bad_value_names_file_line_key_and_bounds(cli, tmp_path, name, text, l
     ("c.json", '{"epochs": 1,}', ("not valid JSON", "line 1, column")),
     ("c.json", '[1, 2]', ("holds list",)),
     ("c.ini", "epochs = 1\n", ("must end in .yaml, .yml, .toml or .json",)),
+    ("c.json", '{"epochs": ' + "[" * 50000 + "]" * 50000 + "}", ("nested too deeply",)),
+    ("c.yaml", "epochs: " + "[" * 50000 + "]" * 50000, ("nested too deeply",)),
 ])
 def test_a_malformed_file_is_one_error_line(cli, tmp_path, name, text, fragments):
     config = write(tmp_path / name, text)

@@ -110,8 +110,11 @@ def _read(path: Path) -> list[tuple[Any, Any, int | None]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise UserError(f"--config {path}: byte {error.start + 1} is not UTF-8 text") from None
-    return _yaml(path, text) if suffix in (".yaml", ".yml") else _toml(path, text) if suffix == ".toml" else \
-        _json(path, text)
+    parse = _yaml if suffix in (".yaml", ".yml") else _toml if suffix == ".toml" else _json
+    try:
+        return parse(path, text)
+    except RecursionError:  # [[[[...]]]]: the parsers recurse per level
+        raise UserError(f"--config {path}: nested too deeply to be a settings file") from None
 
 
 def _yaml(path: Path, text: str) -> list[tuple[Any, Any, int | None]]:
