@@ -37,9 +37,9 @@ def test_mnist_report_holds_history_curves_confusion_mistakes_and_a_batch(cli, t
     run = cli("mnist", "--data", tmp_path / "data", *MNIST_SMALL, "--report", report)
     assert run.exit_code == 0, run.stderr
     summary = run.summary
-    names = {"history.csv", "curves.png", "confusion.png", "mistakes.png", "batch.png"}
+    names = {"config.yaml", "history.csv", "curves.png", "confusion.png", "mistakes.png", "batch.png"}
     assert {os.path.basename(path) for path in summary["report"]} == names
-    assert f"wrote report (5 files): {report}" in run.stderr
+    assert f"wrote report (6 files): {report}" in run.stderr
     history = summary["history"]
     assert [row["epoch"] for row in history] == [1, 2]
     assert set(history[0]) == {"epoch", "train_loss", "train_accuracy", "lr", "test_loss", "test_accuracy",
@@ -64,7 +64,7 @@ def test_a_checkpoint_run_reports_its_evaluation(cli, tmp_path):
     run = cli("mnist", "--data", tmp_path / "data", "--checkpoint", tmp_path / "m.pt", "--report", tmp_path / "r",
               "--json")
     assert run.exit_code == 0, run.stderr
-    assert sorted(os.listdir(tmp_path / "r")) == ["confusion.png", "mistakes.png"]
+    assert sorted(os.listdir(tmp_path / "r")) == ["config.yaml", "confusion.png", "mistakes.png"]
     assert "epoch 1/" not in run.stderr and "recipe" not in run.stderr and "model:" not in run.stderr
 
 
@@ -122,7 +122,7 @@ def test_fit_linear_draws_the_data_and_the_line_and_the_sweep_minimum(cli, tmp_p
     picture(tmp_path / "r" / "fit.png", (600, 400))
     assert read_history(tmp_path / "r" / "history.csv") == run.summary["history"]
     sweep = cli("fit-linear", "--method", "exhaustive", "--no-tensorboard", "--report", tmp_path / "s", "--json")
-    assert {os.path.basename(path) for path in sweep.summary["report"]} == {"sweep.png", "fit.png"}
+    assert {os.path.basename(path) for path in sweep.summary["report"]} == {"config.yaml", "sweep.png", "fit.png"}
     picture(tmp_path / "s" / "sweep.png", (600, 400))
 
 

@@ -65,6 +65,10 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
             say(f"weights from inside epoch {checkpoint_info['partial_epoch']} (interrupted; no metrics for them)")
         for key in ("metrics", "config"):
             say(f"{key}: " + ", ".join(f"{name} {value}" for name, value in (checkpoint_info[key] or {}).items()))
+        if checkpoint_info["config"]:
+            command = checkpoint_info["command"]
+            say(f"replay: torchtools {command} --print-config --checkpoint {file} > run.yaml, then torchtools "
+                f"{command} --config run.yaml")
     state = inspection.select(weights.state, filter_)
     rows = [inspection.tensor_row(name, value) for name, value in state.items()]
     columns = ["name", "shape", "dtype", "params", "kind", "mean", "std", "min", "max", "zeros"]

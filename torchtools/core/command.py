@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from torchtools.core import config_files
 from torchtools.core.config import DEPENDS, Config, Setting, _base, _optional
 
 
@@ -34,6 +35,8 @@ def command(name: str, config_type: type[Config]) -> Callable[[Callable], Callab
             context = values.pop("context")
             typed = _typed_options(context, values)
             values = {key: _plain(value) for key, value in values.items()}
+            if values.get("config") is not None:  # the file's values count as typed; the typed options win
+                values, typed = config_files.merged(name, config_type, values, typed)
             # Left out, a DEPENDS option takes its value from the others (Config.fill).
             values = {key: DEPENDS if value is None and _depends(config_type, key) else value
                       for key, value in values.items()}

@@ -95,6 +95,12 @@ REPORT = Setting("--report", panel=OUTPUT, saved=False, show_default=False, meta
 QUIET = Setting("--quiet", "-q", panel=OUTPUT, saved=False, help="Only warnings and errors on stderr.")
 JSON = Setting("--json", panel=OUTPUT, saved=False,
                help="Print one JSON summary on the last line of stdout (keys: see README).")
+CONFIG = Setting("--config", saved=False, show_default=False, metavar="FILE", role=READS,
+                 help="Read the settings from a YAML, TOML or JSON file (by its suffix), keyed as the options are "
+                      "spelt (batch-size: 64); options typed here win over it (README, \"Config files\").")
+PRINT_CONFIG = Setting("--print-config", saved=False,
+                       help="Print the resolved settings as YAML for --config (with --checkpoint: those the checkpoint "
+                            "was trained with) and exit without training.")
 
 
 def distinct_names(value: Any) -> bool:
@@ -109,10 +115,12 @@ def a_count(value: Any) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class OutputSettings(Config):
-    """Every command: how much it says, and whether it ends with the JSON summary."""
+    """Every command: how much it says, whether it ends with the JSON summary, and its settings as a file."""
 
     quiet: bool = QUIET(False)
     json: bool = JSON(False)
+    config: Path | None = CONFIG()
+    print_config: bool = PRINT_CONFIG(False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +144,8 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
     STATE: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
     # Every file its --report folder may get (core/report.py writes no other), so Run.start checks each before
     # work: these, and the command's own.
-    REPORT_FILES: ClassVar[tuple[str, ...]] = ("history.csv", "curves.png", "confusion.png", "lr_find.png")
+    REPORT_FILES: ClassVar[tuple[str, ...]] = (
+        "config.yaml", "history.csv", "curves.png", "confusion.png", "lr_find.png")
     device: str = DEVICE("auto")
     save: Path | None = Setting(
         "--save", panel=OUTPUT, saved=False,

@@ -17,8 +17,9 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
+import typer
 
-from torchtools.core import distributed, files, output, stopping
+from torchtools.core import config_files, distributed, files, output, stopping
 from torchtools.core.checkpoints import check_state, load_checkpoint
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
@@ -63,6 +64,9 @@ class Run(Generic[C]):
         # Every file and folder the run will write, in one place (after a checkpoint's config is merged: its
         # --epochs names the --save-every files).
         check_paths(run.config.writes(), run.config.reads())
+        if run.config.print_config:  # the run is settled and checked: say it, and start nothing
+            print(config_files.dump(command, config_files.replayed(run.config)), end="", flush=True)
+            raise typer.Exit()
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
@@ -163,6 +167,8 @@ class Run(Generic[C]):
         """The TensorBoard writer of a training run (opened on first use), else None."""
         if self._writer is None and self.trains:
             self._writer = open_tensorboard(self.config.runs_dir, self.command, enabled=not self.config.no_tensorboard)
+            if self._writer is not None:
+                self._writer.record("config.yaml", config_files.dump(self.command, self.config))
         return self._writer
 
     def load_model(self, model: torch.nn.Module, what: str = "") -> torch.nn.Module:
@@ -201,6 +207,7 @@ class Run(Generic[C]):
         if result is not None and result.checkpoint is not None:
             self._say_checkpoints(result.checkpoint)
         if self.report is not None:
+            files.write_bytes(self.report.path("config.yaml"), config_files.dump(self.command, self.config).encode())
             self.report.history(history, title=self.command)
             self.report.announce()
         if metrics is None:

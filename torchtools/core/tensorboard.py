@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from torchtools.core import distributed
+from torchtools.core.files import write_bytes
 from torchtools.core.output import warn
 
 
@@ -50,6 +51,14 @@ class TensorBoard:
                 return None
 
         return call
+
+    def record(self, name: str, text: str) -> None:
+        """A text file beside the logs (the run's config.yaml), failing as a log write does."""
+        if self._writer is not None:
+            try:
+                write_bytes(Path(self.log_dir) / name, text.encode())
+            except OSError as error:
+                self._stop(error)
 
     def _stop(self, error: OSError) -> None:
         warn(f"TensorBoard logs stopped: cannot write {self.log_dir} ({error.strerror or error}); the run goes on "
