@@ -103,11 +103,13 @@ def needs_data(run: Run, pictures: list[Path]) -> bool:
 
 def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
                            pictures: list[Path], *, eval_name: str = "test", held_out_asked: bool = True,
-                           plot: Path | None = None, frozen_head: str | None = None, **summary: Any) -> None:
+                           plot: Path | None = None, frozen_head: str | None = None,
+                           class_weights: list[float] | None = None, **summary: Any) -> None:
     """The flow after data and model: fit (or load), report, predict, and the summary with `summary`'s keys.
-    `frozen_head` names the one trained module of a frozen backbone (--mode freeze)."""
+    `frozen_head` names the one trained module of a frozen backbone (--mode freeze); `class_weights` weight
+    the training loss per class (saved with the model)."""
     outcome = fit_or_evaluate(run, network, images, fmt, eval_name=eval_name, held_out_asked=held_out_asked,
-                              plot=plot, frozen_head=frozen_head)
+                              plot=plot, frozen_head=frozen_head, class_weights=class_weights)
     classes = images.classes if images is not None else saved_classes(run)
     predicted = predict(network, pictures, classes, fmt, run.device, output=run.config.output, top_k=run.config.top_k,
                         max_pixels=run.config.max_pixels)
@@ -118,7 +120,7 @@ def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None
 
 def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: ImageFormat, *,
                     eval_name: str = "test", held_out_asked: bool = True, plot: Path | None = None,
-                    frozen_head: str | None = None) -> Outcome:
+                    frozen_head: str | None = None, class_weights: list[float] | None = None) -> Outcome:
     """Train `model` on images (--resume included), or load the --checkpoint weights into it and evaluate
     on `images` where given; then report per class."""
     config, device = run.config, run.device
@@ -130,7 +132,8 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         train_batches, eval_batches = batches(images.to(device), fmt, device, batch_size=config.batch_size,
                                               seed=config.seed)
         trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        objective = Objective.classification(config.label_smoothing)
+        weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device)
+        objective = Objective.classification(config.label_smoothing, weight=weight)
         sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
         eval_transform = fmt.eval_transform(device, channels_last=False)
         summary = {"model_summary": summarise(model, eval_transform(sample[:2]), type(model).__name__)}
@@ -154,7 +157,8 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
             on_frozen_features(model, frozen_head, fmt, train_batches, eval_batches, device)
         result = fit(trained_model, objective, optimizer, fit_train, fit_eval,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
-                     state={"classes": images.classes, "image_format": dataclasses.asdict(fmt)})
+                     state={"classes": images.classes, "image_format": dataclasses.asdict(fmt),
+                            **({"class_weights": class_weights} if class_weights is not None else {})})
         _note_skipped(images, train_batches, eval_batches)
         evaluation, metrics = result.evaluation, dict(result.metrics)
     else:

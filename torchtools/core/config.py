@@ -117,6 +117,11 @@ class Config:
         """The values of DEPENDS fields, from the others (a recipe's, a method's defaults)."""
         return values
 
+    def settle(self, run: Any) -> Config:
+        """The config with what the command learns from its inputs before any work (transfer: the architecture
+        and preprocessing its weights name), called once by Run.start after the checkpoint's values are merged."""
+        return self
+
     @classmethod
     def depends_help(cls, name: str) -> str:
         """What --help says of a DEPENDS default: "Default: the recipe's (course: 10, fast: 2)."."""
@@ -205,6 +210,11 @@ class Config:
 def comma_separated_ints(text: str) -> list[int]:
     """"6,4" -> [6, 4] (a ValueError for anything else)."""
     return [int(part) for part in text.split(",") if part.strip()]
+
+
+def comma_separated_floats(text: str) -> list[float]:
+    """"0.5,0.5,0.5" -> [0.5, 0.5, 0.5] (a ValueError for anything else)."""
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
 def _fixed(name: str, value: Any, kind: Any) -> Any:

@@ -42,8 +42,9 @@ class Objective:
     predict: Callable[[Tensor], Tensor] | None = None  # None for regression: no accuracy
 
     @classmethod
-    def classification(cls, label_smoothing: float = 0.0) -> Objective:
-        return cls(nn.CrossEntropyLoss(label_smoothing=label_smoothing), lambda output: output.argmax(dim=1))
+    def classification(cls, label_smoothing: float = 0.0, weight: Tensor | None = None) -> Objective:
+        return cls(nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing),
+                   lambda output: output.argmax(dim=1))
 
     @classmethod
     def binary(cls) -> Objective:

@@ -9,6 +9,7 @@ with this run's. The flow reads `run.config`, and ends with `run.finish`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Run(Generic[C]):
         # Every file and folder the run will write, in one place (after a checkpoint's config is merged: its
         # --epochs names the --save-every files).
         check_paths(run.config.writes(), run.config.reads())
+        run.config = run.config.settle(run)
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
@@ -267,6 +269,8 @@ STATE = {
     "mean": (lambda value: _statistics(value, positive=False), "a row of finite fp32 means"),
     "std": (lambda value: _statistics(value, positive=True), "a row of finite fp32 deviations above zero"),
     "image_format": (lambda value: isinstance(value, dict), "a picture format"),
+    "class_weights": (lambda value: isinstance(value, list) and all(
+        type(item) is float and math.isfinite(item) and item > 0 for item in value), "a list of positive weights"),
     "metrics": (lambda value: isinstance(value, dict), "metrics by name"),
     "history": (lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
                 "a list of each epoch's metrics"),
