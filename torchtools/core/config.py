@@ -272,7 +272,8 @@ def _convert(value: Any, kind: Any) -> Any:
 
 def _kind_name(kind: Any) -> str:
     if typing.get_origin(kind) is list:
-        return f"a list of {_kind_name(typing.get_args(kind)[0])}s"
+        item = _kind_name(typing.get_args(kind)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path"}.get(
         kind, str(kind))
 
