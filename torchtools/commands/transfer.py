@@ -193,9 +193,9 @@ def _triple(values) -> str:
 def transfer(run: Run[TransferConfig]) -> None:
     """Fine-tune a pretrained torchvision or timm classifier on your image folders (transfer learning).
 
-    The defaults follow the transfer-learning tutorial: the weights' normalisation (else ImageNet's), random-resized-crop +
-    flip for training, resize + centre crop for validation, SGD momentum 0.9 with the learning rate
-    divided by 10 every 7 epochs. Images are decoded once (OpenCV; unreadable files are skipped and
+    The defaults follow the transfer-learning tutorial: the weights' normalisation (else ImageNet's),
+    random-resized-crop + flip for training, resize + centre crop for validation, SGD momentum 0.9 with the
+    learning rate divided by 10 every 7 epochs. Images are decoded once (OpenCV; unreadable files are skipped and
     counted) and augmented on the device in whole batches. With --checkpoint, label the --predict
     images, or evaluate on the val images of --data.
     """

@@ -270,6 +270,9 @@ def published(name: str, arch: str | None) -> tuple[Path, str]:
 def _published_entry(name: str, arch: str | None):
     from torchvision import models
 
+    if is_timm(arch):
+        raise UserError(f"--weights {name} names torchvision's published weights, which {arch} has none of: pass a "
+                        "weights file or Hub folder (timm's weights are not downloaded here)")
     if name.lower() == IMAGENET:
         enum = models.get_model_weights(check_arch(arch or DEFAULT_ARCH))
         entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
