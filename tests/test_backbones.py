@@ -132,7 +132,7 @@ def test_a_hub_folder_trains_with_no_arch_and_its_own_mean_and_std(cli, tmp_path
     # Typed options win over the folder's.
     typed = cli("transfer", "--weights", hub, "--data", folders, "--epochs", "1", "--mean", "0.4,0.4,0.4", *SMALL)
     assert typed.exit_code == 0, typed.stderr
-    assert "mean 0.4,0.4,0.4 (--mean)" in typed.stderr
+    assert "mean 0.4,0.4,0.4, 32 px (given); std 0.25,0.25,0.25, bilinear" in typed.stderr
 
 
 def test_hub_folder_mistakes_are_one_error(cli, tmp_path, folders):

@@ -166,7 +166,7 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
             weights_value = None
         if name in ("mean", "std") and weights_value is not None and len(weights_value) != 3:
             weights_value = None
-        given_by = f"{saved_in}'s" if saved_in is not None else config.option(name)
+        given_by = f"{saved_in}'s" if saved_in is not None else "given"
         values[name], sources[name] = (given, given_by) if given is not None else \
             (weights_value, origin) if weights_value is not None else (default, "ImageNet's")
     for name in ("mean", "std"):
