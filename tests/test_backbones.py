@@ -211,6 +211,9 @@ def test_class_weights_balanced_changes_the_loss_is_saved_and_resumed(cli, tmp_p
     saved = torch.load(tmp_path / "b.pt", weights_only=True)
     assert saved["config"]["class_weights"] == "balanced"
     assert saved["class_weights"] == pytest.approx([22 / (2 * 20), 22 / (2 * 2)])
+    evaluated = cli("transfer", "--checkpoint", tmp_path / "b.pt", "--data", uneven, "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr  # the held-out loss weighted as in training
+    assert evaluated.summary["metrics"]["val_loss"] == pytest.approx(balanced.summary["metrics"]["val_loss"])
     resumed = cli("transfer", "--resume", tmp_path / "b.pt", "--data", uneven, "--epochs", "2", "--save",
                   tmp_path / "b.pt", *SMALL)
     assert resumed.exit_code == 0, resumed.stderr

@@ -168,7 +168,7 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
             if images.classes != saved_classes(run):
                 raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
                                 f"trained on {', '.join(saved_classes(run))}")
-            evaluation = evaluate_images(model, images, fmt, device)
+            evaluation = evaluate_images(model, images, fmt, device, class_weights=run.loaded.get("class_weights"))
             metrics = {f"{eval_name}_loss": evaluation.loss, f"{eval_name}_accuracy": evaluation.accuracy}
             say(f"{format_metrics(metrics)} ({len(images.test_labels):,} images)")
     outcome = Outcome(result, evaluation, metrics, summary=summary)
@@ -239,11 +239,13 @@ def _slices(images: ImageSet | FolderFiles, split: str, fmt: ImageFormat, device
                           max_pixels=images.max_pixels, **batching)
 
 
-def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device
-                    ) -> EvalResult:
-    """The held-out images scored as during training (same batches; evaluation is fp32 in both)."""
+def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *,
+                    class_weights: list[float] | None = None) -> EvalResult:
+    """The held-out images scored as during training (same batches, the loss weighted as it was; evaluation is
+    fp32 in both)."""
     held_out = held_out_batches(images.to(device), fmt, device)
-    evaluation = evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device)
+    evaluation = evaluate(prepare_model(model, device), Objective.classification(weight=weight), held_out, device)
     _note_skipped(images, held_out)
     return evaluation
 
