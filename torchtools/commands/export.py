@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from torchtools.core.run import Run
 
 GENERATED_SEED = 0
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2", "safetensors": ".safetensors"}
+# Each format's file suffixes, the first its usual one (.torchscript is ultralytics' name for TorchScript).
+FORMATS = {"onnx": (".onnx",), "torchscript": (".pt", ".torchscript"), "exported": (".pt2",),
+           "safetensors": (".safetensors",)}
+BY_SUFFIX = {suffix: name for name, suffixes in FORMATS.items() for suffix in suffixes}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +43,7 @@ class ExportConfig(OutputSettings):
                                     ".best.pt).")(None)
     format: str | None = Setting(
         "--format", choices=tuple(FORMATS), show_default=False,
-        help="onnx (.onnx, run by onnxruntime), torchscript (.pt, torch.jit.load), exported (.pt2, an "
+        help="onnx (.onnx, run by onnxruntime), torchscript (.pt or .torchscript, torch.jit.load), exported (.pt2, an "
              "ExportedProgram for torch.export.load) or safetensors (.safetensors weights, a .json beside). "
              "Default: from the --output suffix.")()
     output: Path | None = Setting("--output", "-o", show_default=False, help="The file to write.")()
@@ -63,8 +66,8 @@ class ExportConfig(OutputSettings):
 
         if self.output is None:
             return []  # the flow says what to pass
-        fmt = self.format or {suffix: name for name, suffix in FORMATS.items()}.get(self.output.suffix.lower())
-        outputs = [Output(self.output, "--output", suffixes=(FORMATS[self.format],) if self.format else ())]
+        fmt = self.format or BY_SUFFIX.get(self.output.suffix.lower())
+        outputs = [Output(self.output, "--output", suffixes=FORMATS[self.format] if self.format else ())]
         if fmt == "safetensors":
             outputs.append(Output(metadata_path(self.output), "--output's JSON file"))
         return outputs
@@ -177,11 +180,12 @@ def _read_back(fmt: str, written, kind, saved: dict, model_config, batch):
 def _format(config: ExportConfig) -> str:
     """--format, or the one the --output suffix names; the two must agree."""
     if config.checkpoint is None or config.output is None:
-        raise UserError("pass the CHECKPOINT to export and --output FILE (.onnx, .pt, .pt2 or .safetensors)")
-    by_suffix = {suffix: name for name, suffix in FORMATS.items()}.get(config.output.suffix.lower())
+        raise UserError("pass the CHECKPOINT to export and --output FILE (.onnx, .pt, .torchscript, .pt2 or "
+                        ".safetensors)")
+    by_suffix = BY_SUFFIX.get(config.output.suffix.lower())
     if config.format is None and by_suffix is None:
         raise UserError(f"--output {config.output}: name a format with --format, or end the name in "
-                        f"{', '.join(FORMATS.values())}")
+                        f"{', '.join(BY_SUFFIX)}")
     return config.format or by_suffix
 
 

@@ -1,14 +1,15 @@
-"""transfer: fine-tune a torchvision classifier from a pretrained weights file on your image folders."""
+"""transfer: fine-tune a torchvision or timm classifier from a pretrained weights file on your image folders."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting
+from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats
 from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
                                      OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
@@ -18,23 +19,33 @@ if TYPE_CHECKING:
     from torchtools.core.run import Run
 
 MODEL = "Model and weights"
+PREPROCESSING = "Preprocessing (default: what the weights say, else ImageNet's)"
+# What the pictures become when neither the options nor the weights say: torchvision's ImageNet recipe.
+IMAGENET_INPUT = {"interpolation": "bilinear", "crop_pct": 0.875, "image_size": 224}
+FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pictures is warned about
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
+    STATE = {**ImageClassifierSettings.STATE, "class_weights": (
+        lambda value: isinstance(value, list) and all(type(item) is float and math.isfinite(item) and item > 0
+                                                      for item in value), "a list of positive weights")}
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False, role=READS,
-        help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
+        help="Pretrained weights: a torchvision- or timm-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
-             "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "
-             "published weights (fetched once into torch.hub's cache, hash-checked); 'none' trains from scratch.")()
+             "stripped); a Hugging Face Hub folder (config.json and model.safetensors, as timm saves it: its "
+             "architecture and preprocessing are read from config.json); 'imagenet' or a torchvision name such as "
+             "ResNet34_Weights.IMAGENET1K_V1 for torchvision's published weights (fetched once into torch.hub's "
+             "cache, hash-checked); 'none' trains from scratch.")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
         help="Number of classes; must equal the number of class folders. Default: that number.")()
     arch: str | None = Setting(
         "--arch", panel=MODEL, show_default=False,
-        help="torchvision classifier: resnet18/34/50/101/152, vgg16, densenet121, efficientnet_b0, ... "
-             "Default: inferred from the weights' keys and shapes, else resnet34.")()
+        help="torchvision classifier: resnet18/34/50/101/152, vgg16, densenet121, efficientnet_b0, ...; or timm/NAME "
+             "for a timm model (timm/efficientnet_lite0, timm/convnext_tiny; needs torchtools[timm]). Default: a "
+             "Hub folder's, else inferred from the weights' keys and shapes; resnet34 with --weights none.")()
     load: str = Setting(
         "--load", panel=MODEL, choices=("replace-head", "drop-head"),
         help="replace-head: load every tensor, then swap the last layer for --classes outputs; drop-head: build for "
@@ -52,10 +63,32 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
         help="Training pictures: random-resized crops and flips (the tutorial's), or none (the centre crop, as "
              "validated). With --mode freeze and none, the frozen backbone's features are computed once and each "
              "epoch trains only the head on them.")("resized-crop-flip")
-    image_size: int = Setting(
-        "--image-size", min=16, max=4096,
+    image_size: int | None = Setting(
+        "--image-size", panel=PREPROCESSING, min=16, max=4096, show_default=False,
         help="Input size: train on random-resized crops of this size, validate on the centre crop after resizing "
-             "the shorter side to size*256/224.")(224)
+             "the shorter side to size/crop-pct. Default: the weights' input size, else 224.")()
+    crop_pct: float | None = Setting(
+        "--crop-pct", panel=PREPROCESSING, min=0.1, max=1.0, show_default=False,
+        help="The centre crop's share of the resized picture (timm's crop_pct): 0.875 is resize 256, crop 224. "
+             "Default: the weights', else 0.875.")()
+    interpolation: str | None = Setting(
+        "--interpolation", panel=PREPROCESSING, choices=("bilinear", "bicubic", "nearest"), show_default=False,
+        help="How pictures are resized (shrinking is antialiased). Default: the weights', else bilinear.")()
+    mean: list[float] | None = Setting(
+        "--mean", panel=PREPROCESSING, min=-10.0, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
+        show_default=False,
+        help="Per-channel mean subtracted from pixels on the 0..1 scale: three numbers, as the weights were "
+             "trained with (0.5,0.5,0.5 for many TensorFlow ports). Default: the weights', else ImageNet's "
+             "0.485,0.456,0.406.")()
+    std: list[float] | None = Setting(
+        "--std", panel=PREPROCESSING, min=1e-4, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
+        show_default=False,
+        help="Per-channel standard deviation pixels are divided by: three numbers above zero. Default: the "
+             "weights', else ImageNet's 0.229,0.224,0.225.")()
+    class_weights: str = Setting(
+        "--class-weights", choices=("none", "balanced"),
+        help="balanced: weight the loss by inverse class frequency in the training pictures (n / (classes x "
+             "count)), for photos where one class is far rarer; saved with the model.")("none")
     loader: str = LOADER("auto")
     plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
                                 suffixes=PLOT.suffixes,
@@ -77,14 +110,95 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
 
+    def settle(self, run) -> TransferConfig:
+        """The architecture and preprocessing, settled from the weights before any picture is read: the file is
+        read and checked against the architecture here, so a wrong one costs no decoding."""
+        from torchtools.models import pretrained
+
+        config, source = self, None
+        if run.trains and not run.resuming:
+            if config.weights is None:
+                raise UserError("pass --weights FILE (a state_dict, checkpoint or Hub folder), --weights imagenet for "
+                                "torchvision's published weights, or --weights none to train from scratch")
+            source = weights_of(config)
+            arch = config.arch or pretrained.DEFAULT_ARCH
+            if source is not None:
+                arch = pretrained.resolve_arch(source, config.arch)[0]
+                pretrained.check_fits(source, arch)
+            config = dataclasses.replace(config, weights=str(source.path) if source else None,
+                                         arch=pretrained.check_arch(arch))
+        pretrained.check_arch(config.arch)  # a --checkpoint of a timm model needs timm too
+        if config.mode == "freeze" and config.weights is None:
+            raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
+        return _with_preprocessing(config, source, saved_in=None if run.trains and not run.resuming else run.source)
+
+
+def weights_of(config: TransferConfig):
+    """The --weights file (or Hub folder, or published weights) read, or None for --weights none."""
+    from torchtools.models import pretrained
+
+    if config.weights is None or config.weights.lower() == "none":
+        return None
+    return pretrained.read_weights(config.weights, arch=config.arch, trust_pickle=config.trust_pickle)
+
+
+def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> TransferConfig:
+    """Each preprocessing setting not given: the weights' (a Hub folder's or timm model's pretrained_cfg), else
+    ImageNet's; says which it used and from where. A --checkpoint or --resume run has its saved ones already."""
+    from torchtools.core.errors import UserError
+    from torchtools.core.output import say
+    from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from torchtools.models import pretrained
+
+    said, origin = pretrained.preprocessing(source, config.arch) if config.mean is None or config.std is None \
+        or config.interpolation is None or config.crop_pct is None or config.image_size is None else ({}, "")
+    input_size = said.get("input_size")
+    offered = {"mean": said.get("mean"), "std": said.get("std"), "interpolation": said.get("interpolation"),
+               "crop_pct": said.get("crop_pct"),
+               "image_size": input_size[-1] if isinstance(input_size, (list, tuple)) and len(input_size) == 3
+               and input_size[-1] == input_size[-2] else None}
+    fallback = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **IMAGENET_INPUT}
+    values, sources = {}, {}
+    for name, default in fallback.items():
+        given = getattr(config, name)
+        try:  # the weights' value through the option's own checks: one outside them is not taken
+            weights_value = None if offered[name] is None else type(config).settings()[name][0].check(
+                name, list(offered[name]) if isinstance(offered[name], (list, tuple)) else offered[name],
+                type(config).settings()[name][1], typed=False)
+        except UserError:
+            weights_value = None
+        if name in ("mean", "std") and weights_value is not None and len(weights_value) != 3:
+            weights_value = None
+        given_by = f"{saved_in}'s" if saved_in is not None else "given"
+        values[name], sources[name] = (given, given_by) if given is not None else \
+            (weights_value, origin) if weights_value is not None else (default, "ImageNet's")
+    for name in ("mean", "std"):
+        if len(values[name]) != 3:
+            raise UserError(f"{config.option(name)} {','.join(map(str, values[name]))}: give three numbers, one for "
+                            "each of red, green and blue")
+    settled = dataclasses.replace(config, **values)
+    by_source: dict[str, list[str]] = {}
+    for name, where in sources.items():
+        by_source.setdefault(where, []).append(name)
+    shown = {"mean": f"mean {_triple(settled.mean)}", "std": f"std {_triple(settled.std)}",
+             "interpolation": settled.interpolation, "crop_pct": f"crop-pct {settled.crop_pct:g}",
+             "image_size": f"{settled.image_size} px"}
+    say("preprocessing: " + "; ".join(f"{', '.join(shown[name] for name in names)} ({where})"
+                                      for where, names in by_source.items()))
+    return settled
+
+
+def _triple(values) -> str:
+    return ",".join(f"{value:g}" for value in values)
+
 
 @command("transfer", TransferConfig)
 def transfer(run: Run[TransferConfig]) -> None:
-    """Fine-tune a pretrained torchvision classifier on your image folders (transfer learning).
+    """Fine-tune a pretrained torchvision or timm classifier on your image folders (transfer learning).
 
-    The defaults follow the transfer-learning tutorial: ImageNet normalisation, random-resized-crop +
-    flip for training, resize + centre crop for validation, SGD momentum 0.9 with the learning rate
-    divided by 10 every 7 epochs. Images are decoded once (OpenCV; unreadable files are skipped and
+    The defaults follow the transfer-learning tutorial: the weights' normalisation (else ImageNet's),
+    random-resized-crop + flip for training, resize + centre crop for validation, SGD momentum 0.9 with the
+    learning rate divided by 10 every 7 epochs. Images are decoded once (OpenCV; unreadable files are skipped and
     counted) and augmented on the device in whole batches. With --checkpoint, label the --predict
     images, or evaluate on the val images of --data.
     """
@@ -92,27 +206,16 @@ def transfer(run: Run[TransferConfig]) -> None:
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
-    from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
+    from torchtools.data.transforms import ImageFormat, stored_size
     from torchtools.models import pretrained
 
     config = run.config
     fresh = run.trains and not run.resuming
-    if fresh and config.weights is None:
-        raise UserError("pass --weights FILE (a state_dict or checkpoint), --weights imagenet for torchvision's "
-                        "published weights, or --weights none to train from scratch")
-    source = None if config.weights is None or config.weights.lower() == "none" else \
-        pretrained.read_weights(config.weights, arch=config.arch, trust_pickle=config.trust_pickle)
-    if fresh:  # the architecture inferred from the weights, and the file they came from, are what is saved
-        resolved, inferred = pretrained.resolve_arch(source, config.arch) if source is not None else \
-            (config.arch, False)
-        config = run.config = dataclasses.replace(config, weights=str(source.path) if source else None,
-                                                  arch=resolved or pretrained.DEFAULT_ARCH)
-    pretrained.check_arch(config.arch)
-    if config.mode == "freeze" and config.weights is None:
-        raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
+    # Read again as settle read it (and checked it against the architecture): the state is not kept in the config.
+    source = weights_of(config) if fresh else None
     pictures = classifier.pictures(run)
-    fmt = ImageFormat(stored_size(config.image_size), IMAGENET_MEAN, IMAGENET_STD, fit="centre",
-                      crop=config.image_size, augment=config.augment)
+    fmt = ImageFormat(stored_size(config.image_size, config.crop_pct), tuple(config.mean), tuple(config.std),
+                      fit="centre", crop=config.image_size, augment=config.augment, interpolation=config.interpolation)
     images = None
     if classifier.needs_data(run, pictures):
         root, listing = labels_csv.from_settings(config, config.data)
@@ -124,9 +227,12 @@ def transfer(run: Run[TransferConfig]) -> None:
             listing.add_missing(images)
         _check_classes(config.classes if run.trains else len(classifier.saved_classes(run)), images, root)
         classifier.describe(images, "val")
+        if run.trains:
+            _say_class_counts(images)
     class_names = images.classes if images is not None else classifier.saved_classes(run)
 
-    network, report = _network(config, source if fresh else None, class_names, fresh and inferred)
+    inferred = fresh and source is not None and "arch" not in run.explicit
+    network, report = _network(config, source, class_names, inferred)
     trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == "freeze"
                  else sum(parameter.numel() for parameter in network.parameters()))
     if run.trains:
@@ -136,6 +242,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     classifier.train_evaluate_predict(
         run, network, images, fmt, pictures, eval_name="val", plot=config.plot,
         frozen_head=report.head if config.mode == "freeze" else None,
+        class_weights=_class_weights(run, images) if run.trains else None,
         held_out_asked=images is not None and (config.val_split > 0 or len(images.test_labels) > 0),
         arch=config.arch, weights=config.weights, load=config.load, mode=config.mode,
         missing_keys=report.missing_keys if loaded_keys else None,
@@ -143,6 +250,30 @@ def transfer(run: Run[TransferConfig]) -> None:
         train_images=len(images.train_labels) if images is not None else 0,
         val_images=len(images.test_labels) if images is not None else 0,
         skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable)
+
+
+def _say_class_counts(images) -> None:
+    """Each class's training pictures, and a warning where one has far fewer than the largest."""
+    from torchtools.core.output import say, warn
+
+    counts = images.train_labels.bincount(minlength=len(images.classes)).tolist()
+    say("training pictures per class: " + ", ".join(f"{name} {count:,}" for name, count in zip(images.classes, counts)))
+    largest = max(range(len(counts)), key=counts.__getitem__)
+    for name, count in zip(images.classes, counts):
+        if count * FAR_SMALLER < counts[largest]:
+            warn(f"class {name} has {count:,} training pictures, under 1/{FAR_SMALLER} of {images.classes[largest]}'s "
+                 f"{counts[largest]:,}: the model may rarely predict it; consider --class-weights balanced")
+
+
+def _class_weights(run, images) -> list[float] | None:
+    """--class-weights balanced: n / (classes x count) per class, from the training pictures; a resumed run goes
+    on with the weights it saved."""
+    if run.config.class_weights != "balanced":
+        return None
+    if run.resuming and run.loaded.get("class_weights") is not None:
+        return list(run.loaded["class_weights"])
+    counts = images.train_labels.bincount(minlength=len(images.classes)).double()
+    return (counts.sum() / (len(counts) * counts.clamp(min=1))).tolist()
 
 
 def _check_classes(expected: int | None, images, root: Path) -> None:
@@ -173,8 +304,10 @@ def _network(config: TransferConfig, source, class_names: list[str], inferred: b
         network = build_model(config, {"classes": class_names})
         return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
     network, report = pretrained.load_pretrained(source, config.arch, classes, drop_head=config.load == "drop-head")
+    labels = (source.hub or {}).get("label_names")
+    named = f" ({', '.join(map(str, labels))})" if isinstance(labels, list) and len(labels) <= 10 else ""
     say(f"{source.path}: {source.kind}, {config.arch}{' (inferred)' if inferred else ''}; head {report.head}: "
-        f"{report.file_classes or 'none'} -> {classes} classes ({config.load})")
+        f"{report.file_classes or 'none'}{named} -> {classes} classes ({config.load})")
     for name, keys in (("missing keys", report.missing_keys), ("unexpected keys", report.unexpected_keys)):
         say(f"{name}: {pretrained.key_summary(keys)}")
     untouched = [key for key in report.missing_keys if not pretrained.in_head(key, report.head)]

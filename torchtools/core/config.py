@@ -117,6 +117,11 @@ class Config:
         """The values of DEPENDS fields, from the others (a recipe's, a method's defaults)."""
         return values
 
+    def settle(self, run: Any) -> Config:
+        """The config with what the command learns from its inputs before any work (transfer: the architecture
+        and preprocessing its weights name), called once by Run.start after the checkpoint's values are merged."""
+        return self
+
     @classmethod
     def depends_help(cls, name: str) -> str:
         """What --help says of a DEPENDS default: "Default: the recipe's (course: 10, fast: 2)."."""
@@ -207,6 +212,11 @@ def comma_separated_ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def comma_separated_floats(text: str) -> list[float]:
+    """"0.5,0.5,0.5" -> [0.5, 0.5, 0.5] (a ValueError for anything else)."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
 def _fixed(name: str, value: Any, kind: Any) -> Any:
     """A field without an option (a fixed value of the command, or one a recipe sets) is checked by type."""
     if value is DEPENDS:
@@ -262,7 +272,8 @@ def _convert(value: Any, kind: Any) -> Any:
 
 def _kind_name(kind: Any) -> str:
     if typing.get_origin(kind) is list:
-        return f"a list of {_kind_name(typing.get_args(kind)[0])}s"
+        item = _kind_name(typing.get_args(kind)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path"}.get(
         kind, str(kind))
 

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torchtools.core import distributed
 from torchtools.core.checkpoints import EpochKeeper, last_metrics
 from torchtools.core.errors import TrainingDiverged, UserError
+from torchtools.core.output import EpochProgress
+
 
 # Batches between progress redraws: reading a running loss forces a device sync, so it is done sparingly.
 REFRESH_EVERY = 10
@@ -38,8 +40,9 @@ class Objective:
     predict: Callable[[Tensor], Tensor] | None = None  # None for regression: no accuracy
 
     @classmethod
-    def classification(cls, label_smoothing: float = 0.0) -> Objective:
-        return cls(nn.CrossEntropyLoss(label_smoothing=label_smoothing), lambda output: output.argmax(dim=1))
+    def classification(cls, label_smoothing: float = 0.0, weight: Tensor | None = None) -> Objective:
+        return cls(nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing),
+                   lambda output: output.argmax(dim=1))
 
     @classmethod
     def binary(cls) -> Objective:

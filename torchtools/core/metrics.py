@@ -18,6 +18,12 @@ def per_class_accuracy(matrix: Tensor) -> list[float | None]:
     return [(matrix[i, i] / totals[i]).item() if totals[i] > 0 else None for i in range(len(matrix))]
 
 
+def per_class_precision(matrix: Tensor) -> list[float | None]:
+    """Precision of each class (correct / predictions of that class); None for a class never predicted."""
+    predicted = matrix.sum(dim=0)
+    return [(matrix[i, i] / predicted[i]).item() if predicted[i] > 0 else None for i in range(len(matrix))]
+
+
 def roc_auc(scores: Tensor, targets: Tensor) -> float | None:
     """Area under the ROC curve: the chance a random positive outranks a random negative (ties count half)."""
     positives, negatives = int(targets.sum()), int((1 - targets).sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from torchtools.core.engine import EvalResult
-from torchtools.core.metrics import confusion_matrix, per_class_accuracy
+from torchtools.core.metrics import confusion_matrix, per_class_accuracy, per_class_precision
 from torchtools.core.output import print_table, say, wrote
 from torchtools.core.files import csv_cell, write_bytes
 
@@ -88,9 +88,12 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(classes))
     accuracy = dict(zip(classes, per_class_accuracy(matrix)))
     totals = matrix.sum(dim=1).tolist()
-    rows = [(name, count, int(matrix[index, index]), value if value is not None else "-")
+    precision = per_class_precision(matrix)
+    rows = [(name, count, int(matrix[index, index]), value if value is not None else "-",
+             precision[index] if precision[index] is not None else "-")
             for index, ((name, value), count) in enumerate(zip(accuracy.items(), totals))]
-    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "accuracy"], rows)
+    # A class's accuracy is its recall (found of those there); precision is right of those it was named.
+    print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "recall", "precision"], rows)
     drawn = "confusion.png in --report" if folder is not None else "--report DIR's confusion.png"
 
     def narrow():

@@ -64,6 +64,7 @@ class Run(Generic[C]):
         # Every file and folder the run will write, in one place (after a checkpoint's config is merged: its
         # --epochs names the --save-every files).
         check_paths(run.config.writes(), run.config.reads())
+        run.config = run.config.settle(run)
         if run.config.print_config:  # the run is settled and checked: say it, and start nothing
             print(config_files.dump(command, config_files.replayed(run.config)), end="", flush=True)
             raise typer.Exit()

@@ -20,6 +20,9 @@ from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CROP_PCT = 224 / 256  # resize 256, centre crop 224
+# How a picture is resized when it grows; shrinking goes through INTER_AREA first (antialiased, as PIL resizes).
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 
 def _numbers(values, count: int) -> bool:
@@ -39,6 +42,7 @@ class ImageFormat:
     crop: int | None = None  # the model's input side, cut from the stored square (ImageNet's 224 of 256)
     augment: str = "none"  # none | shift-flip (4-pixel shifts, mirror) | resized-crop-flip (ImageNet)
     invert_light_background: bool = False  # MNIST digits are light on dark: a dark digit on paper is inverted
+    interpolation: str = "bilinear"  # how a picture is resized to `size` (transfer's --interpolation)
 
     def __post_init__(self):
         """Also a checkpoint's saved format comes through here: a wrong one is a ValueError, not a crash later."""
@@ -55,6 +59,7 @@ class ImageFormat:
             "augment": self.augment in ("none", "shift-flip", "resized-crop-flip"),
             "grayscale": isinstance(self.grayscale, bool),
             "invert_light_background": isinstance(self.invert_light_background, bool),
+            "interpolation": self.interpolation in INTERPOLATIONS,
         }
         wrong = [name for name, fine in checks.items() if not fine]
         if wrong:
@@ -65,7 +70,8 @@ class ImageFormat:
     @property
     def key(self) -> str:
         """Names what `prepare` does, so cached decodings of another format stay apart."""
-        return f"{self.fit}-{self.size}{'-inverted' if self.invert_light_background else ''}"
+        resize = "" if self.interpolation == "bilinear" else f"-{self.interpolation}"
+        return f"{self.fit}-{self.size}{'-inverted' if self.invert_light_background else ''}{resize}"
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """A decoded picture (HWC RGB or HW grey uint8) as a stored square."""
@@ -73,7 +79,9 @@ class ImageFormat:
             border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
             if border.mean() > 127:
                 image = 255 - image
-        return centre_square(image, self.size) if self.fit == "centre" else fit_size(image, self.size)
+        if self.fit == "centre":
+            return centre_square(image, self.size, self.interpolation)
+        return fit_size(image, self.size, self.interpolation)
 
     def train_transform(self, device: torch.device, *, seed: int, channels_last: bool) -> Callable[[Tensor], Tensor]:
         """Augment (if any) and normalise. Its `set_epoch(epoch)` reseeds the augmentation for an epoch, as
@@ -95,29 +103,39 @@ class ImageFormat:
         return lambda batch: normalise(batch[..., offset:offset + self.crop, offset:offset + self.crop])
 
 
-def stored_size(input_size: int) -> int:
-    """The side ImageNet-style images are kept at: 256 for 224 inputs (resize 256, crop 224), in proportion."""
-    return round(input_size * 256 / 224)
+def stored_size(input_size: int, crop_pct: float = IMAGENET_CROP_PCT) -> int:
+    """The side ImageNet-style images are kept at before the centre crop: 256 for 224 inputs at crop_pct 0.875."""
+    return max(input_size, round(input_size / crop_pct))
 
 
-def centre_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` (area filter when shrinking), keep the centre size x size."""
+def resize(image: np.ndarray, width: int, height: int, interpolation: str = "bilinear") -> np.ndarray:
+    """`image` at width x height: shrinking bilinear is the area filter (antialiased, as PIL's resize); bicubic
+    shrinks by area to twice the size first, then by its own filter; nearest is nearest throughout."""
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    if interpolation == "bilinear" and shrinking:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if interpolation == "bicubic" and (image.shape[0] > 2 * height or image.shape[1] > 2 * width):
+        image = cv2.resize(image, (min(image.shape[1], 2 * width), min(image.shape[0], 2 * height)),
+                           interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (width, height), interpolation=INTERPOLATIONS[interpolation])
+
+
+def centre_square(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Resize the shorter side to `size` (antialiased when shrinking), keep the centre size x size."""
     height, width = image.shape[:2]
     scale = size / min(height, width)
     new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
     if (new_height, new_width) != (height, width):
-        filter_ = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_width, new_height), interpolation=filter_)
+        image = resize(image, new_width, new_height, interpolation)
     top, left = (new_height - size) // 2, (new_width - size) // 2
     return np.ascontiguousarray(image[top:top + size, left:left + size])
 
 
-def fit_size(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an HWC/HW uint8 image to size x size (area filter when shrinking)."""
+def fit_size(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HWC/HW uint8 image to size x size (antialiased when shrinking)."""
     if image.shape[:2] == (size, size):
         return image
-    shrinking = image.shape[0] > size or image.shape[1] > size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resize(image, size, size, interpolation)
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

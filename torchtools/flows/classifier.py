@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from torchtools.core.engine import EvalResult, Objective, fit, make_optimizer, make_scheduler
@@ -48,6 +49,7 @@ class Task:
     # Training: the counts check_trainable reads, and the batches.
     train_count = held_out_count = 0
     held_out_asked = True
+    class_weights: list[float] | None = None  # the training loss's weight per class (--class-weights)
 
     def batches(self) -> tuple[Any, Any]:
         """(training batches, held-out batches or None)."""
@@ -99,7 +101,8 @@ def train_evaluate_predict(run: Run, task: Task) -> None:
             run.check_resumed(key, task.state[key], what)
         train_batches, held_out = task.batches()
         trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        objective = Objective.classification(config.label_smoothing)
+        weight = None if task.class_weights is None else torch.tensor(task.class_weights, device=run.device)
+        objective = Objective.classification(config.label_smoothing, weight=weight)
         found["model_summary"] = summarise(model, task.summary_input(train_batches), type(model).__name__)
         finding = run_finder(run, model, objective, task.finder_batches, trained)
         if finding is not None:
@@ -128,4 +131,3 @@ def train_evaluate_predict(run: Run, task: Task) -> None:
     predicted = task.predict()
     run.finish(result, metrics=metrics, **task.summary(), **found, per_class_accuracy=per_class,
                confusion_matrix=confusion, **predicted)
-

@@ -86,13 +86,15 @@ def needs_data(run: Run, pictures: list[Path]) -> bool:
 
 def train_evaluate_predict(run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
                            pictures: list[Path], *, eval_name: str = "test", held_out_asked: bool = True,
-                           plot: Path | None = None, frozen_head: str | None = None, **summary: Any) -> None:
+                           plot: Path | None = None, frozen_head: str | None = None,
+                           class_weights: list[float] | None = None, **summary: Any) -> None:
     """The classifier flow (flows/classifier.py) on pictures: `images` to train on or evaluate (None: only label
     `pictures`), and the summary with `summary`'s keys. `frozen_head` names the one trained module of a frozen
-    backbone (--mode freeze)."""
+    backbone (--mode freeze); `class_weights` weight the training loss per class (saved with the model)."""
     classifier.train_evaluate_predict(run, ImageTask(run, network, images, fmt, pictures, eval_name=eval_name,
                                                      held_out_asked=held_out_asked, plot=plot,
-                                                     frozen_head=frozen_head, summary=summary))
+                                                     frozen_head=frozen_head, class_weights=class_weights,
+                                                     summary=summary))
 
 
 class ImageTask(classifier.Task):
@@ -101,16 +103,17 @@ class ImageTask(classifier.Task):
 
     def __init__(self, run: Run, network: nn.Module, images: ImageSet | None, fmt: ImageFormat,
                  pictures: list[Path], *, eval_name: str, held_out_asked: bool, plot: Path | None,
-                 frozen_head: str | None, summary: dict[str, Any]):
+                 frozen_head: str | None, class_weights: list[float] | None, summary: dict[str, Any]):
         classes = images.classes if images is not None else saved_classes(run)
         super().__init__(run, prepare_model(network, run.device), classes,
-                         {"classes": classes, "image_format": dataclasses.asdict(fmt)},
+                         {"classes": classes, "image_format": dataclasses.asdict(fmt),
+                          **({"class_weights": class_weights} if class_weights is not None else {})},
                          source=images.source if images is not None else run.source, eval_name=eval_name, plot=plot)
         self.images, self.fmt, self.pictures, self.frozen_head, self._summary = images, fmt, pictures, frozen_head, \
             summary
         if images is not None:
             self.train_count, self.held_out_count = len(images.train_labels), len(images.test_labels)
-        self.held_out_asked, self._sample = held_out_asked, None
+        self.held_out_asked, self._sample, self.class_weights = held_out_asked, None, class_weights
 
     def batches(self):
         config = self.run.config
@@ -152,7 +155,8 @@ class ImageTask(classifier.Task):
         if images.classes != saved_classes(run):
             raise UserError(f"{images.source} holds classes {', '.join(images.classes)}; {run.source} was "
                             f"trained on {', '.join(saved_classes(run))}")
-        evaluation = evaluate_images(self.model, images, self.fmt, run.device)
+        evaluation = evaluate_images(self.model, images, self.fmt, run.device,
+                                     class_weights=run.loaded.get("class_weights"))
         metrics = {f"{self.eval_name}_loss": evaluation.loss, f"{self.eval_name}_accuracy": evaluation.accuracy}
         say(f"{format_metrics(metrics)} ({len(images.test_labels):,} images)")
         return evaluation
@@ -227,11 +231,13 @@ def _slices(images: ImageSet | FolderFiles, split: str, fmt: ImageFormat, device
                           max_pixels=images.max_pixels, **batching)
 
 
-def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device
-                    ) -> EvalResult:
-    """The held-out images scored as during training (same batches; evaluation is fp32 in both)."""
+def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *,
+                    class_weights: list[float] | None = None) -> EvalResult:
+    """The held-out images scored as during training (same batches, the loss weighted as it was; evaluation is
+    fp32 in both)."""
     held_out = held_out_batches(images.to(device), fmt, device)
-    evaluation = evaluate(prepare_model(model, device), Objective.classification(), held_out, device)
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device)
+    evaluation = evaluate(prepare_model(model, device), Objective.classification(weight=weight), held_out, device)
     _note_skipped(images, held_out)
     return evaluation
 

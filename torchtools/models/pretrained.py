@@ -2,6 +2,9 @@
 
 A weights file is a torchvision-style state_dict, or a checkpoint dict holding one under `model` or
 `state_dict`; the `module.` prefix of DataParallel/DDP (and `_orig_mod.` of torch.compile) is stripped.
+A Hugging Face Hub folder (config.json beside model.safetensors or pytorch_model.bin, as timm's
+save_for_hf writes it) names its timm architecture, classes and preprocessing itself.
+Architectures are torchvision's by name, or timm's as `timm/NAME` (timm is an optional extra).
 The two loading ways are the course notes' (section 5, "loading part of the weights"):
 replace-head loads every tensor into a model with the file's head, then swaps in a new head;
 drop-head builds the model for the new classes, deletes the head's keys and loads with strict=False.
@@ -23,7 +26,6 @@ from torch import Tensor, nn
 
 from torchtools.core.checkpoints import FORMAT, load_file
 from torchtools.core.errors import UserError, first_line, not_a_file
-from torchtools.core.output import warn
 
 DEFAULT_ARCH = "resnet34"
 IMAGENET = "imagenet"  # --weights imagenet: torchvision's published ImageNet weights for --arch
@@ -37,6 +39,11 @@ BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 # BatchNorm's step counters: absent from files saved before PyTorch 0.4.1 (torchvision's resnet34-333f7ec4.pth);
 # they then start at 0, which changes nothing, so their absence is not reported.
 COUNTER = "num_batches_tracked"
+TIMM = "timm/"  # --arch timm/efficientnet_lite0: timm.create_model("efficientnet_lite0")
+HUB_CONFIG = "config.json"
+HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# Key names that only timm's models use (torchvision's own are features.*, layer1.*, encoder.layers.*, ...).
+TIMM_SIGNS = ("conv_stem.", "blocks.0.", "stages.0.", "patch_embed.", "conv_head.", "head.fc.")
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Weights:
     kind: str  # "state_dict", "torchtools checkpoint", "checkpoint dict (under 'model')", "pickled ResNet model"
     checkpoint: dict[str, Any] | None = None  # the whole torchtools checkpoint, for its epoch/metrics/config
     published: str | None = None  # torchvision's name for published weights, e.g. "ResNet34_Weights.IMAGENET1K_V1"
+    hub: dict[str, Any] | None = None  # a Hub folder's config.json: architecture, num_classes, pretrained_cfg
 
 
 @dataclass
@@ -66,30 +74,81 @@ def architectures() -> tuple[str, ...]:
     return tuple(models.list_models(module=models, exclude=list(UNSUPPORTED)))
 
 
+def is_timm(arch: str | None) -> bool:
+    return arch is not None and arch.startswith(TIMM)
+
+
+def timm_module():
+    """timm, or one error line naming the extra that installs it."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError("timm architectures need timm, which is not installed: pip install 'torchtools[timm]'") \
+            from None
+    return timm
+
+
 def check_arch(name: str) -> str:
+    if is_timm(name):
+        if not timm_module().is_model(name[len(TIMM):]):
+            raise UserError(f"unknown timm architecture {name[len(TIMM):]!r}: timm.list_models() lists them "
+                            "(e.g. timm/resnet18, timm/efficientnet_lite0, timm/convnext_tiny)")
+        return name
     if name not in architectures():
         hint = " (not supported: its training output includes auxiliary logits)" if name in UNSUPPORTED else ""
         raise UserError(f"unknown architecture {name!r}{hint}: use a torchvision classifier such as "
-                        "resnet18, resnet34, resnet50, resnet101, resnet152, vgg16, densenet121, efficientnet_b0")
+                        "resnet18, resnet34, resnet50, resnet101, resnet152, vgg16, densenet121, efficientnet_b0, "
+                        "or timm/NAME for a timm model")
     return name
 
 
 def build(arch: str, num_classes: int, *, shapes_only: bool = False) -> nn.Module:
-    """A torchvision classifier with random weights; shapes_only builds it on the meta device (no memory, fast)."""
-    from torchvision import models
-
+    """A torchvision or timm classifier with random weights (nothing downloaded); shapes_only builds it on the
+    meta device (no memory, fast)."""
     if shapes_only:
         try:
             with torch.device("meta"):
-                return models.get_model(arch, weights=None, num_classes=num_classes)
-        except NotImplementedError:
+                return _build(arch, num_classes)
+        except (NotImplementedError, RuntimeError):
             pass  # RegNet computes its widths with tensors, which the meta device can't read back
+    return _build(arch, num_classes)
+
+
+def _build(arch: str, num_classes: int) -> nn.Module:
+    if is_timm(arch):
+        return timm_module().create_model(arch[len(TIMM):], pretrained=False, num_classes=num_classes)
+    from torchvision import models
+
     return models.get_model(arch, weights=None, num_classes=num_classes)
 
 
 def head_name(model: nn.Module) -> str:
-    """The classifier layer: the last module holding parameters (fc, classifier.6, heads.head...)."""
+    """The classifier layer: the one timm's pretrained_cfg names (a timm model), else the last module holding
+    parameters (fc, classifier.6, heads.head...)."""
+    named = getattr(model, "pretrained_cfg", {}).get("classifier")
+    if isinstance(named, str) and any(True for _ in model.get_submodule(named).parameters()):
+        return named
     return [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))][-1]
+
+
+def replace_head(model: nn.Module, arch: str, classes: int) -> None:
+    """A new `classes`-way head: timm's own reset_classifier, or torchvision's last layer swapped."""
+    if is_timm(arch):
+        model.reset_classifier(classes)
+    else:
+        head = head_name(model)
+        model.set_submodule(head, build(arch, classes).get_submodule(head))
+
+
+def preprocessing(weights: Weights | None, arch: str | None) -> tuple[dict[str, Any], str]:
+    """(what the weights say of their input: mean, std, interpolation, crop_pct, input_size; where it is from).
+    A Hub folder's pretrained_cfg, else a timm model's; torchvision's say nothing (ImageNet's apply)."""
+    if weights is not None and weights.hub is not None:
+        return dict(weights.hub.get("pretrained_cfg") or {}), f"{weights.path / HUB_CONFIG}'s pretrained_cfg"
+    if is_timm(arch):
+        return dict(build(arch, IMAGENET_CLASSES, shapes_only=True).pretrained_cfg), \
+            f"timm's pretrained_cfg of {arch[len(TIMM):]}"
+    return {}, ""
 
 
 def in_head(key: str, head: str) -> bool:
@@ -108,6 +167,8 @@ def read_weights(source: str | Path, *, arch: str | None = None, trust_pickle: b
     if not path.exists() and is_published_name(str(source)):
         path, name = published(str(source), arch)
         return dataclasses.replace(read_weights(path), published=name)
+    if path.is_dir():
+        return _read_hub_folder(path, trust_pickle=trust_pickle)
     loaded = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else \
         load_file(path, trust_pickle=trust_pickle)
     checkpoint = None
@@ -125,6 +186,34 @@ def read_weights(source: str | Path, *, arch: str | None = None, trust_pickle: b
         raise UserError(f"{path} holds no state_dict: expected a dict of tensors, or a dict holding one "
                         "under 'model' or 'state_dict'")
     return Weights(path, strip_wrappers(state), kind, checkpoint)
+
+
+def _read_hub_folder(folder: Path, *, trust_pickle: bool) -> Weights:
+    """A Hub folder: config.json (its timm architecture, classes, labels, pretrained_cfg) and its weights file."""
+    import json
+
+    config_path = folder / HUB_CONFIG
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{folder} is a folder without {HUB_CONFIG}: --weights takes a weights file, or a Hugging "
+                        f"Face Hub folder ({HUB_CONFIG} beside {' or '.join(HUB_WEIGHTS)})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{config_path} is not readable JSON: {first_line(error)}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise UserError(f"{config_path} names no architecture (a timm Hub folder's config.json has "
+                        "\"architecture\": \"NAME\")")
+    if not isinstance(config.get("pretrained_cfg", {}), dict):
+        raise UserError(f"{config_path}: its pretrained_cfg is not an object")
+    file = next((folder / name for name in HUB_WEIGHTS if (folder / name).is_file()), None)
+    if file is None:
+        raise UserError(f"{folder} holds {HUB_CONFIG} but no weights: expected {' or '.join(HUB_WEIGHTS)}")
+    read = read_weights(file, trust_pickle=trust_pickle)
+    return Weights(folder, read.state, f"Hub folder ({file.name})", hub=config)
+
+
+def hub_arch(weights: Weights) -> str:
+    return TIMM + weights.hub["architecture"]
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -181,6 +270,9 @@ def published(name: str, arch: str | None) -> tuple[Path, str]:
 def _published_entry(name: str, arch: str | None):
     from torchvision import models
 
+    if is_timm(arch):
+        raise UserError(f"--weights {name} names torchvision's published weights, which {arch} has none of: pass a "
+                        "weights file or Hub folder (timm's weights are not downloaded here)")
     if name.lower() == IMAGENET:
         enum = models.get_model_weights(check_arch(arch or DEFAULT_ARCH))
         entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
@@ -273,16 +365,42 @@ def _same_shapes(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) ->
 
 
 def resolve_arch(weights: Weights, arch: str | None) -> tuple[str, bool]:
-    """(architecture, inferred?): --arch when given, else the one torchvision classifier the file fits."""
+    """(architecture, inferred?): --arch when given, else a Hub folder's, else the one torchvision classifier
+    the file fits. A file that fits none is an error saying what its keys look like."""
     if arch is not None:
         return check_arch(arch), False
+    if weights.hub is not None:
+        return check_arch(hub_arch(weights)), True
     matches = infer_arch(weights.state)
     if len(matches) == 1:
         return matches[0], True
     if len(matches) > 1:
         raise UserError(f"{weights.path} fits several architectures ({', '.join(matches)}): pass --arch")
-    warn(f"could not infer the architecture of {weights.path}; trying {DEFAULT_ARCH} (pass --arch to choose)")
-    return DEFAULT_ARCH, False
+    signs = sorted({sign for key in weights.state for sign in TIMM_SIGNS if key.startswith(sign)})
+    if signs:
+        raise UserError(f"{weights.path} has timm's key names ({', '.join(sign + '*' for sign in signs)}), which no "
+                        "torchvision classifier has: pass --arch timm/NAME (timm's name of the model, e.g. "
+                        "timm/efficientnet_lite0; pip install 'torchtools[timm]')")
+    nearest = nearest_arch(weights.state)
+    raise UserError(f"{weights.path} fits no torchvision classifier's keys and shapes"
+                    f"{f'; the nearest is {nearest}' if nearest else ''}: pass the file's --arch (torchvision's "
+                    "name, or timm/NAME for a timm model)")
+
+
+def nearest_arch(state: Mapping[str, Tensor]) -> str | None:
+    """The torchvision classifier sharing the most (key, shape) pairs with the file, described; built on the meta
+    device only for architectures of a parameter count within a fifth of the file's (cheap)."""
+    total = parameter_count(state)
+    best, best_score = None, 0
+    for count, archs in _published_counts().items():
+        if not 0.8 * total <= count <= 1.25 * total:
+            continue
+        for arch in archs:
+            expected = build(arch, IMAGENET_CLASSES, shapes_only=True).state_dict()
+            score = sum(1 for key, value in state.items() if key in expected and expected[key].shape == value.shape)
+            if score > best_score:
+                best, best_score, size = arch, score, len(expected)
+    return f"{best} ({best_score} of its {size} tensors match)" if best else None
 
 
 def load_pretrained(weights: Weights, arch: str, classes: int, *, drop_head: bool) -> tuple[nn.Module, LoadReport]:
@@ -299,10 +417,18 @@ def load_pretrained(weights: Weights, arch: str, classes: int, *, drop_head: boo
     _check_fits(weights.path, arch, state, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     if not drop_head:
-        model.set_submodule(head, build(arch, classes).get_submodule(head))
+        replace_head(model, arch, classes)
     report = LoadReport(arch, head, file_classes, [key for key in missing if not key.endswith(COUNTER)],
                         list(unexpected))
     return model, report
+
+
+def check_fits(weights: Weights, arch: str) -> None:
+    """The file against `arch` with the file's own head size, on the meta device: before any picture is read."""
+    head = head_name(build(arch, IMAGENET_CLASSES, shapes_only=True))
+    head_weight = weights.state.get(f"{head}.weight")
+    expected = build(arch, head_weight.shape[0] if head_weight is not None else IMAGENET_CLASSES, shapes_only=True)
+    _check_fits(weights.path, arch, weights.state, expected.state_dict())
 
 
 def _check_fits(path: Path, arch: str, state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> None:
