@@ -82,8 +82,8 @@ def test_timm_keys_without_arch_are_one_error_naming_timm_before_any_decode(cli,
     assert decoded_nothing(run)
 
 
-def test_a_file_that_fits_no_architecture_names_the_nearest_before_any_decode(cli, tmp_path, folders,
-        resnet18_weights):
+def test_a_file_that_fits_no_architecture_names_the_nearest_before_any_decode(
+        cli, tmp_path, folders, resnet18_weights):
     state = dict(resnet18_weights[1])
     state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)
     torch.save(state, tmp_path / "odd.pth")
