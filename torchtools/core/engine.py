@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools.core import distributed, stopping
+from torchtools.core import distributed, stopping, threads
 from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
+from torchtools.core.devices import device_line
 from torchtools.core.paths import epoch_path
 from torchtools.core.errors import TrainingDiverged, UserError, first_line
 from torchtools.core.output import EpochProgress, say
@@ -172,6 +173,7 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: 
     seen = 0
     steps_per_epoch = len(batches)
     for step, (inputs, targets) in enumerate(batches, start=1):
+        threads.adjust()  # the CPU pool resized to what other processes leave, at most once a second
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = forward(model, inputs)
@@ -307,6 +309,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
         stepped = True
 
     step_hook = optimizer.register_step_pre_hook(note_step)
+    say(device_line(run.device, run.amp_dtype))
     if config.save is None:
         stopping.note("nothing saved (no --save)")  # also for a stop once training is over (predicting, say)
     try:
