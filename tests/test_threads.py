@@ -85,7 +85,7 @@ def test_the_pool_follows_a_neighbour_that_comes_and_goes(chosen, capsys):
     readings.append(Reading(1.0, busy=2.0, own=1.0))  # a second second of work on the machine: a neighbour
     threads.adjust(force=True)
     assert torch.get_num_threads() == 1
-    assert "threads: 2 -> 1 (other processes are using 1.0 core)" in capsys.readouterr().err
+    assert "threads: 2 -> 1 (other processes use 1.0 core)" in capsys.readouterr().err
     readings.append(Reading(2.0, busy=3.7, own=2.0))  # the neighbour checkpoints: 0.7 of a core, no change
     threads.adjust(force=True)
     assert torch.get_num_threads() == 1 and capsys.readouterr().err == ""
@@ -159,7 +159,7 @@ def test_a_run_beside_a_busy_process_takes_fewer_threads(tmp_path, spinner, monk
     run = run_torchtools("diabetes", "--epochs", "3", "--device", "cpu", "--no-tensorboard", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     line = _device_line(run.stderr)
-    assert line.startswith("device: cpu, fp32, ") and "other processes are using" in line
+    assert line.startswith("device: cpu, fp32, ") and "other processes use" in line
     count = int(line.split(", ")[2].split()[0])
     assert 1 <= count < threads.usable_cores()
     # The user's value holds beside the same neighbour, and says whose it is.
@@ -185,7 +185,7 @@ def test_a_neighbour_that_starts_later_is_seen_mid_run(tmp_path):
         neighbour = subprocess.Popen(SPIN)
         change = next(line for line in run.stderr if line.startswith("threads: "))
         assert change.startswith(f"threads: {threads.usable_cores()} -> ")
-        assert "other processes are using" in change
+        assert "other processes use" in change
     finally:
         deadline.cancel()
         for process in filter(None, (run, neighbour)):

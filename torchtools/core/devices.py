@@ -226,5 +226,5 @@ def device_line(device: torch.device, amp_dtype: torch.dtype | None) -> str:
 
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp_dtype]
     if device.type == "cuda" and amp_dtype is None and torch.get_float32_matmul_precision() != "highest":
-        precision = "fp32 (tf32 matmuls)"
+        precision = "fp32 (tf32)"  # as to-gpu-bench names it
     return f"device: {device}, {precision}, {'CPU ' if device.type != 'cpu' else ''}{threads.summary()}"

@@ -154,7 +154,7 @@ def _count_text(count) -> str:
 
 
 def _others_text(others: float) -> str:
-    return f"other processes are using {others:.1f} core" + ("" if f"{others:.1f}" == "1.0" else "s")
+    return f"other processes use {others:.1f} core" + ("" if f"{others:.1f}" == "1.0" else "s")
 
 
 def read(stat: Path = _PROC_STAT, cgroup: Path = _CGROUP) -> Reading:
