@@ -3,6 +3,7 @@ the user's value kept, and a real run beside a busy process."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -191,3 +192,26 @@ def test_a_neighbour_that_starts_later_is_seen_mid_run(tmp_path):
         for process in filter(None, (run, neighbour)):
             process.kill()
             process.wait()
+
+
+def test_the_training_loop_resizes_the_pool_and_says_so(cli, chosen, monkeypatch):
+    """A neighbour appearing mid-run, as the readings show it: the run's device line says 2 threads, and
+    once the neighbour is seen between batches, one line says the change."""
+    auto, _ = chosen
+    start = time.monotonic() - 1000  # every reading due: one a batch
+    auto.last = Reading(start, 0.0, 0.0)
+    ticks = itertools.count(1)
+
+    def reading(*paths) -> Reading:  # 1 s apart, the run itself busy on 1 core; from the third, a neighbour on 1
+        seconds = next(ticks)
+        return Reading(start + seconds, busy=seconds + max(0, seconds - 2), own=seconds)
+
+    monkeypatch.setattr(threads, "read", reading)
+    run = cli("diabetes", "--epochs", "3", "--no-tensorboard")
+    assert run.exit_code == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert "device: cpu, fp32, 2 threads" in lines
+    assert [line for line in lines if line.startswith("threads: ")] == \
+        ["threads: 2 -> 1 (other processes use 1.0 core)"]
+    assert lines.index("device: cpu, fp32, 2 threads") < lines.index("threads: 2 -> 1 (other processes use 1.0 core)")
+    assert torch.get_num_threads() == 1
