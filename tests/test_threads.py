@@ -72,7 +72,7 @@ def test_readings_count_this_process_cpus_and_its_cgroup(monkeypatch, tmp_path):
 def chosen(monkeypatch):
     """This process's threads as torchtools' to choose (2 usable cores, no quota), torch's count restored after."""
     before = torch.get_num_threads()
-    auto = threads._Auto(cores=2, quota=None, threads=2, last=Reading(0.0, 0.0, 0.0))
+    auto = threads._Auto(limit=2, quota=None, threads=2, last=Reading(0.0, 0.0, 0.0))
     monkeypatch.setattr(threads, "_auto", auto)
     torch.set_num_threads(2)
     readings = []
@@ -118,7 +118,7 @@ def test_the_users_value_is_kept_and_never_adjusted(monkeypatch):
 def test_configure_starts_from_the_load_of_the_moment(monkeypatch):
     monkeypatch.setattr(threads, "_auto", None)
     monkeypatch.setattr(threads, "physical_cores", lambda: 4)
-    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)  # usable_cores: 4
     monkeypatch.setattr(threads, "_procs_running", lambda stat=None: 1)  # this process only
     environ = {"OMP_WAIT_POLICY": "ACTIVE"}
     assert threads.configure(environ) == {"OMP_NUM_THREADS": "4"}

@@ -60,15 +60,11 @@ class Reading:
 @dataclass
 class _Auto:
     """The threads of a run whose count torchtools chooses (none set by the user)."""
-    cores: int  # physical cores of the affinity mask
+    limit: int  # usable cores (usable_cores)
     quota: int | None  # the cgroup's CPU limit, whole CPUs
     threads: int
     last: Reading
     others: float | None = None  # the other processes' cores at the last reading
-
-    @property
-    def limit(self) -> int:
-        return max(1, min(self.cores, self.quota) if self.quota else self.cores)
 
 
 _auto: _Auto | None = None  # set by configure where the count is torchtools' to choose
@@ -79,13 +75,11 @@ def configure(environ=os.environ) -> dict[str, str]:
     global _auto
     if _auto is not None or environ.get("OMP_NUM_THREADS", "").strip():
         return {}
-    quota = cpu_quota()
-    cores = physical_cores()
+    limit = usable_cores()
     # The runnable tasks of this instant, this process included: a hint until the first measured interval.
-    others = max(0, _procs_running() - 1)
-    _auto = _Auto(cores, quota, 0, read())
-    _auto.threads = choose(None, _auto.limit, others)
-    added = {"OMP_NUM_THREADS": str(_auto.threads)}
+    threads = choose(None, limit, max(0, _procs_running() - 1))
+    _auto = _Auto(limit, cpu_quota(), threads, read())
+    added = {"OMP_NUM_THREADS": str(threads)}
     environ.update(added)
     return added
 
