@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +109,13 @@ def adjust(*, force: bool = False) -> None:
 
 
 def summary() -> str:
-    """The threads part of the run's device line, measured now: "2 threads", "1 thread (other processes are
-    using 1.0 core)", "1 thread (OMP_NUM_THREADS)" where the user's value holds."""
-    torch = sys.modules.get("torch")
+    """The threads part of the run's device line, measured now: "2 threads", "1 thread (other processes use
+    1.0 core)", "1 thread (OMP_NUM_THREADS)" where the user's value holds."""
     if _auto is None:
-        count = torch.get_num_threads() if torch is not None else os.environ.get("OMP_NUM_THREADS", "?")
-        return _count_text(count) + (" (OMP_NUM_THREADS)" if os.environ.get("OMP_NUM_THREADS", "").strip() else "")
+        import torch
+
+        users = " (OMP_NUM_THREADS)" if os.environ.get("OMP_NUM_THREADS", "").strip() else ""
+        return _count_text(torch.get_num_threads()) + users
     _update(_auto)
     shared = _auto.others is not None and _auto.threads < _auto.limit
     return _count_text(_auto.threads) + (f" ({_others_text(_auto.others)})" if shared else "")
@@ -136,15 +136,15 @@ def _update(auto: _Auto) -> bool:
     auto.last = now
     threads = choose(auto.threads, auto.limit, auto.others, group_others, auto.quota)
     if threads != auto.threads:
+        import torch  # loaded by now: readings are taken as training runs
+
         auto.threads = threads
-        torch = sys.modules.get("torch")
-        if torch is not None:  # else torch loads later, reading configure's OMP_NUM_THREADS
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     return True
 
 
-def _count_text(count) -> str:
-    return f"{count} thread" + ("" if str(count) == "1" else "s")
+def _count_text(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
 
 
 def _others_text(others: float) -> str:
