@@ -21,6 +21,7 @@ Time nothing while anything else runs: the figures are only worth a quiet machin
 
     PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --data ../shared/data
     PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --quick   # end to end in < 1 min (figures: none)
+    PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --pool-check   # the pool resized mid-run, 30 s
     PYTHONPATH=. .venv/bin/python benchmarks/shared_machine.py --commands names-rnn \
         --beside-variants torchtools,threads=1
 
@@ -166,6 +167,35 @@ def course_ratio(task: str, data: Path, cifar: Path, epochs: int) -> str:
     return f"{found.group(1)}x"
 
 
+# A training-like loop (matmul, conv forward and backward) for 3 s per count, in one process started with
+# OMP_NUM_THREADS=<first>: steps/s, CPU use (cores) and the process's threads, as torch.set_num_threads moves.
+POOL_CHECK = """
+import os, sys, time, torch
+x, conv, image = torch.randn(512, 512), torch.nn.Conv2d(16, 32, 3), torch.randn(32, 16, 28, 28)
+for count in map(int, sys.argv[1:]):
+    torch.set_num_threads(count)
+    started, cpu, steps = time.perf_counter(), sum(os.times()[:2]), 0
+    while time.perf_counter() - started < 3:
+        (x @ x).sum(); conv(image).sum().backward(); steps += 1
+    wall = time.perf_counter() - started
+    status = dict(line.split(':', 1) for line in open('/proc/self/status'))
+    print(count, torch.get_num_threads(), f'{steps / wall:.1f}', f'{(sum(os.times()[:2]) - cpu) / wall:.2f}',
+          status['Threads'].strip())
+"""
+
+
+def pool_check() -> None:
+    """Does the pool follow torch.set_num_threads mid-run, and is one started narrow as fast once widened?"""
+    print("| started with | set to | torch.get_num_threads() | steps/s | CPU use (cores) | threads |")
+    print("|---|---|---|---|---|---|")
+    for first, counts in ((CORES, [CORES, 1, CORES]), (1, [1, CORES, 1, CORES])):
+        env = {**environment("torchtools", None), "OMP_NUM_THREADS": str(first)}
+        completed = subprocess.run([sys.executable, "-c", POOL_CHECK, *map(str, counts)], env=env, check=True,
+                                   capture_output=True, text=True)
+        for line in completed.stdout.splitlines():
+            print(f"| OMP_NUM_THREADS={first} | " + " | ".join(line.split()) + " |")
+
+
 def build_cifar(data: Path, cifar: Path) -> None:
     if (cifar / "cifar-10-batches-py").is_dir():
         return
@@ -191,8 +221,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the script end to end at tiny sizes: diabetes, one run each, torchtools and threads=1 "
                              "(threads=<cores> beside other jobs can take minutes), no course loops")
+    parser.add_argument("--pool-check", action="store_true",
+                        help="only check that torch.set_num_threads resizes the pool mid-run, both ways (30 s)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
+    if args.pool_check:
+        return pool_check()
     commands = QUICK if args.quick else {name: COMMANDS[name] for name in args.commands.split(",")}
     repeats, delay = (1, 0.5) if args.quick else (args.repeats, args.delay)
     variants = ["torchtools", "threads=1"] if args.quick else args.variants.split(",")
