@@ -1,5 +1,5 @@
 """Devices as users name them, with CUDA faked where the machine has none: the device string, the reasons
-CUDA is missing, torchrun's own GPU, what `prepare` sets, what pays per GPU and CPU family, threads."""
+CUDA is missing, torchrun's own GPU, what `prepare` sets, what pays per GPU and CPU family."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error
-from torchtools.core import devices, threads
+from torchtools.core import devices
 from torchtools.core.errors import UserError
 
 TORCHRUN = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -136,35 +136,3 @@ def test_an_emulated_avx2_cpu_gets_no_bf16(tmp_path):
     completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["avx2", "None"]
-
-
-def test_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
-    read_quota = threads.cpu_quota
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(threads, "_siblings", lambda cpu: f"{cpu - cpu % 2}-{cpu - cpu % 2 + 1}")  # 2 per core
-    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)
-    assert threads.usable_cores() == 2
-    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: 1)  # a container limited to one CPU
-    assert threads.usable_cores() == 1
-    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)
-    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert threads.configure(environ) == {"OMP_NUM_THREADS": "1"}  # half the 2 cores: a core for a neighbour
-    assert environ == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert threads.configure({}) == {"OMP_NUM_THREADS": "4"}  # 8 cores of 2 hyper-threads each
-    assert threads.configure({"OMP_NUM_THREADS": "3"}) == {}  # the user's own setting stays
-    quota = tmp_path / "cpu.max"
-    quota.write_text("150000 100000\n")
-    assert read_quota(quota) == 2
-    quota.write_text("max 100000\n")
-    assert read_quota(quota) is None
-
-
-def test_the_command_line_sets_threads_before_torch_loads(tmp_path):
-    code = ("import os, sys; from torchtools.cli import main; sys.argv = ['torchtools', '--version']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(os.environ['OMP_NUM_THREADS'], 'torch' in sys.modules)")
-    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.split()[-2:] == [str(max(1, threads.usable_cores() // 2)), "False"]

@@ -218,3 +218,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def channels_last(device: torch.device) -> bool:
     return fast_path(device).channels_last
+
+
+def device_line(device: torch.device, amp_dtype: torch.dtype | None) -> str:
+    """The line a run starts training with: the device, the precision and the CPU threads (measured now)."""
+    from torchtools.core import threads
+
+    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp_dtype]
+    if device.type == "cuda" and amp_dtype is None and torch.get_float32_matmul_precision() != "highest":
+        precision = "fp32 (tf32)"  # as to-gpu-bench names it
+    return f"device: {device}, {precision}, {'CPU ' if device.type != 'cpu' else ''}{threads.summary()}"

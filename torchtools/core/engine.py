@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchtools.core import distributed
+from torchtools.core import distributed, threads
 from torchtools.core.checkpoints import EpochKeeper, last_metrics
+from torchtools.core.devices import device_line
 from torchtools.core.errors import TrainingDiverged, UserError
-from torchtools.core.output import EpochProgress
+from torchtools.core.output import EpochProgress, say
 
 
 # Batches between progress redraws: reading a running loss forces a device sync, so it is done sparingly.
@@ -142,6 +143,7 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: 
     seen = 0
     steps_per_epoch = len(batches)
     for step, (inputs, targets) in enumerate(batches, start=1):
+        threads.adjust()  # the CPU pool resized to what other processes leave, at most once a second
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = forward(model, inputs)
@@ -255,6 +257,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     split = eval_name if eval_batches is not None else "train"
     monitor = f"{split}_accuracy" if objective.predict is not None else f"{split}_loss"
     train_seconds, evaluation = 0.0, None
+    say(device_line(run.device, run.amp_dtype))
     # The keeper resumes (every process loads the --resume file), records and saves each epoch, saves a stop's.
     with EpochKeeper(run, model, optimizer, scheduler, state or {}, monitor=monitor) as keeper:
         scaler, progress = keeper.scaler, keeper.progress

@@ -1,56 +1,212 @@
-"""CPU threads for a machine that may be shared: set in the environment before torch is first imported.
+"""CPU threads chosen from what the machine is doing: every usable core alone, a fair share beside other jobs.
 
-PyTorch's CPU kernels run on an OpenMP pool sized, by default, from the machine's cores, and idle
-OpenMP threads spin (busy-wait) between kernels. A training step is kernels back to back, so beside
-another job on the same cores the threads of both spin on cores the other needs, and both slow down
-many times over. Making idle threads sleep (OMP_WAIT_POLICY=PASSIVE) frees the cores but costs a
-wake-up per kernel, which alone is worse than one thread fewer. Measured (benchmarks/shared_machine.py,
-AMD EPYC with 2 cores, seconds of training alone -> beside a second training with the same settings):
+PyTorch's CPU kernels run on an OpenMP pool, and idle OpenMP threads spin (busy-wait) between kernels.
+A training step is kernels back to back, so a pool as wide as the machine is fastest alone, but beside
+another job on the same cores the threads of both spin on cores the other needs and both slow down many
+times over (16x for diabetes beside a second training on 2 cores); making idle threads sleep
+(OMP_WAIT_POLICY=PASSIVE) costs a wake-up per kernel, worse alone than one thread fewer. A fixed half of
+the cores keeps a shared machine fair but costs a job alone up to 1.8x.
 
-| command | torch's default (2 threads, spinning) | 2 threads, PASSIVE | 1 thread |
-|---|---|---|---|
-| diabetes | 1.88 -> 30.1 (16.0x) | 3.71 -> 2.03 | 1.88 -> 1.98 (1.1x) |
-| names-rnn (1 epoch) | 2.83 -> 20.3 (7.2x) | 4.26 -> 4.67 | 4.10 -> 3.93 (1.0x) |
-| mnist (1 epoch) | 4.22 -> 28.4 (6.7x) | 8.62 -> 11.9 | 5.86 -> 5.65 (1.0x) |
+So the count follows the machine's load. `configure`, called by the command line's `main` before torch
+loads (OpenMP reads its environment once, then), takes a first reading and sets OMP_NUM_THREADS from the
+runnable processes of that moment. `summary` (the run's device line, as training starts) and then
+`adjust`, called by the training loop between batches and at most once a `INTERVAL`, measure the other
+processes' load over the time since the last reading: the busy time of this process's CPUs in
+/proc/stat, less this process's own CPU time, in cores. Threads = usable cores - that load (at least 1);
+the count moves only when the load has moved by more than `MARGIN` past the half-way point, so a
+neighbour's pause for a checkpoint does not make it flap. Two jobs on 2 cores settle at 1 thread each; a
+job alone, or left alone when its neighbour ends, takes both. Decoding workers of this run's own are other
+processes too: their cores are not the pool's.
 
-So `configure`, called by the command line's `main` before anything imports torch (OpenMP reads its
-environment once, when torch loads it), sets OMP_NUM_THREADS to half the cores this process may use,
-at least one: two jobs then fill the machine without a spinning thread on a core the other needs, at
-a cost alone of 1.0-1.45x here. The cores are those of its affinity mask (taskset, cgroup cpusets), at
-most the container's CPU quota (cgroup cpu.max), one per physical core (hyper-threads share a core's
-arithmetic units).
+`torch.set_num_threads` mid-run is honoured by the OpenMP pool (GNU OpenMP, as in PyTorch's Linux wheels):
+narrowed, the surplus thread stays parked without spinning (the process's CPU use falls to 1 core);
+widened, the next kernel runs on the new width. /proc/pressure/cpu is not used: its stall share mixes this
+process's own waits with the others' and does not say how many cores they take.
 
-A variable already set is kept: the user's choice wins (OMP_NUM_THREADS=2 for a machine of one's own),
-and torchrun's OMP_NUM_THREADS=1 too. No torch import here: this module must load before torch does.
+The usable cores are those of the affinity mask (taskset, cgroup cpusets), one per physical core
+(hyper-threads share a core's arithmetic units), at most the container's CPU quota (cgroup cpu.max); with
+a quota, the other processes of the same cgroup count against it (cpu.stat). A value the user sets is
+kept and never adjusted: OMP_NUM_THREADS=2 for a machine of one's own, torchrun's OMP_NUM_THREADS=1.
+No torch import here: this module must load before torch does.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-_CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+_CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: cpu.max "QUOTA PERIOD" or "max PERIOD"; cpu.stat usage_usec
+_CPU_QUOTA = _CGROUP / "cpu.max"
+_PROC_STAT = Path("/proc/stat")
 _TOPOLOGY = "/sys/devices/system/cpu/cpu{}/topology/thread_siblings_list"
+INTERVAL = 1.0  # seconds between readings: a neighbour that starts is seen within a second or two
+MARGIN = 0.25  # cores of hysteresis on each side of the half-way point between two counts
+_SHORTEST = 0.25  # seconds: a shorter interval's busy time is too coarse (jiffies of 10 ms) to read
+
+
+@dataclass(frozen=True)
+class Reading:
+    """CPU seconds spent so far, at `at` (time.monotonic)."""
+    at: float
+    busy: float | None  # by everything on this process's CPUs (/proc/stat); None where unreadable
+    own: float  # by this process, all its threads
+    group: float | None = None  # by this cgroup, where it has a CPU quota (cpu.stat usage_usec)
+
+
+@dataclass
+class _Auto:
+    """The threads of a run whose count torchtools chooses (none set by the user)."""
+    limit: int  # usable cores (usable_cores)
+    quota: int | None  # the cgroup's CPU limit, whole CPUs
+    threads: int
+    last: Reading
+    others: float | None = None  # the other processes' cores at the last reading
+
+
+_auto: _Auto | None = None  # set by configure where the count is torchtools' to choose
 
 
 def configure(environ=os.environ) -> dict[str, str]:
-    """Set OMP_NUM_THREADS unless it is set; returns what it set (for tests)."""
-    if environ.get("OMP_NUM_THREADS", "").strip():
+    """Set OMP_NUM_THREADS unless the user did; returns what it set (for tests). Called again, nothing changes."""
+    global _auto
+    if _auto is not None or environ.get("OMP_NUM_THREADS", "").strip():
         return {}
-    added = {"OMP_NUM_THREADS": str(max(1, usable_cores() // 2))}
+    limit = usable_cores()
+    # The runnable tasks of this instant, this process included: a hint until the first measured interval.
+    threads = choose(None, limit, max(0, _procs_running() - 1))
+    _auto = _Auto(limit, cpu_quota(), threads, read())
+    added = {"OMP_NUM_THREADS": str(threads)}
     environ.update(added)
     return added
 
 
+def choose(current: int | None, limit: int, others: float, group_others: float = 0.0, quota: int | None = None) \
+        -> int:
+    """The thread count for `limit` usable cores while other processes keep `others` cores busy (and, in a
+    cgroup with a `quota`, `group_others` of it): what is left, at least 1. From `current`, the count moves
+    only when what is left is more than MARGIN past the half-way point to another count."""
+    free = limit - others
+    if quota is not None:
+        free = min(free, quota - group_others)
+    if current is not None and abs(free - current) <= 0.5 + MARGIN:
+        return current
+    return max(1, min(limit, math.floor(free + 0.5)))
+
+
+def adjust(*, force: bool = False) -> None:
+    """Between batches: every INTERVAL, measure the other processes' load and resize the pool to what is
+    left, saying so on stderr. Costs a clock read when no reading is due; nothing where the user set it."""
+    if _auto is None or not force and time.monotonic() - _auto.last.at < INTERVAL:
+        return
+    before = _auto.threads
+    if _update(_auto) and before != _auto.threads:
+        from torchtools.core.output import say
+
+        say(f"threads: {before} -> {_auto.threads} ({_others_text(_auto.others)})")
+
+
+def summary() -> str:
+    """The threads part of the run's device line, measured now: "2 threads", "1 thread (other processes use
+    1.0 core)", "1 thread (OMP_NUM_THREADS)" where the user's value holds."""
+    if _auto is None:
+        import torch
+
+        users = " (OMP_NUM_THREADS)" if os.environ.get("OMP_NUM_THREADS", "").strip() else ""
+        return _count_text(torch.get_num_threads()) + users
+    _update(_auto)
+    shared = _auto.others is not None and _auto.threads < _auto.limit
+    return _count_text(_auto.threads) + (f" ({_others_text(_auto.others)})" if shared else "")
+
+
+def _update(auto: _Auto) -> bool:
+    """Take a reading, choose the count from the interval since the last one and apply it; False when the
+    interval was too short or unreadable."""
+    now = read()
+    seconds = now.at - auto.last.at
+    if seconds < _SHORTEST or now.busy is None or auto.last.busy is None:
+        return False
+    own = (now.own - auto.last.own) / seconds
+    auto.others = max(0.0, (now.busy - auto.last.busy) / seconds - own)
+    group_others = 0.0
+    if auto.quota is not None and now.group is not None and auto.last.group is not None:
+        group_others = max(0.0, (now.group - auto.last.group) / seconds - own)
+    auto.last = now
+    threads = choose(auto.threads, auto.limit, auto.others, group_others, auto.quota)
+    if threads != auto.threads:
+        import torch  # loaded by now: readings are taken as training runs
+
+        auto.threads = threads
+        torch.set_num_threads(threads)
+    return True
+
+
+def _count_text(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def _others_text(others: float) -> str:
+    return f"other processes use {others:.1f} core" + ("" if f"{others:.1f}" == "1.0" else "s")
+
+
+def read(stat: Path = _PROC_STAT, cgroup: Path = _CGROUP) -> Reading:
+    """The CPU seconds spent so far by this process's CPUs, this process, and its cgroup."""
+    times = os.times()
+    return Reading(time.monotonic(), _busy(stat), times.user + times.system, _group_usage(cgroup))
+
+
+def _busy(stat: Path) -> float | None:
+    """Busy CPU seconds since boot of the CPUs this process may run on (user, nice, system, irq, softirq)."""
+    cpus = {f"cpu{cpu}" for cpu in _affinity()}
+    ticks = 0
+    try:
+        for line in stat.read_text().splitlines():
+            name, *fields = line.split()
+            if name in cpus:
+                ticks += sum(int(fields[index]) for index in (0, 1, 2, 5, 6))
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK") if ticks else None
+
+
+def _procs_running(stat: Path = _PROC_STAT) -> int:
+    try:
+        for line in stat.read_text().splitlines():
+            if line.startswith("procs_running "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def _group_usage(cgroup: Path) -> float | None:
+    try:
+        for line in (cgroup / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _affinity() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return list(range(os.cpu_count() or 1))
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on; at least 1."""
+    cpus = _affinity()
+    return len({_siblings(cpu) for cpu in cpus}) or len(cpus) or 1
+
+
 def usable_cores() -> int:
     """Physical cores among the CPUs this process may run on, capped by a container's CPU quota; at least 1."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        cpus = list(range(os.cpu_count() or 1))
-    cores = len({_siblings(cpu) for cpu in cpus}) or len(cpus)
-    quota = cpu_quota()
+    cores, quota = physical_cores(), cpu_quota()
     return max(1, min(cores, quota) if quota else cores)
 
 
