@@ -64,8 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
-from torchtools.core.engine import (Objective, evaluate, make_optimizer, make_scaler, make_scheduler,  # noqa: E402
-                                    train_one_epoch)
+from torchtools.core.engine import Objective, evaluate, make_scaler, train_one_epoch  # noqa: E402
+from torchtools.core.optim import make_optimizer, make_scheduler  # noqa: E402
 from torchtools.core.run import seed_everything  # noqa: E402
 from torchtools.recipes import RECIPES, UNSAID  # noqa: E402
 

@@ -27,7 +27,8 @@ from torchvision import transforms
 
 from torchtools.commands import image_classifier as classifier
 from torchtools.core import output
-from torchtools.core.engine import Objective, evaluate, make_optimizer, train_one_epoch
+from torchtools.core.engine import Objective, evaluate, train_one_epoch
+from torchtools.core.optim import make_optimizer
 from torchtools.core.run import seed_everything
 from torchtools.data.transforms import ImageFormat, channel_stats
 from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist

@@ -12,7 +12,8 @@ from datafiles import NAMES_SMALL, names_rows, write_image_folders, write_mnist,
 
 from torchtools import recipes
 from torchtools.core.config import DEPENDS
-from torchtools.core.engine import Objective, make_optimizer, make_scheduler, train_one_epoch
+from torchtools.core.engine import Objective, train_one_epoch
+from torchtools.core.optim import make_optimizer, make_scheduler
 from torchtools.data.loaders import TensorBatches
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models

@@ -20,11 +20,11 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed
 from torchtools.core.devices import channels_last
-from torchtools.core.engine import (EvalResult, FitResult, Objective, check_trainable, evaluate, fit, make_optimizer,
-                                    make_scheduler)
+from torchtools.core.engine import EvalResult, FitResult, Objective, check_trainable, evaluate, fit
 from torchtools.commands import image_report
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.lr_finder import run_finder
+from torchtools.core.optim import make_optimizer, make_scheduler
 from torchtools.core.output import format_metrics, path_text, say, warn, warn_skipped
 from torchtools.core.prediction_output import PredictionWriter
 from torchtools.core.report import report

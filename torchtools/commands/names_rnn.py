@@ -63,7 +63,8 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     best accuracy (each option's help names both recipes' values).
     """
     from torchtools import recipes
-    from torchtools.core.engine import Objective, check_trainable, evaluate, fit, make_optimizer, make_scheduler
+    from torchtools.core.engine import Objective, check_trainable, evaluate, fit
+    from torchtools.core.optim import make_optimizer, make_scheduler
     from torchtools.core.lr_finder import run_finder
     from torchtools.core.summary import summarise
     from torchtools.core.errors import UserError

@@ -122,7 +122,7 @@ def run_finder(run, model, objective, make_batches, parameters) -> LrFinding | N
     import dataclasses
 
     from torchtools.core import plots
-    from torchtools.core.engine import make_optimizer
+    from torchtools.core.optim import make_optimizer
     from torchtools.core.options import AUTO
 
     if not run.finds_lr:

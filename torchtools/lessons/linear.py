@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import save_checkpoint
-from torchtools.core.engine import FitResult, Objective, checkpoint_payload, fit, make_optimizer
+from torchtools.core.engine import FitResult, Objective, checkpoint_payload, fit
+from torchtools.core.optim import make_optimizer
 from torchtools.core.errors import UserError
 from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches
