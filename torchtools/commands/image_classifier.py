@@ -143,9 +143,8 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
             summary["suggested_lr"] = finding.suggested
         if run.finds_lr_only:
             return Outcome(None, None, {}, summary=summary)
-        config = run.config  # --lr auto: now the suggestion
-        optimizer = make_optimizer(config, trained)
-        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
+        optimizer = make_optimizer(run.config, trained)  # the settled config: --lr auto's suggestion is its lr
+        scheduler, per_step = make_scheduler(run.config, optimizer, len(train_batches))
         _log_inputs(run.writer, model, sample, eval_transform)
         if run.report is not None:
             image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,

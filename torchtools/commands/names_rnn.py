@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, WRITES, Setting
-from torchtools.core.options import FIND_LR, OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT
+from torchtools.core.options import OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ PREDICT_CHUNK = 4096  # names encoded and labelled at a time: memory stays bound
 
 
 @dataclass(frozen=True, kw_only=True)
-class NamesConfig(RecipeSettings):
+class NamesConfig(FindLrSettings, RecipeSettings):
     """The vocabulary and the labels come from the training names: they are saved beside the config."""
 
     TASK = "names"
@@ -42,7 +42,6 @@ class NamesConfig(RecipeSettings):
              "skipped and named).")()
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
-    find_lr: bool = FIND_LR(False)
     cell: str = Setting("--cell", panel=MODEL, choices=("gru", "lstm", "rnn"), help="Recurrent cell.")(DEPENDS)
     hidden: int = Setting("--hidden", panel=MODEL, min=1, max=SIZE_MAX // 4,
                           help="Embedding and hidden size.")(DEPENDS)
@@ -114,9 +113,8 @@ def names_rnn(run: Run[NamesConfig]) -> None:
             extra["suggested_lr"] = finding.suggested
         if run.finds_lr_only:
             return run.finish(None, labels=labels, skipped=skipped, **extra)
-        config = run.config  # --lr auto: now the suggestion
-        optimizer = make_optimizer(config, model.parameters())
-        scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
+        optimizer = make_optimizer(run.config, model.parameters())  # the settled config: --lr auto's suggestion
+        scheduler, per_step = make_scheduler(run.config, optimizer, len(train_batches))
         result = fit(model, objective, optimizer, train_batches, eval_batches,
                      run, scheduler=scheduler, step_scheduler=per_step, eval_name=eval_name,
                      state={"labels": labels, "vocabulary": vocabulary.characters})

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import READS, WRITES, Setting
-from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
-                                     OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
-                                     ImageClassifierSettings, LabelsCsvSettings)
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings,
+                                     LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -20,7 +20,7 @@ MODEL = "Model and weights"
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
+class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSettings):
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False, role=READS,
         help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
@@ -69,12 +69,8 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     lr_gamma: float = Setting("--lr-gamma", panel=TRAINING, min=0.0, max=1.0,
                               help="Learning-rate decay factor (StepLR).")(0.1)
     trust_pickle: bool = TRUST_PICKLE(False)
-    compile: bool = COMPILE(False)
-    compile_mode: str = COMPILE_MODE("default")
-    # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
+    # The tutorial's recipe, fixed: StepLR (no weight decay or label smoothing: Hyperparameters' neutral values).
     schedule: str = "step"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
 
 
 @command("transfer", TransferConfig)

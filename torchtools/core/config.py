@@ -136,7 +136,9 @@ class Config:
         foreign file is one error naming the key."""
         if not isinstance(saved, dict):
             raise UserError(f"{source} holds no config (it was not saved by this version of torchtools)")
-        names = cls.saved_names()
+        # A fixed value missing from the file is the command's own, not a choice the file could have made: a
+        # checkpoint written before the field existed was trained at it (the neutral Hyperparameters).
+        names = [name for name in cls.saved_names() if name in saved or name in cls.settings()]
         missing = [name for name in names if name not in saved]
         if missing:
             raise UserError(f"{source} was saved by another version of torchtools: its config lacks "

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from torchtools.core import distributed, stopping
 from torchtools.core.checkpoints import best_path, save_checkpoint, save_epoch_files
+from torchtools.core.options import AcceleratedSettings, CompiledSettings
 from torchtools.core.paths import epoch_path
 from torchtools.core.errors import TrainingDiverged, UserError, first_line
 from torchtools.core.output import EpochProgress, say
@@ -261,7 +262,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     # One scaler for the whole fit (fp16 only), its scale carried from epoch to epoch and across --resume.
     scaler = make_scaler(run.device, run.amp_dtype, run.loaded.get("scaler") if run.resuming else None)
     trained = distributed.wrap(model)
-    if getattr(config, "compile", False):
+    if isinstance(config, CompiledSettings) and config.compile:
         trained = torch.compile(trained, mode=config.compile_mode)
     monitor, higher_is_better = _monitored_metric(objective, eval_batches, eval_name)
     best_epoch = _best_epoch(history, monitor, higher_is_better)
@@ -426,7 +427,7 @@ def _save_epoch(run, payload: dict[str, Any], epoch: int, *, best: bool) -> None
     if save is None:
         return
     if distributed.is_main():
-        every = getattr(run.config, "save_every", 0)
+        every = run.config.save_every if isinstance(run.config, AcceleratedSettings) else 0
         periodic = epoch_path(save, epoch)
         # The last and every-N-th files hold the same payload, serialised once (the others link to it).
         save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])
