@@ -4,7 +4,7 @@ A `Setting` holds a flag's spelling, help, panel, bounds and choices; a config f
 default (`epochs: int = EPOCHS(10)`). From the fields come the Typer signature (`core/command.py`), the
 one validation of a value (`Config.build` for the command line and the environment, `Config.from_saved`
 for a checkpoint: the same bounds, the same `error:` line) and the config saved in checkpoints. A field
-without a Setting is a fixed value of the command (a recipe's schedule, transfer's StepLR), saved too.
+without a Setting is a fixed value of the command (transfer's StepLR schedule), saved too.
 A default of `DEPENDS` is filled by the config's `fill` from the values given (a recipe, a method).
 Nothing here imports torch.
 """
