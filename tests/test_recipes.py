@@ -120,6 +120,8 @@ def test_a_hyperparameter_out_of_bounds_is_one_error_from_the_command_line_and_f
     common = ("mnist", "--data", data, "--model", "mlp", "--no-tensorboard")
     assert_user_error(cli(*common, "--epochs", "1", "--warmup", "2"), "--warmup 2.0: must be at most 1 (range 0..1)")
     assert_user_error(cli(*common, "--label-smoothing", "-0.1"), "--label-smoothing -0.1: must be at least 0")
+    assert_user_error(cli(*common, "--weight-decay", "nan"), "--weight-decay nan: must be a finite number")
+    assert_user_error(cli("names-rnn", "--augment", "shift-flip"), "--augment")  # names have no pictures
     assert_user_error(cli(*common, "--schedule", "step"), "'--schedule': 'step' is not one of 'constant', 'one-cycle'")
     assert cli(*common, "--epochs", "1", "--save", tmp_path / "m.pt").exit_code == 0
     checkpoint = torch.load(tmp_path / "m.pt", weights_only=True)
