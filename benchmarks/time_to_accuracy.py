@@ -65,16 +65,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the course loops of 
 from torchtools.core import output  # noqa: E402
 from torchtools.core.devices import autocast_dtype, cpu_name  # noqa: E402
 from torchtools.core.checkpoints import make_scaler  # noqa: E402
-from torchtools.core.engine import (Objective, evaluate, make_optimizer, make_scheduler,  # noqa: E402
-                                    train_one_epoch)
+from torchtools.core.engine import Objective, evaluate, train_one_epoch  # noqa: E402
+from torchtools.core.optim import make_optimizer, make_scheduler  # noqa: E402
 from torchtools.core.run import seed_everything  # noqa: E402
-from torchtools.recipes import RECIPES, UNSAID  # noqa: E402
+from torchtools.core.options import Hyperparameters  # noqa: E402
+from torchtools.recipes import RECIPES  # noqa: E402
 
 
 def recipe_of(task: str, name: str) -> SimpleNamespace:
     """A recipe's values as the commands resolve them; `amp` as the command's --amp default leaves it (on for
     the vision commands, which have the option; names-rnn has none)."""
-    given = {**UNSAID, **RECIPES[name][task]}
+    given = {**Hyperparameters.neutral(), **RECIPES[name][task]}
     return SimpleNamespace(**{**given, "model": given.get("model", given.get("cell")),
                               "amp": task != "names" and name == "fast"})
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from PIL import Image
@@ -27,7 +26,9 @@ from torchvision import transforms
 
 from torchtools.flows import image_classifier as classifier
 from torchtools.core import output
-from torchtools.core.engine import Objective, evaluate, make_optimizer, train_one_epoch
+from torchtools.core.engine import Objective, evaluate, train_one_epoch
+from torchtools.core.optim import make_optimizer
+from torchtools.core.options import Hyperparameters
 from torchtools.core.run import seed_everything
 from torchtools.data.transforms import ImageFormat, channel_stats
 from torchtools.data.vision import MNIST_MEAN, MNIST_STD, load_cifar, load_mnist
@@ -101,7 +102,7 @@ class FastPath:
         self.model = classifier.prepare_model(model, device)
         self.train_batches, self.test_batches = classifier.batches(images.to(device), fmt, device, batch_size=64,
                                                                    seed=seed)
-        self.optimizer = make_optimizer(SimpleNamespace(optimizer="sgd", lr=lr, momentum=momentum), model.parameters())
+        self.optimizer = make_optimizer(Hyperparameters(optimizer="sgd", lr=lr, momentum=momentum), model.parameters())
         self.objective = Objective.classification()
         self.epoch = 0
 

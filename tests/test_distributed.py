@@ -142,7 +142,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchtools.core import distributed
-from torchtools.core.engine import Objective, fit, make_optimizer
+from torchtools.core.engine import Objective, fit
+from torchtools.core.optim import make_optimizer
 from torchtools.core.options import TrainingSettings
 from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches

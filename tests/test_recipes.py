@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -12,14 +10,17 @@ from datafiles import NAMES_SMALL, names_rows, write_image_folders, write_mnist,
 
 from torchtools import recipes
 from torchtools.core.config import DEPENDS
-from torchtools.core.engine import Objective, make_optimizer, make_scheduler, train_one_epoch
+from torchtools.core.engine import Objective, train_one_epoch
+from torchtools.core.optim import make_optimizer, make_scheduler
+from torchtools.core.options import Hyperparameters
 from torchtools.data.loaders import TensorBatches
 from torchtools.models import cifar as cifar_models
 from torchtools.models import mnist as mnist_models
 
 
 def _train_step(model, inputs, targets, given, amp_dtype=None):
-    recipe = SimpleNamespace(**{**recipes.UNSAID, **given, "epochs": 1})
+    recipe = Hyperparameters(**{**{name: value for name, value in given.items() if name in Hyperparameters.neutral()},
+                                "epochs": 1})
     optimizer = make_optimizer(recipe, model.parameters())
     batches = TensorBatches(inputs, targets, batch_size=len(targets))
     schedule, per_step = make_scheduler(recipe, optimizer, len(batches))
@@ -59,10 +60,12 @@ def test_course_networks_unchanged():
 def test_recipes_resolve_with_overrides():
     from torchtools.commands.mnist import MnistConfig
 
-    unset = {name: DEPENDS for name in (*recipes.UNSAID, "model", "batch_size", "optimizer", "lr", "epochs")}
+    unset = {name: DEPENDS for name in ("model", "batch_size", "optimizer", "lr", "epochs", "momentum", "weight_decay",
+                                        "schedule", "warmup", "label_smoothing", "augment")}
     assert recipes.recipe_values("mnist", {**unset, "recipe": "course"}) == {
-        **recipes.UNSAID, "recipe": "course", "model": "cnn", "batch_size": 64, "optimizer": "sgd", "lr": 0.01,
-        "momentum": 0.5, "epochs": 10}
+        "recipe": "course", "model": "cnn", "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
+        "epochs": 10, "weight_decay": 0.0, "schedule": "constant", "warmup": 0.0, "label_smoothing": 0.0,
+        "augment": "none"}  # what the course recipe leaves out is the neutral value
     overridden = MnistConfig.build({"recipe": "fast", "batch_size": 32, "lr": DEPENDS})
     assert overridden.batch_size == 32 and overridden.lr == recipes.FAST["mnist"]["lr"]
     assert overridden.model == "fast" and overridden.schedule == "one-cycle"
@@ -78,6 +81,72 @@ def test_readme_recipe_table_is_the_recipes_own():
 def test_help_names_each_recipes_value(cli):
     run = cli("mnist", "--help")
     assert "course: cnn, fast: fast" in " ".join(run.stdout.replace("│", " ").split())
+
+
+def test_help_shows_each_recipe_field_as_an_option_with_the_recipes_values(cli):
+    mnist = " ".join(cli("mnist", "--help").stdout.replace("│", " ").split())
+    for flag, shown in (("--weight-decay", "course: 0.0, fast: 0.0005"), ("--schedule", "course: constant, fast: "
+                        "one-cycle"), ("--warmup", "course: 0.0, fast: 0.25"), ("--label-smoothing", "course: 0.0, "
+                        "fast: 0.0"), ("--augment", "course: none, fast: none")):
+        assert flag in mnist and shown in mnist, flag
+    names = " ".join(cli("names-rnn", "--help").stdout.replace("│", " ").split())
+    assert "--label-smoothing" in names and "course: 0.0, fast: 0.1" in names
+    assert "--augment" not in names and "--lr-step" not in mnist  # only what the command has
+
+
+def test_recipe_fields_given_change_the_run(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", train=120, test=30)
+    common = ("mnist", "--data", data, "--recipe", "fast", "--model", "mlp", "--epochs", "1", "--no-tensorboard",
+              "--json")
+    fast = cli(*common, "--save", tmp_path / "fast.pt")
+    no_decay = cli(*common, "--weight-decay", "0", "--save", tmp_path / "no_decay.pt")
+    smoothed = cli(*common, "--label-smoothing", "0.1")
+    for run in (fast, no_decay, smoothed):
+        assert run.exit_code == 0, run.stderr
+    assert "weight_decay 0.0005" in fast.stderr and "weight_decay 0.0," in no_decay.stderr
+    assert torch.load(tmp_path / "fast.pt", weights_only=True)["config"]["weight_decay"] == 5e-4
+    assert torch.load(tmp_path / "no_decay.pt", weights_only=True)["config"]["weight_decay"] == 0.0
+    assert no_decay.summary["metrics"] != fast.summary["metrics"]
+    assert "label_smoothing 0.1" in smoothed.stderr
+    assert smoothed.summary["metrics"]["train_loss"] != fast.summary["metrics"]["train_loss"]
+    # The recipe line names only options mnist has: each can be given back to it.
+    line = next(line for line in fast.stderr.splitlines() if line.startswith("recipe fast: "))
+    flags = ["--" + pair.split()[0].replace("_", "-") for pair in line.removeprefix("recipe fast: ").split(", ")]
+    assert len(flags) == 11 and set(flags) <= set(" ".join(cli("mnist", "--help").stdout.split()).split())
+
+
+def test_a_hyperparameter_out_of_bounds_is_one_error_from_the_command_line_and_from_a_checkpoint(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", train=60, test=20)
+    common = ("mnist", "--data", data, "--model", "mlp", "--no-tensorboard")
+    assert_user_error(cli(*common, "--epochs", "1", "--warmup", "2"), "--warmup 2.0: must be at most 1 (range 0..1)")
+    assert_user_error(cli(*common, "--label-smoothing", "-0.1"), "--label-smoothing -0.1: must be at least 0")
+    assert_user_error(cli(*common, "--weight-decay", "nan"), "--weight-decay nan: must be a finite number")
+    assert_user_error(cli("names-rnn", "--augment", "shift-flip"), "--augment")  # names have no pictures
+    assert_user_error(cli(*common, "--schedule", "step"), "'--schedule': 'step' is not one of 'constant', 'one-cycle'")
+    assert cli(*common, "--epochs", "1", "--save", tmp_path / "m.pt").exit_code == 0
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=True)
+    checkpoint["config"]["warmup"] = 2.0
+    torch.save(checkpoint, tmp_path / "edited.pt")
+    for option in ("--checkpoint", "--resume"):
+        assert_user_error(cli(*common, option, tmp_path / "edited.pt", "--epochs", "2"),
+                          "its config's warmup is wrong (--warmup 2.0: must be at most 1 (range 0..1))")
+
+
+def test_a_checkpoint_saved_before_a_fixed_hyperparameter_existed_still_loads(cli, tmp_path):
+    """diabetes has no --weight-decay: its fixed value, missing from an older file, is the neutral one it had."""
+    assert cli("diabetes", "--epochs", "2", "--save", tmp_path / "d.pt", "--no-tensorboard").exit_code == 0
+    checkpoint = torch.load(tmp_path / "d.pt", weights_only=True)
+    fixed = ("weight_decay", "schedule", "warmup", "label_smoothing", "augment", "lr_step", "lr_gamma")
+    checkpoint["config"] = {key: value for key, value in checkpoint["config"].items() if key not in fixed}
+    torch.save(checkpoint, tmp_path / "old.pt")
+    loaded = cli("diabetes", "--checkpoint", tmp_path / "old.pt", "--json")
+    assert loaded.exit_code == 0, loaded.stderr
+    resumed = cli("diabetes", "--resume", tmp_path / "old.pt", "--epochs", "3", "--no-tensorboard", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.summary["epochs"] == 3
+    del checkpoint["config"]["momentum"]  # an option, though, is the user's choice: its absence is refused
+    torch.save(checkpoint, tmp_path / "foreign.pt")
+    assert_user_error(cli("diabetes", "--checkpoint", tmp_path / "foreign.pt"), "its config lacks momentum")
 
 
 def test_recipe_fast_trains_prints_its_values_and_records_them(cli, tmp_path):

@@ -7,16 +7,18 @@ seeds 0, 1, 2 unless said) — see benchmarks/time_to_accuracy.py for the harnes
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from torchtools.core.config import DEPENDS
-from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, EPOCHS, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
-                                     TrainingSettings)
+from torchtools.core.options import (BATCH_SIZE, EPOCHS, LABEL_SMOOTHING, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
+                                     SCHEDULE, WARMUP, WEIGHT_DECAY, CompiledSettings, Hyperparameters)
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
-# any option the user types wins over the recipe's value.
+# any option the user types wins over the recipe's value. A hyperparameter a recipe leaves out takes its
+# neutral value (core.options.Hyperparameters): a constant rate, no decay, smoothing or augmentation.
 COURSE = {
     # Lesson 10: CourseCNN, batch 64, SGD lr 0.01 momentum 0.5, 10 epochs, normalise (0.1307, 0.3081).
     "mnist": dict(model="cnn", batch_size=64, optimizer="sgd", lr=0.01, momentum=0.5, epochs=10),
@@ -110,50 +112,45 @@ FAST = {
 
 RECIPES = {"course": COURSE, "fast": FAST}
 
-
-# What a recipe leaves unsaid: a plain constant rate, no decay, smoothing or augmentation.
-UNSAID = dict(momentum=0.0, weight_decay=0.0, schedule="constant", warmup=0.0, label_smoothing=0.0, augment="none")
 NETWORK = ("model", "cell", "hidden", "layers")
 
 
 def recipe_values(task: str, given: dict[str, Any]) -> dict[str, Any]:
     """The config's values: each one left out (DEPENDS) takes the recipe's, the options typed stay."""
-    recipe = {**UNSAID, **RECIPES[given["recipe"]][task]}
+    recipe = {**Hyperparameters.neutral(), **RECIPES[given["recipe"]][task]}
     return {name: recipe[name] if value is DEPENDS and name in recipe else value for name, value in given.items()}
 
 
 def default_help(task: str, name: str) -> str:
     """--help's word on an option a recipe sets: "Default: the recipe's (course: 10, fast: 2)."."""
-    shown = [f"{recipe}: {RECIPES[recipe][task].get(name, UNSAID.get(name))}" for recipe in RECIPES]
+    shown = [f"{recipe}: {RECIPES[recipe][task].get(name, Hyperparameters.neutral().get(name))}"
+             for recipe in RECIPES]
     return f"Default: the recipe's ({', '.join(shown)})."
 
 
 def describe(config) -> str:
-    """The line a run prints: the recipe and every value of the config it sets."""
-    keys = {*UNSAID, *RECIPES[config.recipe][config.recipe_task(config.saved())]}
+    """The line a run prints: the recipe and the value of each option it sets (those of this command only)."""
+    keys = {field.name for field in dataclasses.fields(config) if field.default is DEPENDS}
     given = [(key, value) for key, value in config.saved().items() if key in keys]
     given.sort(key=lambda item: item[0] not in NETWORK)  # the network first, then how it is trained
     return f"recipe {config.recipe}: " + ", ".join(f"{key} {value}" for key, value in given)
 
 
 @dataclass(frozen=True, kw_only=True)
-class RecipeSettings(TrainingSettings):
-    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn.
-    An option given on the command line wins over the recipe's value; the rest have no option."""
+class RecipeSettings(CompiledSettings):
+    """The hyperparameters a --recipe gives values (torchtools.recipes), shared by mnist, cifar and names-rnn;
+    the picture commands add --augment. An option given on the command line wins over the recipe's value."""
 
     recipe: str = RECIPE("course")
-    compile: bool = COMPILE(False)
-    compile_mode: str = COMPILE_MODE("default")
     epochs: int = EPOCHS(DEPENDS)
     batch_size: int = BATCH_SIZE(DEPENDS)
     lr: float = LR_OR_AUTO(DEPENDS)
     optimizer: str = OPTIMIZER(DEPENDS)
     momentum: float = MOMENTUM(DEPENDS)
-    weight_decay: float = DEPENDS
-    schedule: str = DEPENDS  # constant | one-cycle (stepped every batch)
-    warmup: float = DEPENDS  # one-cycle: share of the steps rising to lr
-    label_smoothing: float = DEPENDS
-    augment: str = DEPENDS  # none | shift-flip
+    weight_decay: float = WEIGHT_DECAY(DEPENDS)
+    schedule: str = SCHEDULE(DEPENDS)
+    warmup: float = WARMUP(DEPENDS)
+    label_smoothing: float = LABEL_SMOOTHING(DEPENDS)
 
     # The recipe table a command's values come from (torchtools.recipes); its model fields say which network.
     TASK = ""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import DATA, DOWNLOAD, LOADER, ImageClassifierSettings, LabelsCsvSettings
+from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, LOADER, ImageClassifierSettings, LabelsCsvSettings
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
         help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
              "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.")()
     download: bool = DOWNLOAD(True)
+    augment: str = AUGMENT(DEPENDS)
     loader: str = LOADER("auto")
 
     @classmethod

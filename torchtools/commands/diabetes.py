@@ -65,7 +65,8 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     """
     import torch
 
-    from torchtools.core.engine import Objective, fit, make_optimizer
+    from torchtools.core.engine import Objective, fit
+    from torchtools.core.optim import make_optimizer
     from torchtools.core.metrics import binary_report
     from torchtools.core.output import say
     from torchtools.core.summary import summarise

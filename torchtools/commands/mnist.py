@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import DATA, DOWNLOAD, ImageClassifierSettings
+from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, ImageClassifierSettings
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class MnistConfig(RecipeSettings, ImageClassifierSettings):
         help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw or "
              "DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.")()
     download: bool = DOWNLOAD(True)
+    augment: str = AUGMENT(DEPENDS)
 
 
 @command("mnist", MnistConfig)

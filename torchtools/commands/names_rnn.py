@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, WRITES, Setting
-from torchtools.core.options import (FIND_LR, OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT,
+from torchtools.core.options import (OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings,
                                      distinct_names)
 from torchtools.recipes import RecipeSettings
 
@@ -19,7 +19,7 @@ MODEL = "Model"
 
 
 @dataclass(frozen=True, kw_only=True)
-class NamesConfig(RecipeSettings):
+class NamesConfig(FindLrSettings, RecipeSettings):
     """The vocabulary and the labels come from the training names: they are saved beside the config."""
 
     TASK = "names"
@@ -46,7 +46,6 @@ class NamesConfig(RecipeSettings):
              "skipped and named).")()
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
-    find_lr: bool = FIND_LR(False)
     cell: str = Setting("--cell", panel=MODEL, choices=("gru", "lstm", "rnn"), help="Recurrent cell.")(DEPENDS)
     hidden: int = Setting("--hidden", panel=MODEL, min=1, max=SIZE_MAX // 4,
                           help="Embedding and hidden size.")(DEPENDS)

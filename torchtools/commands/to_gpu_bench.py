@@ -44,8 +44,8 @@ def to_gpu_bench(run: Run[GpuBenchConfig]) -> None:
     config = run.config
     run.device = resolve_device(config.device)  # the summary's "device" names the accelerator
     accelerator = run.device if run.device.type != "cpu" else None
-    changes = {key: value for key in ("repeats", "matmul_size", "batch_size")
-               if (value := getattr(config, key)) is not None}
+    changes = {key: value for key, value in (("repeats", config.repeats), ("matmul_size", config.matmul_size),
+                                             ("batch_size", config.batch_size)) if value is not None}
     plan = benchmarking.Plan.quick(**changes) if config.quick else benchmarking.Plan(**changes)
     described = [benchmarking.describe_device(torch.device("cpu"))]
     if accelerator is not None:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from torchtools.core.command import command
 from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats
 from torchtools.core.errors import UserError
-from torchtools.core.options import (BATCH_SIZE, COMPILE, COMPILE_MODE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM,
-                                     OPTIMIZER, OUTPUT, PLOT, TRAINING, TRUST_PICKLE, VAL_SPLIT,
-                                     ImageClassifierSettings, LabelsCsvSettings)
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings,
+                                     LabelsCsvSettings)
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -26,7 +26,7 @@ FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pi
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
+class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSettings):
     STATE = {**ImageClassifierSettings.STATE, "class_weights": (
         lambda value: isinstance(value, list) and all(type(item) is float and math.isfinite(item) and item > 0
                                                       for item in value), "a list of positive weights")}
@@ -103,12 +103,8 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     lr_gamma: float = Setting("--lr-gamma", panel=TRAINING, min=0.0, max=1.0,
                               help="Learning-rate decay factor (StepLR).")(0.1)
     trust_pickle: bool = TRUST_PICKLE(False)
-    compile: bool = COMPILE(False)
-    compile_mode: str = COMPILE_MODE("default")
-    # The tutorial's recipe, fixed: StepLR, no weight decay or label smoothing.
+    # The tutorial's recipe, fixed: StepLR (no weight decay or label smoothing: Hyperparameters' neutral values).
     schedule: str = "step"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
 
     def settle(self, run) -> TransferConfig:
         """The architecture and preprocessing, settled from the weights before any picture is read: the file is
@@ -160,7 +156,7 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
     fallback = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **IMAGENET_INPUT}
     values, sources = {}, {}
     for name, default in fallback.items():
-        given = getattr(config, name)
+        given = vars(config)[name]
         try:  # the weights' value through the option's own checks: one outside them is not taken
             weights_value = None if offered[name] is None else type(config).settings()[name][0].check(
                 name, list(offered[name]) if isinstance(offered[name], (list, tuple)) else offered[name],

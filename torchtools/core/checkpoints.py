@@ -19,6 +19,7 @@ from torch import nn
 from torchtools.core import distributed, stopping
 from torchtools.core.errors import UserError, first_line, not_a_file
 from torchtools.core.files import link_atomically, write_atomically
+from torchtools.core.options import AcceleratedSettings
 from torchtools.core.output import EpochProgress, say
 from torchtools.core.paths import best_path, epoch_path
 from torchtools.core.tensorboard import log_epoch
@@ -296,7 +297,7 @@ class EpochKeeper:
             return
         if distributed.is_main():
             payload = self._payload(epoch)
-            every = getattr(run.config, "save_every", 0)
+            every = run.config.save_every if isinstance(run.config, AcceleratedSettings) else 0
             periodic = epoch_path(save, epoch)
             # The last and every-N-th files hold the same payload, serialised once (the others link to it).
             save_epoch_files(payload, [save, *([periodic] if every and epoch % every == 0 else [])])

@@ -4,7 +4,7 @@ A `Setting` holds a flag's spelling, help, panel, bounds and choices; a config f
 default (`epochs: int = EPOCHS(10)`). From the fields come the Typer signature (`core/command.py`), the
 one validation of a value (`Config.build` for the command line and the environment, `Config.from_saved`
 for a checkpoint: the same bounds, the same `error:` line) and the config saved in checkpoints. A field
-without a Setting is a fixed value of the command (a recipe's schedule, transfer's StepLR), saved too.
+without a Setting is a fixed value of the command (transfer's StepLR schedule), saved too.
 A default of `DEPENDS` is filled by the config's `fill` from the values given (a recipe, a method).
 Nothing here imports torch.
 """
@@ -141,7 +141,9 @@ class Config:
         foreign file is one error naming the key."""
         if not isinstance(saved, dict):
             raise UserError(f"{source} holds no config (it was not saved by this version of torchtools)")
-        names = cls.saved_names()
+        # A fixed value missing from the file is the command's own, not a choice the file could have made: a
+        # checkpoint written before the field existed was trained at it (the neutral Hyperparameters).
+        names = [name for name in cls.saved_names() if name in saved or name in cls.settings()]
         missing = [name for name in names if name not in saved]
         if missing:
             raise UserError(f"{source} was saved by another version of torchtools: its config lacks "

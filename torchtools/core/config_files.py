@@ -24,6 +24,7 @@ from typing import Any
 
 from torchtools.core.config import Config, _plain
 from torchtools.core.errors import UserError, not_a_file
+from torchtools.core.options import TrainingSettings
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes: a larger one is not one (and is not read whole)
 META = ("config", "print_config")  # the options about the file itself, not keys in it
@@ -57,7 +58,7 @@ def dump(command: str, config: Config) -> str:
     """The config as --config reads it: every setting (recipe values filled, defaults applied), as YAML."""
     import yaml
 
-    values = {_key(name, setting.flag): _plain(getattr(config, name))
+    values = {_key(name, setting.flag): _plain(vars(config)[name])
               for name, (setting, _) in config.settings().items() if name not in META}
     header = f"# torchtools {command} --config FILE: these settings; an option typed beside it wins.\n"
     return header + yaml.safe_dump(values, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -65,7 +66,8 @@ def dump(command: str, config: Config) -> str:
 
 def replayed(config: Config) -> Config:
     """The config of the run that trained a --checkpoint (for --print-config): that run loaded none."""
-    return dataclasses.replace(config, checkpoint=None) if getattr(config, "checkpoint", None) else config
+    trained_by_checkpoint = isinstance(config, TrainingSettings) and config.checkpoint is not None
+    return dataclasses.replace(config, checkpoint=None) if trained_by_checkpoint else config
 
 
 def _key(name: str, flag: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from torchtools.core import distributed, threads
 from torchtools.core.checkpoints import EpochKeeper, last_metrics
 from torchtools.core.devices import device_line
 from torchtools.core.errors import TrainingDiverged, UserError
+from torchtools.core.options import CompiledSettings
 from torchtools.core.output import EpochProgress, say
 
 
@@ -79,34 +80,6 @@ class FitResult:
     checkpoint: Path | None  # the --save file, once an epoch has been written to it
     stopped_early: str | None = None  # None, "patience" or "target"
     best_epoch: int | None = None
-
-
-def make_optimizer(config, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
-    """The config's optimizer (its optimizer, lr, momentum and weight_decay fields) over `parameters`."""
-    weight_decay = getattr(config, "weight_decay", 0.0)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=getattr(config, "momentum", 0.0),
-                               weight_decay=weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=weight_decay)
-
-
-def make_scheduler(config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> tuple[Any, bool]:
-    """(scheduler or None, stepped every batch?) for the config's schedule: constant, one-cycle (stepped every
-    batch; none where a run of one step leaves no room for a cycle) or step (StepLR, every epoch)."""
-    schedule = getattr(config, "schedule", "constant")
-    if schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma), False
-    total = config.epochs * steps_per_epoch
-    if schedule == "constant" or total < 2:
-        return None, False
-    # OneCycleLR divides by each phase's length, warmup * total - 1 and the rest: both must stay above 0.
-    warmup = min(max(config.warmup, 1.5 / total), 1 - 0.5 / total)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, pct_start=warmup, total_steps=total,
-        # Adam has no momentum to cycle; for SGD the cycle of momentum adds nothing measurable here.
-        cycle_momentum=False), True
 
 
 def forward(model: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
@@ -262,7 +235,7 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     with EpochKeeper(run, model, optimizer, scheduler, state or {}, monitor=monitor) as keeper:
         scaler, progress = keeper.scaler, keeper.progress
         trained = distributed.wrap(model)
-        if getattr(config, "compile", False):
+        if isinstance(config, CompiledSettings) and config.compile:
             trained = torch.compile(trained, mode=config.compile_mode)
         for epoch in range(keeper.epoch + 1, config.epochs + 1):
             _set_epoch(train_batches, epoch - 1)

@@ -117,12 +117,12 @@ def _slope(lrs: list[float], losses: list[float], index: int) -> float:
 def run_finder(run, model, objective, make_batches, parameters) -> LrFinding | None:
     """The range test where the run asks for it (--find-lr, --lr auto), on an optimizer of its own and on batches
     of its own (`make_batches()`: a twin of training's, so training's shuffle and augmentation draws are not
-    used up by it); lr_find.png goes into --report. Under --lr auto the run's config then takes the
-    suggestion, for the optimizer after."""
+    used up by it); lr_find.png goes into --report. Under --lr auto the suggestion settles the run's lr
+    (`Run.settle_lr`) before anything trains."""
     import dataclasses
 
     from torchtools.core import plots
-    from torchtools.core.engine import make_optimizer
+    from torchtools.core.optim import make_optimizer
     from torchtools.core.options import AUTO
 
     if not run.finds_lr:
@@ -134,7 +134,7 @@ def run_finder(run, model, objective, make_batches, parameters) -> LrFinding | N
         plots.lr_find(run.report.path("lr_find.png"), finding.lrs, finding.losses, suggested=finding.suggested,
                       minimum=finding.minimum)
     if auto:
-        run.config = dataclasses.replace(run.config, lr=finding.suggested)
+        run.settle_lr(finding.suggested)
         say(f"--lr auto: training at lr {finding.suggested:.2e}")
     else:
         say("--find-lr: nothing trained; pass --lr VALUE (or --lr auto) to train")

@@ -47,6 +47,17 @@ FIND_LR = Setting("--find-lr", panel=TRAINING, saved=False,
                        "then trains at the suggestion). The weights are left as they were.")
 OPTIMIZER = Setting("--optimizer", help="Optimizer.", panel=TRAINING, choices=OPTIMIZERS)
 MOMENTUM = Setting("--momentum", help="SGD momentum.", panel=TRAINING, min=0.0, max=1.0)
+WEIGHT_DECAY = Setting("--weight-decay", help="L2 penalty on the weights (the optimizer's weight_decay).",
+                       panel=TRAINING, min=0.0, max=1.0)
+SCHEDULE = Setting("--schedule", panel=TRAINING, choices=("constant", "one-cycle"),
+                   help="The learning rate over training: constant, or one-cycle (rising to --lr over the --warmup "
+                        "share of the steps, then annealed to near zero; stepped every batch).")
+WARMUP = Setting("--warmup", help="--schedule one-cycle: the share of the steps rising to --lr.", panel=TRAINING,
+                 min=0.0, max=1.0)
+LABEL_SMOOTHING = Setting("--label-smoothing", panel=TRAINING, min=0.0, max=1.0,
+                          help="Cross-entropy label smoothing: the share of each target spread over all classes.")
+AUGMENT = Setting("--augment", panel=TRAINING, choices=("none", "shift-flip"),
+                  help="Training pictures: as they are, or shifted up to 4 pixels and flipped left-right.")
 AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
               help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).")
 COMPILE = Setting("--compile", negative="--no-compile", panel=TRAINING, saved=False,
@@ -134,8 +145,34 @@ class TensorboardSettings(OutputSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingSettings(SeededSettings, TensorboardSettings):
-    """Every training command: where it runs, where checkpoints go, when it stops early."""
+class Hyperparameters(Config):
+    """How a model is trained, in one typed place: every training config has these fields, and the optimizer
+    and the schedule are built from them (core/optim.py). A command makes one its option by declaring it again
+    with its Setting and default (`weight_decay: float = WEIGHT_DECAY(5e-4)`); one it leaves is a fixed value
+    of the command, the neutral one below (no decay, smoothing or augmentation, a constant rate)."""
+
+    epochs: int = EPOCHS(10)
+    batch_size: int = BATCH_SIZE(64)
+    lr: float = LR(0.01)
+    optimizer: str = OPTIMIZER("sgd")
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | one-cycle (stepped every batch) | step (StepLR, every epoch)
+    warmup: float = 0.0  # one-cycle: the share of the steps rising to lr
+    label_smoothing: float = 0.0
+    augment: str = "none"  # the picture commands' training transform (data.transforms.ImageFormat)
+    lr_step: int = 1  # step: multiply the rate by lr_gamma every lr_step epochs
+    lr_gamma: float = 1.0
+
+    @classmethod
+    def neutral(cls) -> dict[str, Any]:
+        """The values above: what a command or a recipe that does not set a hyperparameter trains with."""
+        return {field.name: field.default for field in dataclasses.fields(Hyperparameters)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSettings(Hyperparameters, SeededSettings, TensorboardSettings):
+    """Every training command: where it runs, where checkpoints go, when it stops early, how it trains."""
 
     # --device auto takes the CPU: the toy lessons' few hundred rows train before CUDA has started.
     prefer_cpu: ClassVar[bool] = False
@@ -172,7 +209,7 @@ class TrainingSettings(SeededSettings, TensorboardSettings):
         the --resume file, as in the usual resume), the --report folder's files and the TensorBoard folder."""
         outputs = super().writes()
         if self.save is not None:
-            every, kept = getattr(self, "save_every", 0), ("--resume",)
+            every, kept = self.save_every if isinstance(self, AcceleratedSettings) else 0, ("--resume",)
             outputs += [Output(self.save, "--save", replaces=kept),
                         Output(best_path(self.save), "--save's best file", replaces=kept)]
             outputs += [Output(epoch_path(self.save, epoch), "--save-every's file", replaces=kept)
@@ -191,6 +228,21 @@ def tensorboard_output(runs_dir: Path, *, hint: str = "pass --runs-dir DIR or --
 
 
 @dataclass(frozen=True, kw_only=True)
+class CompiledSettings(TrainingSettings):
+    """Training commands whose model may be torch.compiled."""
+
+    compile: bool = COMPILE(False)
+    compile_mode: str = COMPILE_MODE("default")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindLrSettings(Config):
+    """Training commands with the learning-rate range test (core/lr_finder.py): --find-lr, and --lr auto."""
+
+    find_lr: bool = FIND_LR(False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AcceleratedSettings(TrainingSettings):
     """Training commands whose models gain from autocast, and whose runs are long enough to keep epochs."""
 
@@ -199,7 +251,7 @@ class AcceleratedSettings(TrainingSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageClassifierSettings(AcceleratedSettings):
+class ImageClassifierSettings(FindLrSettings, AcceleratedSettings):
     """What mnist, cifar and transfer share beyond training: labelling the user's pictures."""
 
     STATE = {"classes": (distinct_names, "a list of distinct class names"),
@@ -209,7 +261,6 @@ class ImageClassifierSettings(AcceleratedSettings):
     predict: list[str] | None = PREDICT_IMAGES(None)
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
-    find_lr: bool = FIND_LR(False)
     max_pixels: int = MAX_PIXELS(DEFAULT_MAX_PIXELS)
 
 

@@ -24,7 +24,8 @@ from torchtools.core.checkpoints import check_state, load_checkpoint
 from torchtools.core.config import Config
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
-from torchtools.core.options import AUTO, AcceleratedSettings, TrainingSettings
+from torchtools.core.options import (AUTO, AcceleratedSettings, CompiledSettings, FindLrSettings, SeededSettings,
+                                     TrainingSettings)
 from torchtools.core.paths import best_path, check_paths, check_readable_files
 from torchtools.core.report import ReportFolder
 from torchtools.core.tensorboard import open_tensorboard
@@ -75,7 +76,7 @@ class Run(Generic[C]):
                 run._lock = files.Lock(run.config.save, "--save")
             if not distributed.is_main():
                 run.report = None  # under torchrun, process 0 writes the one report
-        if hasattr(run.config, "seed"):
+        if isinstance(run.config, SeededSettings):
             seed_everything(run.config.seed)
         return run
 
@@ -86,9 +87,9 @@ class Run(Generic[C]):
         if config.checkpoint is not None:
             self._refuse_training_options(("save", "save_every", "patience", "target_accuracy"),
                                           f"--checkpoint {config.checkpoint} trains nothing (use --resume to train on)")
-        if getattr(config, "compile_mode", "default") != "default" and not config.compile:
+        if isinstance(config, CompiledSettings) and config.compile_mode != "default" and not config.compile:
             raise UserError(f"--compile-mode {config.compile_mode} says how --compile compiles: pass --compile too")
-        if getattr(config, "save_every", 0) and config.save is None:
+        if isinstance(config, AcceleratedSettings) and config.save_every and config.save is None:
             raise UserError("--save-every keeps every N-th epoch's checkpoint beside --save PATH: pass --save too")
         if self.finds_lr_only:
             self._refuse_training_options(
@@ -107,7 +108,8 @@ class Run(Generic[C]):
 
     def _refuse_training_options(self, names: tuple[str, ...], reason: str) -> None:
         """Options that apply to training, given to a run that trains nothing, are refused, not ignored."""
-        given = [self.config.option(name) for name in names if getattr(self.config, name, None)]
+        values = vars(self.config)  # the fields' values by name (save_every is not every command's)
+        given = [self.config.option(name) for name in names if values.get(name)]
         if given:
             raise UserError(f"{', '.join(given)} apply to training; {reason}")
 
@@ -122,7 +124,7 @@ class Run(Generic[C]):
         saved = type(config).from_saved(self.loaded.get("config"), source=source)
         taken = {}
         for name in config.saved_names():
-            value, old = getattr(config, name), getattr(saved, name)
+            value, old = vars(config)[name], vars(saved)[name]
             if value == old or name not in self.explicit:
                 taken[name] = old
             elif self.resuming and name in saved.resumable():
@@ -133,6 +135,14 @@ class Run(Generic[C]):
                                 f"{action} {config.option(name)} {_shown(old)}; drop the option, or start a new run")
         return dataclasses.replace(config, **taken)
 
+    def settle_lr(self, lr: float) -> None:
+        """--lr auto resolved: the range test's suggestion becomes the config's lr, once and before any training,
+        so the optimizer, the schedule and every checkpoint take the one settled config. Nothing else changes
+        the config after `start`; the finding itself goes into the summary (suggested_lr)."""
+        if self.config.lr != AUTO:
+            raise RuntimeError("settle_lr resolves --lr auto, once")
+        self.config = dataclasses.replace(self.config, lr=lr)
+
     @property
     def trains(self) -> bool:
         """True for a training command, unless it only loads a --checkpoint (to evaluate or predict)."""
@@ -141,12 +151,12 @@ class Run(Generic[C]):
     @property
     def finds_lr_only(self) -> bool:
         """--find-lr without --lr auto: the range test runs on the training data, and nothing is trained."""
-        return bool(getattr(self.config, "find_lr", False)) and getattr(self.config, "lr", None) != AUTO
+        return isinstance(self.config, FindLrSettings) and self.config.find_lr and self.config.lr != AUTO
 
     @property
     def finds_lr(self) -> bool:
         """The run starts with the learning-rate range test (--find-lr, or --lr auto)."""
-        return bool(getattr(self.config, "find_lr", False)) or getattr(self.config, "lr", None) == AUTO
+        return isinstance(self.config, FindLrSettings) and (self.config.find_lr or self.config.lr == AUTO)
 
     @property
     def resuming(self) -> bool:
@@ -241,8 +251,8 @@ class Run(Generic[C]):
         output.wrote("checkpoint (last epoch)", last)
         if best_path(last).exists():
             output.wrote("checkpoint (best epoch)", best_path(last))
-        every = getattr(self.config, "save_every", 0)
-        if every:
+        if isinstance(self.config, AcceleratedSettings) and self.config.save_every:
+            every = self.config.save_every
             output.wrote(f"checkpoints (every {every} epochs)", last.with_name(f"{last.stem}.epoch*{last.suffix}"))
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchtools.core.engine import EvalResult, Objective, fit, make_optimizer, make_scheduler
+from torchtools.core.engine import EvalResult, Objective, fit
 from torchtools.core.errors import UserError
 from torchtools.core.lr_finder import run_finder
+from torchtools.core.optim import make_optimizer, make_scheduler
 from torchtools.core.report import report
 from torchtools.core.run import Run
 from torchtools.core.summary import summarise
@@ -108,9 +109,8 @@ def train_evaluate_predict(run: Run, task: Task) -> None:
         if finding is not None:
             found["suggested_lr"] = finding.suggested
         if not run.finds_lr_only:
-            config = run.config  # --lr auto: now the suggestion
-            optimizer = make_optimizer(config, trained)
-            scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
+            optimizer = make_optimizer(run.config, trained)  # the settled config: --lr auto's suggestion is its lr
+            scheduler, per_step = make_scheduler(run.config, optimizer, len(train_batches))
             task.before_fit(train_batches)
             fit_model, fit_train, fit_held_out = task.fit_inputs(train_batches, held_out)
             result = fit(fit_model, objective, optimizer, fit_train, fit_held_out, run, scheduler=scheduler,

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import checkpoint_payload, save_checkpoint
-from torchtools.core.engine import FitResult, Objective, fit, make_optimizer
+from torchtools.core.engine import FitResult, Objective, fit
+from torchtools.core.optim import make_optimizer
 from torchtools.core.errors import UserError
 from torchtools.core.run import Run
 from torchtools.data.loaders import TensorBatches
