@@ -61,7 +61,11 @@ class _OneLineErrors:
 
 
 class _Command(_OneLineErrors, typer.core.TyperCommand):
-    pass
+    def format_help(self, ctx, formatter):
+        """The help laid out for an 80-column terminal (core/help.py), not Typer's panels."""
+        from torchtools.core import help
+
+        formatter.write(help.render(self, ctx))
 
 
 class _Group(_OneLineErrors, typer.core.TyperGroup):

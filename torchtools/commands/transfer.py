@@ -26,7 +26,8 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
         help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
              "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "
-             "published weights (fetched once into torch.hub's cache, hash-checked); 'none' trains from scratch.")()
+             "published weights (fetched once into torch.hub's cache, hash-checked); 'none' trains from scratch. "
+             "Required to train (--checkpoint and --resume bring their model).")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
         help="Number of classes; must equal the number of class folders. Default: that number.")()
