@@ -94,3 +94,69 @@ def test_long_choices_are_listed_in_the_text_not_cut(help_at_80):
     compile_mode = entries(help_at_80("mnist"))["--compile-mode"]
     assert compile_mode.startswith("--compile-mode CHOICE")
     assert "One of: default, reduce-overhead, max-autotune." in compile_mode
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from torchtools.core import output
+
+    fake = Clock()
+    monkeypatch.setattr(output.time, "perf_counter", fake)
+    return fake
+
+
+def epoch_under_way(clock, *, epochs=25, steps=469, done=200, step_seconds=0.1):
+    """Epoch 2 of `epochs`, `done` of `steps` steps at `step_seconds` each after a slow first one."""
+    from torchtools.core.output import EpochProgress
+
+    progress = EpochProgress(epochs)
+    progress.start_epoch(2, steps)
+    clock.now += 5.0  # the first step carries the warm-up: not counted in the estimates
+    for step in range(1, done + 1):
+        progress.advance(step)
+        clock.now += step_seconds
+    progress.update(done, done * 64, {"loss": 0.10141, "acc": 0.96921})
+    return progress
+
+
+def test_the_progress_line_keeps_the_epoch_the_share_and_the_time_left_at_any_width(clock):
+    progress = epoch_under_way(clock)
+    for width in (40, 60, 80, 100, 200):
+        line = progress.line(width).plain
+        assert len(line) < width, (width, line)
+        assert line.startswith("epoch 2/25 ") and " 43% 0:27 left" in line, (width, line)  # 269 steps x 0.1 s
+        assert "…" not in line
+    assert "loss 0.1014  acc 0.9692" in progress.line(80).plain  # the stats fit at 80 columns
+    assert "elapsed" not in progress.line(80).plain  # dropped first ...
+    assert "elapsed" in progress.line(200).plain  # ... shown where there is room
+
+
+def test_a_long_run_says_its_horizon_after_the_first_steps(clock, capsys):
+    epoch_under_way(clock, epochs=25, steps=469, done=30, step_seconds=0.2)
+    err = capsys.readouterr().err
+    # After 2 s of steps past the first (11 done): 24 epochs of 469 steps at 0.2 s, less the 11 done: 37.5 min.
+    assert err.count("about 37 min more for 24 epochs (timed on the first 11 steps") == 1, err
+
+
+def test_a_short_run_needs_no_horizon(clock, capsys):
+    epoch_under_way(clock, epochs=2, steps=50, done=50, step_seconds=0.01)
+    assert "about" not in capsys.readouterr().err
+
+
+def test_epoch_summaries_break_between_fields_never_inside_one():
+    from torchtools.core.output import fit_fields
+
+    fields = ["epoch 1/10", "train_loss 0.3433", "train_accuracy 0.8985", "test_loss 0.1014",
+              "test_accuracy 0.9686", "7,550 samples/s", "7.947s"]
+    lines = fit_fields(fields, 80)
+    assert all(len(line) <= 80 for line in lines) and len(lines) == 2
+    assert [field for line in lines for field in line.strip().split("  ")] == fields
+    assert fit_fields(fields, 200) == ["  ".join(fields)]

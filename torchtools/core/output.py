@@ -15,13 +15,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
 from torchtools.core import files
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
+console.soft_wrap = not console.is_terminal  # a terminal's lines wrap between words, never mid-word
 
 
 @dataclass
@@ -111,14 +112,60 @@ def compact(value: float) -> str:
     return f"{value:.4g}"
 
 
-class EpochProgress:
-    """Per-epoch progress: a live rich bar on a terminal, one plain line per epoch otherwise.
+def duration(seconds: float) -> str:
+    """A time span as a clock reads it: 0:07, 12:34, 1:02:03."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
-    The plain form keeps cron and CI logs readable: nothing is redrawn, nothing is printed mid-epoch,
-    and runs of more than PLAIN_LINES epochs (the toy lessons run 1000) print every k-th epoch and the last.
+
+def about(seconds: float) -> str:
+    """A whole-run estimate in words: "about 40 s", "about 17 min", "about 2.5 h"."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def fit_fields(fields: Sequence[str], width: int, *, indent: str = "  ") -> list[str]:
+    """Fields ("train_loss 0.3012") packed two spaces apart into lines of at most `width`: a line breaks
+    between fields, never inside one (a terminal would break "test_accuracy" mid-word)."""
+    lines = [fields[0]]
+    for field in fields[1:]:
+        if len(lines[-1]) + 2 + len(field) <= width:
+            lines[-1] += "  " + field
+        else:
+            lines.append(indent + field)
+    return lines
+
+
+class _Line(ProgressColumn):
+    """The progress line as EpochProgress composes it for the terminal's width."""
+
+    def __init__(self, compose: Callable[[int], Text]):
+        super().__init__()
+        self.compose = compose
+
+    def render(self, task) -> Text:
+        return self.compose(console.width)
+
+
+class EpochProgress:
+    """Per-epoch progress: a live line on a terminal, one plain line per epoch otherwise.
+
+    The live line keeps the epoch, the percentage and the time left at any width from 40 columns, and adds
+    the running stats, the sample rate and the elapsed time as they fit. After the first steps, where the
+    run will take a minute or more, one line says how long (a horizon): on a terminal and in logs alike.
+    The plain form keeps cron and CI logs readable: nothing is redrawn, and runs of more than PLAIN_LINES
+    epochs (the toy lessons run 1000) print every k-th epoch and the last.
     """
 
     PLAIN_LINES = 50
+    HORIZON_AFTER_SECONDS = 2.0  # the first steps: enough to time them, a small part of a long epoch
+    HORIZON_AFTER_STEPS = 3  # ... and at least these after the first
+    HORIZON_WORTH_SECONDS = 60.0  # shorter runs need no estimate
+    BAR_MIN, BAR_MAX = 10, 40
 
     def __init__(self, epochs: int):
         self.epochs = epochs
@@ -127,33 +174,68 @@ class EpochProgress:
         self._bar: Progress | None = None
         self._task = None
         self._lines_printed = 0
+        self._horizon_said = False
+        self._done, self._total, self._stats = 0, 1, {}
 
     def start_epoch(self, epoch: int, total_batches: int) -> None:
         self.epoch = epoch
         self._started = time.perf_counter()
+        self._first_step: float | None = None  # when the first step ended: it carries the warm-up
         self._samples = 0
+        self._done, self._total, self._stats = 0, max(total_batches, 1), {}
         if self.live:
-            self._bar = Progress(
-                TextColumn(f"epoch {epoch}/{self.epochs}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-                TextColumn("elapsed,"),
-                TimeRemainingColumn(),
-                TextColumn("left"),
-                console=console,
-                transient=True,
-            )
+            self._bar = Progress(_Line(self.line), console=console, transient=True)
             self._bar.start()
-            self._task = self._bar.add_task("train", total=total_batches, stats="")
+            self._task = self._bar.add_task("train", total=total_batches)
+
+    def advance(self, batches_done: int) -> None:
+        """One more step done (called every step: no stats, no device sync)."""
+        self._done = batches_done
+        if self._first_step is None:
+            self._first_step = time.perf_counter()
+        elif not self._horizon_said and batches_done > self.HORIZON_AFTER_STEPS and (
+                time.perf_counter() - self._first_step >= self.HORIZON_AFTER_SECONDS
+                or batches_done >= self._total // 10):
+            self._say_horizon()
+
+    def _step_seconds(self) -> float | None:
+        """Seconds a step takes, timed after the first (which carries the warm-up)."""
+        if self._first_step is None or self._done < 2:
+            return None
+        return (time.perf_counter() - self._first_step) / (self._done - 1)
+
+    def _say_horizon(self) -> None:
+        self._horizon_said = True
+        epochs = self.epochs - self.epoch + 1
+        run_seconds = self._step_seconds() * (self._total * epochs - self._done)
+        if run_seconds >= self.HORIZON_WORTH_SECONDS and not self.quiet:
+            console.print(f"{about(run_seconds)} more for {epochs} epoch{'s' if epochs > 1 else ''} (timed on "
+                          f"the first {self._done} steps; the evaluations add to it)", markup=False)
 
     def update(self, batches_done: int, samples_done: int, stats: dict[str, float | None]) -> None:
         """Show how far the epoch is, with running stats (loss, accuracy) and the sample rate."""
-        self._samples = samples_done
-        if self._bar is not None:
-            rate = samples_done / max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, completed=batches_done, stats=format_metrics({**stats, "samples/s": rate}))
+        self._samples, self._done = samples_done, batches_done
+        elapsed = time.perf_counter() - self._started
+        self._stats = {**stats, "samples/s": samples_done / max(elapsed, 1e-9)}
+
+    def line(self, width: int) -> Text:
+        """The live line for `width` columns: "epoch 2/10 ━━━╸──── 37% 0:45 left" and what else fits."""
+        elapsed = time.perf_counter() - self._started
+        share = min(self._done / self._total, 1.0)
+        step_seconds = self._step_seconds()
+        left = duration(step_seconds * (self._total - self._done)) if step_seconds is not None else "-:--"
+        head, tail = f"epoch {self.epoch}/{self.epochs} ", f" {share:4.0%} {left} left"
+        stats = {key: value for key, value in self._stats.items() if key != "samples/s"}
+        extras = [f"  {format_metrics(stats)}" if stats else "",
+                  f"  {number(self._stats['samples/s'])} samples/s" if "samples/s" in self._stats else "",
+                  f"  {duration(elapsed)} elapsed"]
+        room = width - 1 - len(head) - len(tail) - self.BAR_MIN
+        for extra in extras:
+            if extra and len(extra) <= room:
+                tail, room = tail + extra, room - len(extra)
+        bar_width = max(min(self.BAR_MAX, width - 1 - len(head) - len(tail)), 1)
+        filled = round(share * bar_width)
+        return Text.assemble(head, ("━" * filled, "magenta"), ("─" * (bar_width - filled), "bright_black"), tail)
 
     def end_epoch(self, metrics: dict[str, float | None]) -> None:
         if self._bar is not None:
@@ -164,10 +246,12 @@ class EpochProgress:
         if not self.quiet and (self.epoch % every == 0 or self.epoch == self.epochs or not self._lines_printed):
             self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
-            console.print(
-                f"epoch {self.epoch}/{self.epochs}  {format_metrics(metrics)}  {number(rate)} samples/s  "
-                f"{number(seconds)}s"
-            )
+            fields = [f"epoch {self.epoch}/{self.epochs}",
+                      *(f"{name} {number(value)}" for name, value in metrics.items() if value is not None),
+                      f"{number(rate)} samples/s", f"{number(seconds)}s"]
+            # On a terminal the line breaks between fields; a log keeps one line an epoch for grep.
+            lines = fit_fields(fields, console.width) if console.is_terminal else ["  ".join(fields)]
+            console.print("\n".join(lines), markup=False)
 
     def close(self) -> None:
         if self._bar is not None:
