@@ -66,10 +66,10 @@ def test_training_says_what_it_wrote(tmp_path):
     assert "model: CourseCNN" in run.stderr and "multiply-adds per sample" in run.stderr
 
 
-def test_numbers_are_four_significant_digits_with_thousands_separators():
+def test_numbers_are_four_significant_digits_with_thousands_separators_for_counts():
     assert number(0.9682999849319458) == "0.9683"
     assert number(564.0461) == "564.0"
-    assert number(12345.6) == "12,346"
+    assert number(12345.6) == "12346"  # a measurement: thousands separators are for counts
     assert number(60000) == "60,000"
     assert number(3.2e-05) == "3.200e-05"
     assert compact(115_605_504) == "115.6M"

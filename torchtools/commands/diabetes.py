@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting, comma_separated_ints
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
@@ -166,5 +167,5 @@ def _predict(model, rows, mean, std) -> list[float]:
     with torch.no_grad():
         probabilities = torch.sigmoid(model((rows - mean) / std).squeeze(-1)).tolist()
     for number, probability in enumerate(probabilities, start=1):
-        say(f"row {number}: P(y=1) = {probability:.4f}")
+        say(f"row {number}: P(y=1) = {numbers.accuracy(probability)}")
     return probabilities

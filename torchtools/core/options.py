@@ -202,10 +202,12 @@ class LabelsCsvSettings(Config):
              "an image column (paths relative to that folder, the extension optional) and a label column, found "
              "from the header or named with --image-column / --label-column.")()
     image_column: str | None = Setting("--image-column", panel=DATA_PANEL, saved=False, show_default=False,
-                                       metavar="NAME", help="The --labels column of picture paths or ids. Default: found by name "
+                                       metavar="NAME",
+                                       help="The --labels column of picture paths or ids. Default: found by name "
                                             "(image, id, file, ...), or the first of two columns.")()
     label_column: str | None = Setting("--label-column", panel=DATA_PANEL, saved=False, show_default=False,
-                                       metavar="NAME", help="The --labels column of labels. Default: found by name (label, class, "
+                                       metavar="NAME",
+                                       help="The --labels column of labels. Default: found by name (label, class, "
                                             "species, ...), or the second of two columns.")()
     held_out_column: str | None = Setting(
         "--held-out-column", panel=DATA_PANEL, saved=False, show_default=False, metavar="NAME",

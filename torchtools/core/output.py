@@ -19,7 +19,7 @@ from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
-from torchtools.core import files
+from torchtools.core import files, numbers
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
 console.soft_wrap = not console.is_terminal  # a terminal's lines wrap between words, never mid-word
@@ -86,22 +86,15 @@ def wrote(what: str, path) -> None:
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
-    return "  ".join(f"{name} {number(value)}" for name, value in metrics.items() if value is not None)
+    return "  ".join(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items() if value is not None)
 
 
 def number(value: Any) -> str:
-    """A number as people read it: counts whole with thousands separators (60,000), measurements to 4
-    significant digits, trailing zeros kept so a column of them lines up (0.9683, 0.4080, 564.0461 as 564.0,
-    12,345.6 as 12,346, 3.2e-05 as 3.200e-05)."""
+    """A number in its one form (core/numbers.py): a count with thousands separators (60,000), a measurement
+    to 4 significant digits (0.9683, 564.0, 12346, 3.200e-05)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    if abs(float(f"{value:.4g}")) >= 1000:  # 999.96 rounds up to 1,000, not "1000."
-        return f"{value:,.0f}"
-    return f"{value:#.4g}"
+    return numbers.count(value) if isinstance(value, int) else numbers.value(value)
 
 
 def compact(value: float) -> str:
@@ -227,7 +220,7 @@ class EpochProgress:
         head, tail = f"epoch {self.epoch}/{self.epochs} ", f" {share:4.0%} {left} left"
         stats = {key: value for key, value in self._stats.items() if key != "samples/s"}
         extras = [f"  {format_metrics(stats)}" if stats else "",
-                  f"  {number(self._stats['samples/s'])} samples/s" if "samples/s" in self._stats else "",
+                  f"  {numbers.rate(self._stats['samples/s'])} samples/s" if "samples/s" in self._stats else "",
                   f"  {duration(elapsed)} elapsed"]
         room = width - 1 - len(head) - len(tail) - self.BAR_MIN
         for extra in extras:
@@ -247,8 +240,8 @@ class EpochProgress:
             self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
             fields = [f"epoch {self.epoch}/{self.epochs}",
-                      *(f"{name} {number(value)}" for name, value in metrics.items() if value is not None),
-                      f"{number(rate)} samples/s", f"{number(seconds)}s"]
+                      *(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items() if value is not None),
+                      f"{numbers.rate(rate)} samples/s", numbers.seconds(seconds)]
             # On a terminal the line breaks between fields; a log keeps one line an epoch for grep.
             lines = fit_fields(fields, console.width) if console.is_terminal else ["  ".join(fields)]
             console.print("\n".join(lines), markup=False)
@@ -298,7 +291,7 @@ NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=Text(title), title_justify="left")
-    cells = [[_cell(value) for value in row] for row in rows]
+    cells = _cells(rows)
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
         widest = max([len(str(column)), *(len(row[index]) for row in cells if index < len(row))])
@@ -318,9 +311,23 @@ def _width(table: Table, *, first_cut: bool = False) -> int:
     return natural - max(0, first - NAME_WIDTH_MIN)
 
 
-def _cell(value: Any) -> Text:
-    """A table cell as plain text (class and layer names are not markup)."""
-    return Text(number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
+def _cells(rows: Sequence[Sequence[Any]]) -> list[list[Text]]:
+    """The rows as plain text (class and layer names are not markup); a column of measurements (floats) in
+    one number of decimals (numbers.column), counts with thousands separators."""
+    texts = [[str(value) for value in row] for row in rows]
+    for index in range(max(map(len, rows), default=0)):
+        column = [(row_index, row[index]) for row_index, row in enumerate(rows) if index < len(row)]
+        measured = [(row_index, value) for row_index, value in column if _is_number(value) and isinstance(value, float)]
+        for row_index, value in column:
+            if _is_number(value) and isinstance(value, int):
+                texts[row_index][index] = numbers.count(value)
+        for (row_index, _), text in zip(measured, numbers.column([value for _, value in measured])):
+            texts[row_index][index] = text
+    return [[Text(text) for text in row] for row in texts]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

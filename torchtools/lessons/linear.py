@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from torchtools.core import numbers
 from torchtools.core.checkpoints import save_checkpoint
 from torchtools.core.engine import FitResult, Objective, checkpoint_payload, fit, make_optimizer
 from torchtools.core.errors import UserError
@@ -90,6 +91,12 @@ def parse_inputs(texts: list[str], features: int) -> tuple[Tensor, list[str]]:
         rows.append(row)
     keys = [",".join(repr(value) for value in row) for row in rows]
     return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), features), keys
+
+
+def describe(w: float | list[float], b: float) -> str:
+    """"w = 2.000  b = 7.000e-06" (4 significant digits, core/numbers.py); several features' w as a list."""
+    shown = numbers.value(w) if isinstance(w, float) else "[" + ", ".join(map(numbers.value, w)) + "]"
+    return f"w = {shown}  b = {numbers.value(b)}"
 
 
 def weights(layer: nn.Linear) -> tuple[float | list[float], float]:
