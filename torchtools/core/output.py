@@ -240,7 +240,8 @@ class EpochProgress:
             self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
             fields = [f"epoch {self.epoch}/{self.epochs}",
-                      *(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items() if value is not None),
+                      *(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items()
+                        if value is not None),
                       f"{numbers.rate(rate)} samples/s", numbers.seconds(seconds)]
             # On a terminal the line breaks between fields; a log keeps one line an epoch for grep.
             lines = fit_fields(fields, console.width) if console.is_terminal else ["  ".join(fields)]
