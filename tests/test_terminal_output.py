@@ -52,7 +52,7 @@ def test_a_matrix_too_wide_is_shown_as_its_largest_confusions(tmp_path):
                          cwd=tmp_path, env={"COLUMNS": "60"})
     assert run.exit_code == 0, run.stderr
     assert "confusion matrix: too wide for 60 columns (all of it: confusion.png in --report" in run.stderr
-    assert "largest confusions (test)" in run.stderr and "true \\ predicted" not in run.stderr
+    assert "largest confusions (test)" in run.stderr and "rows: true, columns: predicted" not in run.stderr
 
 
 def test_training_says_what_it_wrote(tmp_path):

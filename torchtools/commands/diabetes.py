@@ -77,6 +77,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
             _print_report(report)
             if run.report is not None:
                 _draw_roc(run.report.path("roc.png"), result.evaluation, report["roc_auc"])
+                _draw_confusion(run.report.path("confusion.png"), report)
         else:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
@@ -132,6 +133,17 @@ def _draw_roc(path: Path, evaluation, auc: float | None) -> None:
     false_positive, true_positive = roc_curve(torch.sigmoid(evaluation.outputs.squeeze(-1)), evaluation.targets)
     plots.roc(path, false_positive, true_positive, auc=auc,
               title=f"ROC on the hold-out ({len(evaluation.targets)} rows)")
+
+
+def _draw_confusion(path: Path, report: dict) -> None:
+    """confusion.png, as the image classifiers draw theirs (the README and --report's help promise it)."""
+    import numpy as np
+
+    from torchtools.core import plots
+
+    title = (f"hold-out confusion matrix, accuracy {numbers.share(report['accuracy'])}\n"
+             "(colour: share of the true class)")
+    plots.heatmap(path, np.array(report["confusion_matrix"]), ["0", "1"], title=title)
 
 
 def _print_report(report: dict) -> None:

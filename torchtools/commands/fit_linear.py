@@ -89,7 +89,8 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     if plot is not None:
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
-        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}")
+        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}",
+                        predicted=inputs)
 
     w, b = linear.weights(layer)
     loss = result.metrics["train_loss"] if result is not None else _mse(layer, points)

@@ -70,7 +70,7 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
         say(f"x = {key}  ->  P(y=1) = {numbers.accuracy(p)}")
 
     if plot is not None and points.features == 1:
-        linear.draw_fit(plot, layer, points, title="fit-logistic", probability=True)
+        linear.draw_fit(plot, layer, points, title="fit-logistic", probability=True, predicted=inputs)
     elif plot is not None and result is not None:
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
                         xlabel="epoch", ylabel="BCE", title="fit-logistic", loss=True)
@@ -78,6 +78,6 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
         linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-logistic on {points.source}",
-                        probability=True)
+                        probability=True, predicted=inputs)
     run.finish(result, metrics={"loss": loss, "train_accuracy": accuracy}, w=w, b=b, loss=loss,
                predictions=predictions)

@@ -133,12 +133,12 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         objective = Objective.classification(config.label_smoothing)
         sample = train_batches.peek(64) if isinstance(train_batches, StreamedImages) else images.train_images[:64]
         eval_transform = fmt.eval_transform(device, channels_last=False)
-        summary = {"model_summary": summarise(model, eval_transform(sample[:2]), type(model).__name__)}
+        summary = {"model_summary": summarise(model, eval_transform(sample[:2]), _model_title(run, model, sample))}
 
-        def finder_batches():  # a twin of train_batches: the range test uses up none of training's draws
+        def twin_batches():  # a twin of train_batches: the range test and batch.png use up none of its draws
             return batches(images.to(device), fmt, device, batch_size=config.batch_size, seed=config.seed)[0]
 
-        finding = run_finder(run, model, objective, finder_batches, trained)
+        finding = run_finder(run, model, objective, twin_batches, trained)
         if finding is not None:
             summary["suggested_lr"] = finding.suggested
         if run.finds_lr_only:
@@ -148,8 +148,7 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         scheduler, per_step = make_scheduler(config, optimizer, len(train_batches))
         _log_inputs(run.writer, model, sample, eval_transform)
         if run.report is not None:
-            image_report.training_batch(run.report.path("batch.png"), sample, fmt, images.classes,
-                                        images.train_labels[:len(sample)], seed=config.seed)
+            image_report.training_batch(run.report.path("batch.png"), twin_batches(), fmt, images.classes)
         trained_model, fit_train, fit_eval = (model, train_batches, eval_batches) if frozen_head is None else \
             on_frozen_features(model, frozen_head, fmt, train_batches, eval_batches, device)
         result = fit(trained_model, objective, optimizer, fit_train, fit_eval,
@@ -175,6 +174,14 @@ def fit_or_evaluate(run: Run, model: nn.Module, images: ImageSet | None, fmt: Im
         if run.report is not None:
             image_report.mistakes(run.report.path("mistakes.png"), evaluation, images, fmt, classes)
     return outcome
+
+
+def _model_title(run: Run, model: nn.Module, sample: Tensor) -> str:
+    """"CourseCNN, 1x28x28 input"; a bare nn.Sequential (cifar's) is named by --model instead."""
+    name = type(model).__name__
+    if type(model) is nn.Sequential and getattr(run.config, "model", None):
+        name = f"{run.config.model} (nn.Sequential)"
+    return f"{name}, {'x'.join(map(str, sample.shape[1:]))} input"
 
 
 def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *, batch_size: int,

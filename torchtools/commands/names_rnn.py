@@ -107,7 +107,7 @@ def names_rnn(run: Run[NamesConfig]) -> None:
             eval_batches = _batches(held_out, labels, vocabulary, run.device, config.batch_size, test, skipped)
         model = _build_model(config, vocabulary, labels).to(run.device)
         objective = Objective.classification(config.label_smoothing)
-        extra["model_summary"] = summarise(model, train_batches.inputs[:2], "NameClassifier")
+        extra["model_summary"] = summarise(model, *_typical_names(train_batches.inputs))
         finding = run_finder(run, model, objective, lambda: train_batches, model.parameters())  # no augmentation
         if finding is not None:
             extra["suggested_lr"] = finding.suggested
@@ -219,6 +219,19 @@ def _held_out(train_set, test: Path | None, val_split: float, seed: int):
 def _count_skipped(skipped: dict[str, int], names) -> None:
     skipped["blank"] += names.blank
     skipped["junk"] += names.junk
+
+
+def _typical_names(codes):
+    """(two training names of the median length, the summary's title): the layers' shapes of a real name, not
+    of whichever two come first (two 2-letter names showed the embedding as 2x100)."""
+    import torch
+
+    from torchtools.data.names import Vocabulary
+
+    lengths = (codes != Vocabulary.PAD).sum(dim=1)
+    median = int(lengths.median())
+    chosen = torch.nonzero(lengths == median).flatten()[:2]
+    return codes[chosen], f"NameClassifier, on names of {median} letters (the median)"
 
 
 def _batches(names, labels: list[str], vocabulary, device, batch_size: int, source: Path | None,

@@ -254,27 +254,30 @@ class EpochProgress:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                narrow: Callable[[], tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] | None = None) -> None:
+                narrow: Callable[[], tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] | None = None,
+                dense: bool = False) -> None:
     """A table that fits the terminal: never wrapped. One wider than the console is replaced by `narrow`'s
     (note, title, columns, rows) where given (the largest confusions for a confusion matrix); else its first
-    column (names) is cut with an ellipsis, and columns that still do not fit are left out, saying which."""
+    column (names) is cut with an ellipsis, and columns that still do not fit are left out, saying which.
+    `dense`: one space before each cell, none after (a matrix of counts: 10 classes fit 80 columns)."""
     if is_quiet():
         return
-    table = _table(title, columns, rows)
+    table = _table(title, columns, rows, dense=dense)
     if _width(table) > console.width and narrow is not None:
         note, title, columns, rows = narrow()
         say(note)
+        dense = False
         table = _table(title, columns, rows)
     left_out = []
     while _width(table, first_cut=True) > console.width and len(columns) > 2:
         left_out.insert(0, str(columns[-1]))
         columns, rows = columns[:-1], [row[:-1] for row in rows]
-        table = _table(title, columns, rows)
+        table = _table(title, columns, rows, dense=dense)
     excess = _width(table) - console.width
     if excess > 0:  # names cut in the middle, keeping both ends: layer4.0.downsample.0.weight -> layer4.…0.weight
         first = max(len(str(row[0])) for row in rows)
         rows = [(_cut(str(row[0]), max(first - excess, NAME_WIDTH_MIN)), *row[1:]) for row in rows]
-        table = _table(title, columns, rows)
+        table = _table(title, columns, rows, dense=dense)
     if left_out:
         table.caption = f"left out at {console.width} columns: {', '.join(left_out)} (see --json)"
     console.print(table)
@@ -290,8 +293,8 @@ def _cut(text: str, width: int) -> str:
 NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=Text(title), title_justify="left")
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, dense: bool = False) -> Table:
+    table = Table(title=Text(title), title_justify="left", padding=(0, 0, 0, 1) if dense else (0, 1))
     cells = _cells(rows)
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
