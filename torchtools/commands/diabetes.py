@@ -59,6 +59,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     result, metrics, report, extra = None, {}, None, {}
     if run.trains:
         table = roots.diabetes_table(config.data)
+        run.builtin_data = table.builtin
         say(table.note or f"data: {table.path}")
         train_loader, val_loader, mean, std = _loaders(table.path, config, config.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")

@@ -86,6 +86,7 @@ def names_rnn(run: Run[NamesConfig]) -> None:
 
     if run.trains:
         found = roots.names_files(config.data)
+        run.builtin_data = found.builtin
         say(found.note or f"data: {found.path}" + (f" (test: {found.test})" if found.test and not test else ""))
         data, test = found.path, test or found.test
         train_set = read_names(data)

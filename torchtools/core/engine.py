@@ -381,6 +381,7 @@ def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, 
         "metrics": last_metrics(history),
         "history": history,
         "config": run.config.saved(),
+        "data": run.data_location(),
         **state,
     }
 
