@@ -90,7 +90,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     """
     from torchtools.commands import image_classifier as classifier
     from torchtools.core.errors import UserError
-    from torchtools.core.output import say
+    from torchtools.core.output import say, warn
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
@@ -132,6 +132,11 @@ def transfer(run: Run[TransferConfig]) -> None:
                  else sum(parameter.numel() for parameter in network.parameters()))
     if run.trains:
         say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
+    if fresh and config.mode == "freeze" and _never_trained(network):
+        warn(f"--mode freeze on {config.weights}: its BatchNorm statistics are the initial ones (mean 0, variance "
+             "1), so these weights were never trained and the frozen features are random; expect large losses "
+             "(hundreds or more) that may grow from epoch to epoch rather than fall. Use trained weights "
+             "(--weights imagenet) or --mode finetune")
     pretrained.check_input_size(network, config.arch, config.image_size)
     loaded_keys = fresh and source is not None
     classifier.train_evaluate_predict(
@@ -144,6 +149,16 @@ def transfer(run: Run[TransferConfig]) -> None:
         train_images=len(images.train_labels) if images is not None else 0,
         val_images=len(images.test_labels) if images is not None else 0,
         skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable)
+
+
+def _never_trained(network) -> bool:
+    """Every BatchNorm at its initial statistics (running mean 0, variance 1): weights saved untrained. A network
+    without BatchNorm (vgg16) cannot tell: False."""
+    import torch
+
+    norms = [module for module in network.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    return bool(norms) and all(bool((norm.running_mean == 0).all() and (norm.running_var == 1).all())
+                               for norm in norms)
 
 
 def _check_classes(expected: int | None, images, root: Path) -> None:
