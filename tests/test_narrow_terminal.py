@@ -160,3 +160,12 @@ def test_epoch_summaries_break_between_fields_never_inside_one():
     assert all(len(line) <= 80 for line in lines) and len(lines) == 2
     assert [field for line in lines for field in line.strip().split("  ")] == fields
     assert fit_fields(fields, 200) == ["  ".join(fields)]
+
+
+def test_the_command_list_fits_80_columns_with_each_description_whole(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = cli("--help").stdout
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text and "╭" not in text
+    for name in COMMANDS:
+        assert re.search(rf"^  {name} ", text, re.M), name
+    assert "pooling, and the feature maps of a picture." in " ".join(text.split())  # no break from the source

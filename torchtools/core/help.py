@@ -56,6 +56,24 @@ def render(command: Any, ctx: Any) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_group(group: Any, ctx: Any) -> str:
+    """`torchtools --help`: each command with the first paragraph of its description, then the options."""
+    columns = width()
+    lines = [f"Usage: {ctx.command_path} [OPTIONS] COMMAND [ARGS]...", ""]
+    for paragraph in _paragraphs(group.help or ""):
+        lines += textwrap.wrap(paragraph, columns) + [""]
+    lines.append("Commands:")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not command.hidden:
+            lines += _entry(name, next(iter(_paragraphs(command.help or "")), ""), columns)
+    lines += ["", "Options:"]
+    for param in group.get_params(ctx):
+        if _is_option(param):
+            lines += _entry(_flags(param), _help(param), columns)
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _usage(command: Any, ctx: Any) -> str:
     words = [ctx.command_path, "[OPTIONS]"]
     for param in command.get_params(ctx):
