@@ -5,7 +5,6 @@ Human output goes to stderr; stdout carries only the `--json` summary, so script
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
