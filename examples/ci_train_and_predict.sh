@@ -7,8 +7,8 @@
 # below THRESHOLD (the checkpoint stays in OUT for a look); 2 when torchtools refused its input (one
 # `error:` line on stderr says why); anything else is a failure of the run itself.
 #
-# cron (every night at 02:30). cron runs with PATH=/usr/bin:/bin and no login environment, so name the
-# torchtools of the checkout's venv (TORCHTOOLS), give full paths and a log; a crontab entry is one line:
+# cron (every night at 02:30). cron runs with PATH=/usr/bin:/bin and no login environment, so give full paths
+# (TORCHTOOLS names the venv's torchtools, as the default would) and a log; a crontab entry is one line:
 # 30 2 * * * cd /srv/torchtools && TORCHTOOLS=/srv/torchtools/.venv/bin/torchtools DATA=/srv/datasets FOLDER=/srv/incoming OUT=/srv/models/nightly examples/ci_train_and_predict.sh >> /var/log/torchtools-nightly.log 2>&1
 #
 # CI (a GitHub Actions step; the failing exit status fails the job, OUT is kept as an artifact):
@@ -23,8 +23,11 @@ OUT=${OUT:-ci-out}                     # checkpoint, predictions and the trainin
 THRESHOLD=${THRESHOLD:-0.97}           # least test accuracy (0..1) that passes
 RECIPE=${RECIPE:-fast}                 # fast: about 99% test accuracy in its 2 epochs (course: 10 epochs)
 EPOCHS=${EPOCHS:-}                     # empty: the recipe's
-# How to run torchtools: the installed command, or e.g. TORCHTOOLS="python -m torchtools".
-read -r -a TORCHTOOLS <<< "${TORCHTOOLS:-torchtools}"
+# How to run torchtools: by default the checkout's venv (README set-up), found from this script's place, so
+# neither an activated venv nor PATH matters; else e.g. TORCHTOOLS="python -m torchtools".
+CHECKOUT_TORCHTOOLS="$(dirname "$0")/../.venv/bin/torchtools"
+[[ -x $CHECKOUT_TORCHTOOLS ]] || CHECKOUT_TORCHTOOLS=torchtools
+read -r -a TORCHTOOLS <<< "${TORCHTOOLS:-$CHECKOUT_TORCHTOOLS}"
 
 mkdir -p "$OUT"
 

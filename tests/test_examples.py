@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from datafiles import write_mnist
 
 SCRIPT = REPO / "examples" / "ci_train_and_predict.sh"
 README = (REPO / "README.md").read_text()
@@ -136,3 +138,69 @@ def test_the_script_trains_the_fast_recipe_for_its_epochs_and_keeps_a_report(tmp
     first = calls[0]
     assert first[first.index("--recipe") + 1] == "fast" and "--epochs" not in first  # the recipe's 2 epochs
     assert first[first.index("--report") + 1] == f"{tmp_path / 'out dir'}/report"
+
+
+# The README's set-up builds the venv as .venv in the checkout; the tests run in such a venv (sys.prefix).
+VENV = Path(sys.prefix)
+SETUP_BLOCK = re.search(r"## Set up on a fresh machine.*?```bash\n(.*?)```", README, re.S).group(1).strip()
+CI_LINE = next(line for line in README.splitlines()
+               if line.startswith("DATA=") and line.endswith("examples/ci_train_and_predict.sh"))
+
+
+def clean_env(tmp_path: Path) -> dict:
+    """What cron or a fresh login gives: no venv on PATH, nothing activated. PYTHONPATH is kept where the
+    tests set it, so the installed console script runs the code under test."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TORCHTOOLS_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A checkout after the README's set-up: the example script, and .venv (the installed venv, linked)."""
+    if not (VENV / "bin" / "torchtools").is_file():
+        pytest.skip(f"the tests do not run in a venv with torchtools installed ({VENV}/bin/torchtools is absent)")
+    root = tmp_path / "torchtools"
+    (root / "examples").mkdir(parents=True)
+    shutil.copy2(SCRIPT, root / "examples")
+    (root / ".venv").symlink_to(VENV)
+    return root
+
+
+def test_the_readme_setup_runs_the_main_job_with_the_venvs_own_torchtools(tmp_path, checkout):
+    """The set-up's last step as written, in a shell whose PATH lacks the venv (the install itself needs a
+    network: the venv the tests run in stands for it)."""
+    steps = SETUP_BLOCK.split(" && ")
+    assert steps[:2] == ["python3 -m venv .venv", ".venv/bin/pip install -e '.[dev]'"]
+    assert "```bash\n.venv/bin/python -m pytest\n```" in README  # the second of the two set-up commands
+    result = subprocess.run(["/bin/sh", "-c", steps[2]], cwd=checkout, env=clean_env(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "val_accuracy" in result.stderr
+
+
+def test_the_readme_ci_example_runs_as_written_without_the_venv_on_path(tmp_path, checkout):
+    """The README's CI line, word for word but for its /srv folders, in a bare environment: the script finds
+    the checkout's venv itself (it once exited 127, "torchtools: command not found")."""
+    data = write_mnist(tmp_path / "datasets", train=600, test=200)
+    digit_folder(tmp_path / "incoming")
+    places = {"/srv/datasets": data, "/srv/incoming": tmp_path / "incoming", "/srv/models/nightly": tmp_path / "out"}
+    command = CI_LINE
+    for old, new in places.items():
+        command = command.replace(old, shlex.quote(str(new)))
+    result = subprocess.run(["/bin/sh", "-c", command], cwd=checkout, env=clean_env(tmp_path),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: test accuracy" in result.stdout
+    assert "predictions: " in result.stdout and (tmp_path / "out" / "predictions.csv").is_file()
+
+
+def test_every_readme_example_names_the_venvs_programs():
+    """A bare `torchtools mnist` or `torchrun` fails in a shell without the venv activated (and under cron)."""
+    commands = "|".join(["fit-linear", "fit-logistic", "diabetes", "mnist", "cifar", "transfer", "names-rnn",
+                         "conv-demo", "inspect-weights", "export", "to-gpu-bench", "COMMAND"])
+    bare = re.findall(rf"(?:^|[`(=$ ])(?<!-m )(?:torchtools (?:{commands})\b|python -m pytest)|^torchrun ",
+                      README, re.M)
+    assert not bare, bare

@@ -13,10 +13,10 @@ from torchtools.core.output import number
 
 
 @pytest.mark.parametrize("value, shown", [
-    (0.9682999849319458, "0.9683"), (564.0461, "564.0"), (0.408, "0.4080"), (1.0, "1.000"), (12345.6, "12,346"),
-    (999.96, "1,000"), (999.94, "999.9"), (-999.99, "-1,000"), (3.2e-05, "3.200e-05"), (60000, "60,000"),
+    (0.9682999849319458, "0.9683"), (564.0461, "564.0"), (0.408, "0.4080"), (1.0, "1.000"), (12345.6, "12346"),
+    (999.96, "1000"), (999.94, "999.9"), (-999.99, "-1000"), (3.2e-05, "3.200e-05"), (60000, "60,000"),
 ])
-def test_numbers_have_four_significant_digits_their_trailing_zeros_and_thousands_separators(value, shown):
+def test_numbers_have_four_significant_digits_their_trailing_zeros_and_counts_thousands_separators(value, shown):
     assert number(value) == shown
 
 

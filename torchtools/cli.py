@@ -24,8 +24,10 @@ def _usage_error(error: Exception) -> None:
     """Typer's usage errors (a value of the wrong type, an unknown choice or option, a missing value) end
     like every other mistake: one `error:` line naming what to read next, exit 2."""
     context = getattr(error, "ctx", None)
-    if getattr(error, "exit_code", None) != 2 or not hasattr(error, "format_message") \
-            or type(error).__name__ == "NoArgsIsHelpError":
+    if type(error).__name__ == "NoArgsIsHelpError":  # bare `torchtools`: the help (core/help.py), as --help
+        print(error.format_message())
+        raise typer.Exit(2) from None
+    if getattr(error, "exit_code", None) != 2 or not hasattr(error, "format_message"):
         raise error
     from rich.markup import escape
 
@@ -61,11 +63,19 @@ class _OneLineErrors:
 
 
 class _Command(_OneLineErrors, typer.core.TyperCommand):
-    pass
+    def format_help(self, ctx, formatter):
+        """The help laid out for an 80-column terminal (core/help.py), not Typer's panels."""
+        from torchtools.core import help
+
+        formatter.write(help.render(self, ctx))
 
 
 class _Group(_OneLineErrors, typer.core.TyperGroup):
-    pass
+    def format_help(self, ctx, formatter):
+        """The commands and options laid out for an 80-column terminal (core/help.py)."""
+        from torchtools.core import help
+
+        formatter.write(help.render_group(self, ctx))
 
 
 app = typer.Typer(

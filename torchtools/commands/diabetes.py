@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting, comma_separated_ints
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
@@ -77,6 +78,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
     result, metrics, report, extra = None, {}, None, {}
     if run.trains:
         table = roots.diabetes_table(config.data)
+        run.builtin_data = table.builtin
         say(table.note or f"data: {table.path}")
         train_loader, val_loader, mean, std = _loaders(table.path, config, config.seed)
         run.check_resumed("features", len(mean), "the number of feature columns")
@@ -95,6 +97,7 @@ def diabetes(run: Run[DiabetesConfig]) -> None:
             _print_report(report)
             if run.report is not None:
                 _draw_roc(run.report.path("roc.png"), result.evaluation, report["roc_auc"])
+                _draw_confusion(run.report.path("confusion.png"), report)
         else:
             say("--val-split 0: nothing held out, no hold-out report")
     else:
@@ -152,6 +155,17 @@ def _draw_roc(path: Path, evaluation, auc: float | None) -> None:
               title=f"ROC on the hold-out ({len(evaluation.targets)} rows)")
 
 
+def _draw_confusion(path: Path, report: dict) -> None:
+    """confusion.png, as the image classifiers draw theirs (the README and --report's help promise it)."""
+    import numpy as np
+
+    from torchtools.core import plots
+
+    title = (f"hold-out confusion matrix, accuracy {numbers.share(report['accuracy'])}\n"
+             "(colour: share of the true class)")
+    plots.heatmap(path, np.array(report["confusion_matrix"]), ["0", "1"], title=title)
+
+
 def _print_report(report: dict) -> None:
     from torchtools.core.output import print_table
 
@@ -185,5 +199,5 @@ def _predict(model, rows, mean, std) -> list[float]:
     with torch.no_grad():
         probabilities = torch.sigmoid(model((rows - mean) / std).squeeze(-1)).tolist()
     for number, probability in enumerate(probabilities, start=1):
-        say(f"row {number}: P(y=1) = {probability:.4f}")
+        say(f"row {number}: P(y=1) = {numbers.accuracy(probability)}")
     return probabilities

@@ -50,8 +50,9 @@ class ExportConfig(OutputSettings):
     inputs: list[str] | None = Setting(
         "--inputs", show_default=False, metavar="PATH", role=READS,
         help="What the check runs on: pictures (files, folders, quoted globs) for image models, a name,label CSV or "
-             "<Label>.txt folder for names-rnn, a CSV of rows for diabetes. Default: the checkpoint's dataset "
-             "where it is at hand (under --data's root), else generated inputs.")()
+             "<Label>.txt folder for names-rnn, a CSV of rows for diabetes. Default: real ones from the data the "
+             "checkpoint trained on (its held-out pictures), while it is there, else from the data root "
+             "($TORCHTOOLS_DATA, else data/), else generated inputs.")()
     samples: int = Setting("--samples", min=2, max=100_000, help="How many inputs the check runs on.")(32)
     tolerance: float = Setting(
         "--tolerance", min=0.0, max=1.0,

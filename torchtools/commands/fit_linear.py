@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
 from torchtools.core.options import (EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings,
@@ -91,11 +92,12 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     if plot is not None:
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
-        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}")
+        linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}",
+                        predicted=inputs)
 
     w, b = linear.weights(layer)
     loss = result.metrics["train_loss"] if result is not None else _mse(layer, points)
-    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}")
+    say(f"{linear.describe(w, b)}  loss = {numbers.loss(loss)}")
     predictions = _predictions(layer, inputs, keys)
     run.finish(result, metrics={"loss": loss}, method=method, w=w, b=b, loss=loss, predictions=predictions)
 
@@ -236,5 +238,5 @@ def _predictions(layer, inputs, keys: list[str]) -> dict[str, float]:
         outputs = layer.cpu()(inputs).squeeze(-1).tolist() if len(inputs) else []
     predictions = dict(zip(keys, outputs))
     for key, value in predictions.items():
-        say(f"x = {key}  ->  y = {value:.6g}")
+        say(f"x = {key}  ->  y = {numbers.value(value)}")
     return predictions

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import READS, WRITES, Setting
 from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, OUTPUT, TrainingSettings
@@ -61,16 +62,16 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
         loss = torch.nn.functional.binary_cross_entropy(probabilities, points.y).item()
     accuracy = ((probabilities > 0.5).float() == points.y).float().mean().item()
     w, b = linear.weights(layer)
-    say(f"w = {w}  b = {b:.6f}  loss = {loss:.6g}  train accuracy = {accuracy:.4f}")
+    say(f"{linear.describe(w, b)}  loss = {numbers.loss(loss)}  train accuracy = {numbers.accuracy(accuracy)}")
 
     with torch.no_grad():
         outputs = torch.sigmoid(layer(inputs)).squeeze(-1).tolist() if len(inputs) else []
     predictions = dict(zip(keys, outputs))
     for key, p in predictions.items():
-        say(f"x = {key}  ->  P(y=1) = {p:.4f}")
+        say(f"x = {key}  ->  P(y=1) = {numbers.accuracy(p)}")
 
     if plot is not None and points.features == 1:
-        linear.draw_fit(plot, layer, points, title="fit-logistic", probability=True)
+        linear.draw_fit(plot, layer, points, title="fit-logistic", probability=True, predicted=inputs)
     elif plot is not None and result is not None:
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
                         xlabel="epoch", ylabel="BCE", title="fit-logistic", loss=True)
@@ -78,6 +79,6 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
         linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-logistic on {points.source}",
-                        probability=True)
+                        probability=True, predicted=inputs)
     run.finish(result, metrics={"loss": loss, "train_accuracy": accuracy}, w=w, b=b, loss=loss,
                predictions=predictions)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting
 from torchtools.core.options import TRUST_PICKLE, TensorboardSettings, tensorboard_output
@@ -74,11 +75,12 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     columns = ["name", "shape", "dtype", "params", "kind", "mean", "std", "min", "max", "zeros"]
     print_table(f"{len(rows)} of {len(weights.state)} tensors", columns,
                 [(row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['params']:,}",
-                  "buffer" if row["buffer"] else "param", *(_number(row[key]) for key in ("mean", "std", "min", "max")),
-                  _number(row["zeros"], "{:.1%}")) for row in rows])
+                  "buffer" if row["buffer"] else "param",
+                  *("-" if row[key] is None else row[key] for key in ("mean", "std", "min", "max")),
+                  numbers.share(row["zeros"])) for row in rows])
     total = inspection.totals(state)
     say(f"total: {total['params']:,} parameters, {total['buffer_values']:,} buffer values, "
-        f"{total['bytes']:,} bytes ({total['bytes'] / 2**20:.1f} MiB)")
+        f"{numbers.count(total['bytes'])} bytes ({numbers.size(total['bytes'])})")
 
     comparison = model_summary = None
     if arch is not None:
@@ -97,7 +99,7 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
         other_state = read_weights(other, trust_pickle=config.trust_pickle).state
         differences = inspection.diff(state, inspection.select(other_state, filter_))
         print_table(f"largest absolute difference, {file} vs {other}", ["name", "max |a - b|"],
-                    [(item["name"], _number(item["max_abs_diff"])) for item in differences["tensors"]])
+                    [(item["name"], item["max_abs_diff"]) for item in differences["tensors"]])
         for name in ("mismatched", "only_in_file", "only_in_other"):
             if differences[name]:
                 say(f"{name.replace('_', ' ')}: {key_summary(differences[name])}")
@@ -111,10 +113,6 @@ def inspect_weights(run: Run[InspectConfig]) -> None:
     run.finish(file_kind=kind, arch=inferred, tensors=rows, total_params=total["params"],
                total_bytes=total["bytes"], checkpoint_info=checkpoint_info, comparison=comparison,
                diff=differences, histograms=histogram_dir, model_summary=model_summary)
-
-
-def _number(value: float | None, template: str = "{:.4g}") -> str:
-    return "-" if value is None else template.format(value)
 
 
 def _arch_summary(arch: str, classes: int) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import Setting
 from torchtools.core.options import OutputSettings
@@ -68,8 +69,8 @@ def to_gpu_bench(run: Run[GpuBenchConfig]) -> None:
         rate = rows[0].unit != "ms"  # rates also show the time per operation and the speedup
         print_table(title.format(plan=plan, baseline=rows[-1].baseline),
                     ["case", "variant", "device", rows[0].unit, *(["ms", "speedup"] if rate else [])],
-                    [[row.name, row.variant, row.device, _number(row.value),
-                      *([_number(row.median_ms), f"{row.speedup:.2f}x"] if rate else [])] for row in rows])
+                    [[row.name, row.variant, row.device, numbers.rate(row.value),
+                      *([row.median_ms, f"{row.speedup:.2f}x"] if rate else [])] for row in rows])
     say(f"medians of {plan.repeats} timed repeats after {plan.warmup} warm-up calls each")
     say("training steps run as training does: channels_last where it pays, cuDNN's autotuner on CUDA")
     if any(result.variant == "fp32 (tf32)" for result in results):
@@ -89,7 +90,3 @@ TITLES = {
     "to_device": "model.to(device) from the CPU",
     "train_step": "training step (SGD, cross-entropy), batch {plan.batch_size}, speedup vs {baseline}",
 }
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"

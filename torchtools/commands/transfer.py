@@ -37,7 +37,8 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
              "stripped); a Hugging Face Hub folder (config.json and model.safetensors, as timm saves it: its "
              "architecture and preprocessing are read from config.json); 'imagenet' or a torchvision name such as "
              "ResNet34_Weights.IMAGENET1K_V1 for torchvision's published weights (fetched once into torch.hub's "
-             "cache, hash-checked); 'none' trains from scratch.")()
+             "cache, hash-checked); 'none' trains from scratch. Required to train (--checkpoint "
+             "and --resume bring their model).")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
         help="Number of classes; must equal the number of class folders. Default: that number.")()
@@ -199,7 +200,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     images, or evaluate on the val images of --data.
     """
     from torchtools.flows import image_classifier as classifier
-    from torchtools.core.output import say
+    from torchtools.core.output import say, warn
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import ImageFormat, stored_size
@@ -233,6 +234,11 @@ def transfer(run: Run[TransferConfig]) -> None:
                  else sum(parameter.numel() for parameter in network.parameters()))
     if run.trains:
         say(f"{config.mode}: training {trainable:,} of {sum(p.numel() for p in network.parameters()):,} parameters")
+    if fresh and config.mode == "freeze" and _never_trained(network):
+        warn(f"--mode freeze on {config.weights}: its BatchNorm statistics are the initial ones (mean 0, variance "
+             "1), so these weights were never trained and the frozen features are random; expect large losses "
+             "(hundreds or more) that may grow from epoch to epoch rather than fall. Use trained weights "
+             "(--weights imagenet) or --mode finetune")
     pretrained.check_input_size(network, config.arch, config.image_size)
     loaded_keys = fresh and source is not None
     classifier.train_evaluate_predict(
@@ -246,6 +252,16 @@ def transfer(run: Run[TransferConfig]) -> None:
         train_images=len(images.train_labels) if images is not None else 0,
         val_images=len(images.test_labels) if images is not None else 0,
         skipped_images=len(images.skipped) if images is not None else 0, trainable_params=trainable)
+
+
+def _never_trained(network) -> bool:
+    """Every BatchNorm at its initial statistics (running mean 0, variance 1): weights saved untrained. A network
+    without BatchNorm (vgg16) cannot tell: False."""
+    import torch
+
+    norms = [module for module in network.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    return bool(norms) and all(bool((norm.running_mean == 0).all() and (norm.running_var == 1).all())
+                               for norm in norms)
 
 
 def _say_class_counts(images) -> None:

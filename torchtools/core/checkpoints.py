@@ -128,6 +128,7 @@ STATE = {
                   "an optimizer's state"),
     "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
     "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
+    "data": (lambda value: value is None or isinstance(value, str), "where the data was (a path)"),
 }
 
 
@@ -196,6 +197,7 @@ def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, 
         "metrics": last_metrics(history),
         "history": history,
         "config": run.config.saved(),
+        "data": run.data_location(),
         **state,
     }
 

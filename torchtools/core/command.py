@@ -14,12 +14,13 @@ import inspect
 import typing
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from torchtools.core import config_files
-from torchtools.core.config import DEPENDS, Config, Setting, _base, _optional
+from torchtools.core import config_files, help
+from torchtools.core.config import DEPENDS, READS, Config, Setting, _base, _optional
 
 
 def command(name: str, config_type: type[Config]) -> Callable[[Callable], Callable]:
@@ -59,7 +60,12 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
     kind = typing.get_type_hints(config_type)[field.name]
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     depends = default is DEPENDS
-    help_text = f"{setting.help} {config_type.depends_help(field.name)}".strip() if depends else setting.help
+    metavar = _metavar(setting, kind)
+    help_text = setting.help
+    if metavar == CHOICE:
+        help_text = f"{help_text} One of: {', '.join(setting.choices)}.".strip()
+    if depends:
+        help_text = f"{help_text} {config_type.depends_help(field.name)}".strip()
     parsed, choice = _typer_type(field.name, setting, kind)
     if setting.parse is not None or setting.words:  # typed as text, parsed by the Setting: "6,4" -> [6, 4]
         parsed, default = str, ",".join(map(str, default)) if isinstance(default, list) else default
@@ -71,22 +77,35 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
         default = choice(default)
     if not setting.flag.startswith("-"):  # a positional argument, named in capitals
         declaration = typer.Argument(help=help_text, show_default=False, metavar=setting.flag)
+        if default is None and not _optional(kind):  # required: the usage line shows it so
+            default = inspect.Parameter.empty
     else:
-        declaration = typer.Option(*_flags(setting), help=help_text, rich_help_panel=setting.panel,
-                                   show_default=setting.show_default and not depends, metavar=_metavar(setting, kind),
+        # A data option not put in a panel is shown with the data (core/help.py puts that panel first).
+        panel = setting.panel or (help.DATA_PANEL if setting.role == READS else None)
+        declaration = typer.Option(*_flags(setting), help=help_text, rich_help_panel=panel,
+                                   show_default=setting.show_default and not depends, metavar=metavar,
                                    envvar=setting.envvar)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[parsed, declaration])
 
 
-def _metavar(setting: Setting, kind) -> str | None:
-    """What --help shows after the flag: nothing for a switch (not "<bool>"), a word for a repeatable option."""
+CHOICE = "CHOICE"  # the metavar of choices too long to list after the flag; the help lists them
+CHOICES_SHOWN = 24  # choices a|b up to this long are the metavar
+
+
+def _metavar(setting: Setting, kind) -> str:
+    """What --help shows after the flag: nothing for a switch, the choices (a|b), else a word for the type."""
     base = _base(kind)
     if base is bool:
         return ""
-    if setting.metavar is None and typing.get_origin(base) is list:
-        return "|".join(setting.choices) if setting.choices else "TEXT"
-    return setting.metavar
+    if setting.metavar is not None:
+        return setting.metavar
+    if setting.choices:
+        choices = "|".join(setting.choices)
+        return choices if len(choices) <= CHOICES_SHOWN else CHOICE
+    if typing.get_origin(base) is list:
+        return "TEXT"
+    return {int: "INT", float: "NUMBER", Path: "PATH"}.get(base, "TEXT")
 
 
 def _flags(setting: Setting) -> list[str]:

@@ -138,6 +138,8 @@ def train_one_epoch(model, objective: Objective, optimizer, batches, *, device: 
             correct += (objective.predict(output.detach()) == targets).sum()
         if writer is not None and step % LOG_EVERY == 0:
             writer.add_scalar("train/loss_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
+        if progress is not None:
+            progress.advance(step)  # the count and the clock only: no device sync
         if step % REFRESH_EVERY == 0 or step == steps_per_epoch:
             # Under torchrun, the whole job's totals: every process sees, and stops on, the same loss.
             total_loss, total_correct, total_seen = distributed.sum_across(loss_sum, correct, seen)

@@ -16,7 +16,9 @@ from pathlib import Path
 from torchtools.core.config import READS, WRITES, Config, Setting
 from torchtools.core.paths import Output, best_path, epoch_path
 
+DATA_PANEL = "Data"
 TRAINING = "Training"
+PREDICTING = "Predicting"
 OUTPUT = "Output and checkpoints"
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -70,26 +72,27 @@ COMPILE_MODE = Setting(
 RECIPE = Setting("--recipe", panel=TRAINING, choices=RECIPES,
                  help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
                       "\"Recipes\"). Options you give override the recipe's values.")
-VAL_SPLIT = Setting("--val-split", min=0.0, max=0.9,
+VAL_SPLIT = Setting("--val-split", panel=DATA_PANEL, min=0.0, max=0.9,
                     help="Share of each class held out (seeded, stratified) for validation; 0: none.")
 DATA = Setting("--data", saved=False, show_default=False, role=READS,
                help="The data root (see README, \"Where data goes\"), or the dataset's own file or folder. "
                     "Default: $TORCHTOOLS_DATA, else data/, else the copy built into torchtools.")
-DOWNLOAD = Setting("--download", negative="--no-download", saved=False,
+DOWNLOAD = Setting("--download", panel=DATA_PANEL, negative="--no-download", saved=False,
                    help="Download the dataset (torchvision) when its files are absent under --data.")
-PREDICT_IMAGES = Setting("--predict", saved=False, show_default=False, metavar="PATH", role=READS,
+PREDICT_IMAGES = Setting("--predict", panel=PREDICTING, saved=False, show_default=False, metavar="PATH", role=READS,
                          help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted "
                               "glob, with the --checkpoint model or the one just trained.")
-PREDICT_OUTPUT = Setting("--output", "-o", panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+PREDICT_OUTPUT = Setting("--output", "-o", panel=PREDICTING, saved=False, show_default=False, role=WRITES,
                          suffixes=(".csv", ".jsonl"),
                          help="Write one row per prediction to FILE.csv or FILE.jsonl (atomically).")
-TOP_K = Setting("--top-k", panel=OUTPUT, saved=False, min=1, max=1000,
+TOP_K = Setting("--top-k", panel=PREDICTING, saved=False, min=1, max=1000,
                 help="Classes (with probabilities) given per prediction.")
 LOADER = Setting("--loader", panel=TRAINING, saved=False, choices=LOADERS,
                  help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
                       "processes; memory stays flat) or auto (memory while the decoded set fits "
                       "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).")
-MAX_PIXELS = Setting("--max-pixels", saved=False, min=1, max=2**40, envvar="TORCHTOOLS_MAX_PIXELS", metavar="N",
+MAX_PIXELS = Setting("--max-pixels", panel=DATA_PANEL, saved=False, min=1, max=2**40, envvar="TORCHTOOLS_MAX_PIXELS",
+                     metavar="N",
                      help="Pictures of more than N pixels (width x height, read from the file's header before "
                           "decoding) are skipped and named like unreadable ones.")
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
@@ -273,14 +276,16 @@ class LabelsCsvSettings(Config):
         help="Label the pictures under --data (default: the CSV's folder) from this CSV, e.g. Kaggle's train.csv: "
              "an image column (paths relative to that folder, the extension optional) and a label column, found "
              "from the header or named with --image-column / --label-column.")()
-    image_column: str | None = Setting("--image-column", saved=False, show_default=False, metavar="NAME",
+    image_column: str | None = Setting("--image-column", panel=DATA_PANEL, saved=False, show_default=False,
+                                       metavar="NAME",
                                        help="The --labels column of picture paths or ids. Default: found by name "
                                             "(image, id, file, ...), or the first of two columns.")()
-    label_column: str | None = Setting("--label-column", saved=False, show_default=False, metavar="NAME",
+    label_column: str | None = Setting("--label-column", panel=DATA_PANEL, saved=False, show_default=False,
+                                       metavar="NAME",
                                        help="The --labels column of labels. Default: found by name (label, class, "
                                             "species, ...), or the second of two columns.")()
     held_out_column: str | None = Setting(
-        "--held-out-column", saved=False, show_default=False, metavar="NAME",
+        "--held-out-column", panel=DATA_PANEL, saved=False, show_default=False, metavar="NAME",
         help="A --labels column saying which rows are held out (true/false, 1/0, train/val/test). Default: a "
              "seeded stratified split.")()
     val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV", role=READS,

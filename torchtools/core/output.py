@@ -5,7 +5,6 @@ Human output goes to stderr; stdout carries only the `--json` summary, so script
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -15,13 +14,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
-from torchtools.core import files
+from torchtools.core import files, numbers
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines never wrap mid-line
+console.soft_wrap = not console.is_terminal  # a terminal's lines wrap between words, never mid-word
 
 
 @dataclass
@@ -85,22 +85,15 @@ def wrote(what: str, path) -> None:
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
-    return "  ".join(f"{name} {number(value)}" for name, value in metrics.items() if value is not None)
+    return "  ".join(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items() if value is not None)
 
 
 def number(value: Any) -> str:
-    """A number as people read it: counts whole with thousands separators (60,000), measurements to 4
-    significant digits, trailing zeros kept so a column of them lines up (0.9683, 0.4080, 564.0461 as 564.0,
-    12,345.6 as 12,346, 3.2e-05 as 3.200e-05)."""
+    """A number in its one form (core/numbers.py): a count with thousands separators (60,000), a measurement
+    to 4 significant digits (0.9683, 564.0, 12346, 3.200e-05)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    if abs(float(f"{value:.4g}")) >= 1000:  # 999.96 rounds up to 1,000, not "1000."
-        return f"{value:,.0f}"
-    return f"{value:#.4g}"
+    return numbers.count(value) if isinstance(value, int) else numbers.value(value)
 
 
 def compact(value: float) -> str:
@@ -111,14 +104,60 @@ def compact(value: float) -> str:
     return f"{value:.4g}"
 
 
-class EpochProgress:
-    """Per-epoch progress: a live rich bar on a terminal, one plain line per epoch otherwise.
+def duration(seconds: float) -> str:
+    """A time span as a clock reads it: 0:07, 12:34, 1:02:03."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
-    The plain form keeps cron and CI logs readable: nothing is redrawn, nothing is printed mid-epoch,
-    and runs of more than PLAIN_LINES epochs (the toy lessons run 1000) print every k-th epoch and the last.
+
+def about(seconds: float) -> str:
+    """A whole-run estimate in words: "about 40 s", "about 17 min", "about 2.5 h"."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def fit_fields(fields: Sequence[str], width: int, *, indent: str = "  ") -> list[str]:
+    """Fields ("train_loss 0.3012") packed two spaces apart into lines of at most `width`: a line breaks
+    between fields, never inside one (a terminal would break "test_accuracy" mid-word)."""
+    lines = [fields[0]]
+    for field in fields[1:]:
+        if len(lines[-1]) + 2 + len(field) <= width:
+            lines[-1] += "  " + field
+        else:
+            lines.append(indent + field)
+    return lines
+
+
+class _Line(ProgressColumn):
+    """The progress line as EpochProgress composes it for the terminal's width."""
+
+    def __init__(self, compose: Callable[[int], Text]):
+        super().__init__()
+        self.compose = compose
+
+    def render(self, task) -> Text:
+        return self.compose(console.width)
+
+
+class EpochProgress:
+    """Per-epoch progress: a live line on a terminal, one plain line per epoch otherwise.
+
+    The live line keeps the epoch, the percentage and the time left at any width from 40 columns, and adds
+    the running stats, the sample rate and the elapsed time as they fit. After the first steps, where the
+    run will take a minute or more, one line says how long (a horizon): on a terminal and in logs alike.
+    The plain form keeps cron and CI logs readable: nothing is redrawn, and runs of more than PLAIN_LINES
+    epochs (the toy lessons run 1000) print every k-th epoch and the last.
     """
 
     PLAIN_LINES = 50
+    HORIZON_AFTER_SECONDS = 2.0  # the first steps: enough to time them, a small part of a long epoch
+    HORIZON_AFTER_STEPS = 3  # ... and at least these after the first
+    HORIZON_WORTH_SECONDS = 60.0  # shorter runs need no estimate
+    BAR_MIN, BAR_MAX = 10, 40
 
     def __init__(self, epochs: int):
         self.epochs = epochs
@@ -127,33 +166,68 @@ class EpochProgress:
         self._bar: Progress | None = None
         self._task = None
         self._lines_printed = 0
+        self._horizon_said = False
+        self._done, self._total, self._stats = 0, 1, {}
 
     def start_epoch(self, epoch: int, total_batches: int) -> None:
         self.epoch = epoch
         self._started = time.perf_counter()
+        self._first_step: float | None = None  # when the first step ended: it carries the warm-up
         self._samples = 0
+        self._done, self._total, self._stats = 0, max(total_batches, 1), {}
         if self.live:
-            self._bar = Progress(
-                TextColumn(f"epoch {epoch}/{self.epochs}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-                TextColumn("elapsed,"),
-                TimeRemainingColumn(),
-                TextColumn("left"),
-                console=console,
-                transient=True,
-            )
+            self._bar = Progress(_Line(self.line), console=console, transient=True)
             self._bar.start()
-            self._task = self._bar.add_task("train", total=total_batches, stats="")
+            self._task = self._bar.add_task("train", total=total_batches)
+
+    def advance(self, batches_done: int) -> None:
+        """One more step done (called every step: no stats, no device sync)."""
+        self._done = batches_done
+        if self._first_step is None:
+            self._first_step = time.perf_counter()
+        elif not self._horizon_said and batches_done > self.HORIZON_AFTER_STEPS and (
+                time.perf_counter() - self._first_step >= self.HORIZON_AFTER_SECONDS
+                or batches_done >= self._total // 10):
+            self._say_horizon()
+
+    def _step_seconds(self) -> float | None:
+        """Seconds a step takes, timed after the first (which carries the warm-up)."""
+        if self._first_step is None or self._done < 2:
+            return None
+        return (time.perf_counter() - self._first_step) / (self._done - 1)
+
+    def _say_horizon(self) -> None:
+        self._horizon_said = True
+        epochs = self.epochs - self.epoch + 1
+        run_seconds = self._step_seconds() * (self._total * epochs - self._done)
+        if run_seconds >= self.HORIZON_WORTH_SECONDS and not self.quiet:
+            console.print(f"{about(run_seconds)} more for {epochs} epoch{'s' if epochs > 1 else ''} (timed on "
+                          f"the first {self._done} steps; the evaluations add to it)", markup=False)
 
     def update(self, batches_done: int, samples_done: int, stats: dict[str, float | None]) -> None:
         """Show how far the epoch is, with running stats (loss, accuracy) and the sample rate."""
-        self._samples = samples_done
-        if self._bar is not None:
-            rate = samples_done / max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, completed=batches_done, stats=format_metrics({**stats, "samples/s": rate}))
+        self._samples, self._done = samples_done, batches_done
+        elapsed = time.perf_counter() - self._started
+        self._stats = {**stats, "samples/s": samples_done / max(elapsed, 1e-9)}
+
+    def line(self, width: int) -> Text:
+        """The live line for `width` columns: "epoch 2/10 ━━━╸──── 37% 0:45 left" and what else fits."""
+        elapsed = time.perf_counter() - self._started
+        share = min(self._done / self._total, 1.0)
+        step_seconds = self._step_seconds()
+        left = duration(step_seconds * (self._total - self._done)) if step_seconds is not None else "-:--"
+        head, tail = f"epoch {self.epoch}/{self.epochs} ", f" {share:4.0%} {left} left"
+        stats = {key: value for key, value in self._stats.items() if key != "samples/s"}
+        extras = [f"  {format_metrics(stats)}" if stats else "",
+                  f"  {numbers.rate(self._stats['samples/s'])} samples/s" if "samples/s" in self._stats else "",
+                  f"  {duration(elapsed)} elapsed"]
+        room = width - 1 - len(head) - len(tail) - self.BAR_MIN
+        for extra in extras:
+            if extra and len(extra) <= room:
+                tail, room = tail + extra, room - len(extra)
+        bar_width = max(min(self.BAR_MAX, width - 1 - len(head) - len(tail)), 1)
+        filled = round(share * bar_width)
+        return Text.assemble(head, ("━" * filled, "magenta"), ("─" * (bar_width - filled), "bright_black"), tail)
 
     def end_epoch(self, metrics: dict[str, float | None]) -> None:
         if self._bar is not None:
@@ -164,10 +238,13 @@ class EpochProgress:
         if not self.quiet and (self.epoch % every == 0 or self.epoch == self.epochs or not self._lines_printed):
             self._lines_printed += 1
             rate = self._samples / max(seconds, 1e-9)
-            console.print(
-                f"epoch {self.epoch}/{self.epochs}  {format_metrics(metrics)}  {number(rate)} samples/s  "
-                f"{number(seconds)}s"
-            )
+            fields = [f"epoch {self.epoch}/{self.epochs}",
+                      *(f"{name} {numbers.metric(name, value)}" for name, value in metrics.items()
+                        if value is not None),
+                      f"{numbers.rate(rate)} samples/s", numbers.seconds(seconds)]
+            # On a terminal the line breaks between fields; a log keeps one line an epoch for grep.
+            lines = fit_fields(fields, console.width) if console.is_terminal else ["  ".join(fields)]
+            console.print("\n".join(lines), markup=False)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -176,27 +253,30 @@ class EpochProgress:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                narrow: Callable[[], tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] | None = None) -> None:
+                narrow: Callable[[], tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] | None = None,
+                dense: bool = False) -> None:
     """A table that fits the terminal: never wrapped. One wider than the console is replaced by `narrow`'s
     (note, title, columns, rows) where given (the largest confusions for a confusion matrix); else its first
-    column (names) is cut with an ellipsis, and columns that still do not fit are left out, saying which."""
+    column (names) is cut with an ellipsis, and columns that still do not fit are left out, saying which.
+    `dense`: one space before each cell, none after (a matrix of counts: 10 classes fit 80 columns)."""
     if is_quiet():
         return
-    table = _table(title, columns, rows)
+    table = _table(title, columns, rows, dense=dense)
     if _width(table) > console.width and narrow is not None:
         note, title, columns, rows = narrow()
         say(note)
+        dense = False
         table = _table(title, columns, rows)
     left_out = []
     while _width(table, first_cut=True) > console.width and len(columns) > 2:
         left_out.insert(0, str(columns[-1]))
         columns, rows = columns[:-1], [row[:-1] for row in rows]
-        table = _table(title, columns, rows)
+        table = _table(title, columns, rows, dense=dense)
     excess = _width(table) - console.width
     if excess > 0:  # names cut in the middle, keeping both ends: layer4.0.downsample.0.weight -> layer4.…0.weight
         first = max(len(str(row[0])) for row in rows)
         rows = [(_cut(str(row[0]), max(first - excess, NAME_WIDTH_MIN)), *row[1:]) for row in rows]
-        table = _table(title, columns, rows)
+        table = _table(title, columns, rows, dense=dense)
     if left_out:
         table.caption = f"left out at {console.width} columns: {', '.join(left_out)} (see --json)"
     console.print(table)
@@ -212,9 +292,9 @@ def _cut(text: str, width: int) -> str:
 NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=Text(title), title_justify="left")
-    cells = [[_cell(value) for value in row] for row in rows]
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, dense: bool = False) -> Table:
+    table = Table(title=Text(title), title_justify="left", padding=(0, 0, 0, 1) if dense else (0, 1))
+    cells = _cells(rows)
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
         widest = max([len(str(column)), *(len(row[index]) for row in cells if index < len(row))])
@@ -234,9 +314,23 @@ def _width(table: Table, *, first_cut: bool = False) -> int:
     return natural - max(0, first - NAME_WIDTH_MIN)
 
 
-def _cell(value: Any) -> Text:
-    """A table cell as plain text (class and layer names are not markup)."""
-    return Text(number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
+def _cells(rows: Sequence[Sequence[Any]]) -> list[list[Text]]:
+    """The rows as plain text (class and layer names are not markup); a column of measurements (floats) in
+    one number of decimals (numbers.column), counts with thousands separators."""
+    texts = [[str(value) for value in row] for row in rows]
+    for index in range(max(map(len, rows), default=0)):
+        column = [(row_index, row[index]) for row_index, row in enumerate(rows) if index < len(row)]
+        measured = [(row_index, value) for row_index, value in column if _is_number(value) and isinstance(value, float)]
+        for row_index, value in column:
+            if _is_number(value) and isinstance(value, int):
+                texts[row_index][index] = numbers.count(value)
+        for (row_index, _), text in zip(measured, numbers.column([value for _, value in measured])):
+            texts[row_index][index] = text
+    return [[Text(text) for text in row] for row in texts]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

@@ -25,9 +25,10 @@ def _pyplot():
 
 def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: str, ylabel: str, title: str,
               hline: float | None = None, points: tuple[Sequence[float], Sequence[float]] | None = None,
-              mark: tuple[float, float] | None = None, loss: bool = False) -> Path:
-    """A line over (xs, ys); `points` scattered under it (the data), `mark` a labelled point (a minimum);
-    a `loss` that spans decades on a log axis."""
+              mark: tuple[float, float] | None = None, loss: bool = False,
+              predicted: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
+    """A line over (xs, ys); `points` scattered under it (the data), `predicted` marked on it (--predict),
+    `mark` a labelled point (a minimum); a `loss` that spans decades on a log axis."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     axes.plot(list(xs), list(ys), label="fit" if points is not None else None)
@@ -35,6 +36,8 @@ def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: s
         axes.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if points is not None:
         axes.scatter(list(points[0]), list(points[1]), color="C1", zorder=3, label="data")
+        if predicted is not None:
+            axes.scatter(list(predicted[0]), list(predicted[1]), color="C2", marker="D", zorder=4, label="--predict")
         axes.legend()
     if mark is not None:
         axes.scatter([mark[0]], [mark[1]], color="C3", marker="v", s=80, zorder=4)

@@ -104,8 +104,8 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     if len(classes) <= CONFUSION_MATRIX_MAX_CLASSES:
         # Many classes: 4-letter column heads keep the matrix narrower; rows keep the full names.
         heads = [name[:4] for name in classes] if len(classes) > 10 else classes
-        print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true \\ predicted", *heads],
-                    [(name, *row) for name, row in zip(classes, matrix.tolist())], narrow=narrow)
+        print_table(f"confusion matrix ({split}; rows: true, columns: predicted)", ["true", *heads],
+                    [(name, *row) for name, row in zip(classes, matrix.tolist())], narrow=narrow, dense=True)
     else:
         note, title, columns, confusions = narrow()
         say(f"confusion matrix: {len(classes)} classes (all of it: {drawn}, and --json)")

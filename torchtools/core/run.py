@@ -9,6 +9,7 @@ with this run's. The flow reads `run.config`, and ends with `run.finish`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Run(Generic[C]):
     written: Path | None = None  # set once this run has saved an epoch to --save
     started: float = field(default_factory=time.perf_counter)
     report: ReportFolder | None = None  # the --report folder, checked by start
+    builtin_data: bool = False  # set by a command that fell back to the copy built into torchtools
     _writer: Any = None
     _lock: files.Lock | None = None  # --save's lock, held until close
 
@@ -105,6 +107,35 @@ class Run(Generic[C]):
                 raise UserError(f"{source} holds no optimizer state (it was not saved by a training run): "
                                 "use it with --checkpoint, or train anew")
             self.config = self._with_checkpoint(source)
+            self._take_saved_data(source)
+
+    def data_location(self) -> str | None:
+        """Where this run's data is, saved in its checkpoints (state, not config: it says where, not what the
+        model is): --data as given, else the root it defaulted to ($TORCHTOOLS_DATA, else data/, as
+        data/roots.py's default_root), absolute; a file option spelt --data (fit-linear's --csv) as given.
+        None for a command without one, or its built-in data."""
+        name = _data_field(type(self.config))
+        if name is None or self.builtin_data:
+            return None
+        value = vars(self.config)[name]
+        if value is None and type(self.config).settings()[name][0].flag == "--data":
+            value = os.environ.get("TORCHTOOLS_DATA") or "data"
+        return str(Path(value).absolute()) if value is not None else None
+
+    def _take_saved_data(self, source: Path) -> None:
+        """--resume and --checkpoint without --data: the data the checkpoint trained on, said, where it is."""
+        name, saved = _data_field(type(self.config)), self.loaded.get("data")
+        if name is None or saved is None or vars(self.config)[name] is not None:
+            return
+        if not self.resuming and vars(self.config).get("predict"):  # labelling --predict reads no data
+            return
+        if not os.path.exists(saved):
+            output.say(f"{source} trained on {output.path_text(saved)}, which is not there now: "
+                       f"pass {self.config.option(name)}")
+            return
+        self.config = dataclasses.replace(self.config, **{name: Path(saved)})
+        output.say(f"data: {output.path_text(saved)}, where {source} trained ({self.config.option(name)} reads "
+                   "other data)")
 
     def _refuse_training_options(self, names: tuple[str, ...], reason: str) -> None:
         """Options that apply to training, given to a run that trains nothing, are refused, not ignored."""
@@ -254,6 +285,12 @@ class Run(Generic[C]):
         if isinstance(self.config, AcceleratedSettings) and self.config.save_every:
             every = self.config.save_every
             output.wrote(f"checkpoints (every {every} epochs)", last.with_name(f"{last.stem}.epoch*{last.suffix}"))
+
+
+def _data_field(config_type: type[Config]) -> str | None:
+    """The config field spelt --data (its flag, or an alias), if the command has one."""
+    return next((name for name, (setting, _) in config_type.settings().items()
+                 if "--data" in (setting.flag, *setting.aliases)), None)
 
 
 def _shown(value: Any) -> str:

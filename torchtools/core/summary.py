@@ -27,9 +27,10 @@ def model_summary(model: nn.Module, sample) -> dict[str, Any]:
     def record(name: str):
         def hook(module, inputs, output):
             tensor = output[0] if isinstance(output, (tuple, list)) else output
-            tensor = getattr(tensor, "data", tensor)  # a PackedSequence's data
+            packed = hasattr(tensor, "batch_sizes")
+            tensor = getattr(tensor, "data", tensor)  # a PackedSequence's data: one row per (step, sample)
             own = list(module.parameters(recurse=False))
-            shape = list(tensor.shape[1:]) if isinstance(tensor, torch.Tensor) and tensor.dim() else []
+            shape = _per_sample(list(tensor.shape), batch, packed) if isinstance(tensor, torch.Tensor) else []
             rows.append({"name": name, "type": type(module).__name__, "output_shape": shape,
                          "params": sum(parameter.numel() for parameter in own),
                          "mult_adds": _mult_adds(module, own, tensor, batch)})
@@ -78,6 +79,15 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
     print_table(title, ["layer", "type", "output", "params", "mult-adds"], rows)
     say(f"{summary['total_params']:,} parameters ({summary['trainable_params']:,} trainable), "
         f"{compact(summary['mult_adds'])} multiply-adds per sample")
+
+
+def _per_sample(dims: list[int], batch: int, packed: bool) -> list[int]:
+    """An output's shape without its batch dimension: the first of the batch's size (a time-first recurrent
+    input is (time, batch, ...)), else the first; a packed sequence's rows are steps, so its row size."""
+    if packed or not dims:
+        return dims[1:]
+    index = dims.index(batch) if batch in dims else 0
+    return dims[:index] + dims[index + 1:]
 
 
 def summarise(model: nn.Module, sample, what: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 
+from torchtools.core import numbers
 from torchtools.core.errors import UserError
 
 BUDGET_VARIABLE = "TORCHTOOLS_MEMORY_BUDGET"
@@ -41,13 +42,13 @@ def choose_loader(requested: str, count: int, channels: int, size: int, *, devic
     `device`: where the memory loader would keep the set (a torch.device; None or the CPU: host memory only).
     """
     needed = decoded_bytes(count, channels, size)
-    figures = f"{count:,} images x {channels}x{size}x{size} = {format_bytes(needed)}"
+    figures = f"{count:,} images x {channels}x{size}x{size} = {numbers.size(needed)}"
     if requested != "auto":
         return requested, f"{requested}: --loader {requested} ({figures} decoded)"
     budget, source = memory_budget(device)
     if needed <= budget:
-        return "memory", f"memory: {figures}, within the {format_bytes(budget)} budget ({source})"
-    return "stream", f"stream: {figures}, over the {format_bytes(budget)} budget ({source})"
+        return "memory", f"memory: {figures}, within the {numbers.size(budget)} budget ({source})"
+    return "stream", f"stream: {figures}, over the {numbers.size(budget)} budget ({source})"
 
 
 def memory_budget(device=None) -> tuple[int, str]:
@@ -60,14 +61,14 @@ def memory_budget(device=None) -> tuple[int, str]:
         budget, source = UNKNOWN_MEMORY_BUDGET, f"memory size unknown; set {BUDGET_VARIABLE}"
     else:
         budget = min(int(total * DEFAULT_SHARE), DEFAULT_CAP)
-        source = f"a quarter of {format_bytes(total)} memory, at most 8 GiB; {BUDGET_VARIABLE} overrides"
+        source = f"a quarter of {numbers.size(total)} memory, at most 8 GiB; {BUDGET_VARIABLE} overrides"
     if device is not None and device.type == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
         if int(free * GPU_SHARE) < budget:
             budget = int(free * GPU_SHARE)
-            source = f"a quarter of {device}'s {format_bytes(free)} free memory; {BUDGET_VARIABLE} overrides"
+            source = f"a quarter of {device}'s {numbers.size(free)} free memory; {BUDGET_VARIABLE} overrides"
     return budget, source
 
 
@@ -97,12 +98,3 @@ def _cgroup_limit(path: Path) -> int | None:
         return None
     # "max" (v2) means no limit; v1 writes "no limit" as a huge number, which min() then ignores.
     return int(text) if text.isdigit() else None
-
-
-def format_bytes(count: float) -> str:
-    """1536 -> '1.5 KiB'; whole units from 10 up, one decimal below."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" or count >= 10 else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"

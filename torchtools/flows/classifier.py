@@ -60,8 +60,8 @@ class Task:
         """Batches for the lr range test, which must use up none of training's draws."""
         raise NotImplementedError
 
-    def summary_input(self, train_batches):
-        """Two inputs, as the model takes them, for the model summary."""
+    def summary_input(self, train_batches) -> tuple[Any, str]:
+        """(two real inputs, as the model takes them, the summary's title) for the model summary."""
         raise NotImplementedError
 
     def before_fit(self, train_batches) -> None:
@@ -104,7 +104,7 @@ def train_evaluate_predict(run: Run, task: Task) -> None:
         trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
         weight = None if task.class_weights is None else torch.tensor(task.class_weights, device=run.device)
         objective = Objective.classification(config.label_smoothing, weight=weight)
-        found["model_summary"] = summarise(model, task.summary_input(train_batches), type(model).__name__)
+        found["model_summary"] = summarise(model, *task.summary_input(train_batches))
         finding = run_finder(run, model, objective, task.finder_batches, trained)
         if finding is not None:
             found["suggested_lr"] = finding.suggested

@@ -42,6 +42,11 @@ class Kind:
     def __init__(self, saved: dict):
         self.saved = saved
 
+    def data(self) -> Path | None:
+        """Where the checkpoint's training data was (its "data"), while it is still there."""
+        data = self.saved.get("data")
+        return Path(data) if data is not None and Path(data).exists() else None
+
     @staticmethod
     def top1(logits: Tensor) -> Tensor:
         return top1(logits)
@@ -84,7 +89,7 @@ class Images(Kind):
     def inputs(self, items: list[str] | None, count: int, *, seed: int) -> tuple[Tensor, str]:
         if items:
             return self._pictures(items, count)
-        found = self._dataset()
+        found = self._dataset(count)
         if found is not None:
             images, source = found
             return images[spread(len(images), count)], source
@@ -102,18 +107,29 @@ class Images(Kind):
             raise UserError(f"--inputs: none of the {len(chosen)} picture(s) chosen can be read")
         return torch.cat(batches), f"pictures from {', '.join(items)}"
 
-    def _dataset(self) -> tuple[Tensor, str] | None:
-        """The held-out images of an MNIST-style or CIFAR set under the data root, when they are there."""
+    def _dataset(self, count: int) -> tuple[Tensor, str] | None:
+        """Real pictures from the data the checkpoint trained on (else the data root): the held-out images of
+        an MNIST-style or CIFAR set, or the held-out folder (val/, test/) of an image-folder tree."""
         command, dataset = self.saved["command"], self.saved["config"].get("dataset")
         loaders = {"mnist": load_mnist, "cifar": load_cifar}
         if command not in loaders or dataset not in ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"):
-            return None
+            return self._folder(command, count)
         try:
-            images = loaders[command](dataset, roots.default_root(), download=False)
+            images = loaders[command](dataset, self.data() or roots.default_root(), download=False)
         except UserError as error:
             say(f"no {dataset} test set at hand ({error}); using generated pictures")
             return None
         return images.test_images, f"{dataset} test images from {images.source}"
+
+    def _folder(self, command: str, count: int) -> tuple[Tensor, str] | None:
+        from torchtools.data import roots
+
+        data = self.data()
+        if data is None or not data.is_dir():
+            return None
+        folder = roots.transfer_folder(data) if command == "transfer" else data
+        held_out = next((folder / name for name in ("val", "test") if (folder / name).is_dir()), folder)
+        return self._pictures([str(held_out)], count)
 
 
 class Names(Kind):
@@ -150,7 +166,7 @@ class Names(Kind):
                 "output": {"name": "logits", "shape": ["batch", len(self.labels)], "probabilities": "softmax"}}
 
     def inputs(self, items: list[str] | None, count: int, *, seed: int) -> tuple[Tensor, str]:
-        found = roots.names_files(Path(_one(items)) if items else None, "--inputs")
+        found = roots.names_files(Path(_one(items)) if items else self.data(), "--inputs")
         path = found.test or found.path if not items else found.path
         names = read_names(path).names
         chosen = [names[index] for index in spread(len(names), count)]
@@ -181,7 +197,7 @@ class Table(Kind):
                 "output": {"name": "logits", "shape": ["batch", 1], "probabilities": "sigmoid: P(y=1)"}}
 
     def inputs(self, items: list[str] | None, count: int, *, seed: int) -> tuple[Tensor, str]:
-        found = roots.diabetes_table(Path(_one(items)) if items else None, "--inputs")
+        found = roots.diabetes_table(Path(_one(items)) if items else self.data(), "--inputs")
         values = read_numeric_csv(found.path).values
         if values.shape[1] not in (len(self.mean), len(self.mean) + 1):
             raise UserError(f"{found.path} has {values.shape[1]} columns; the model takes {len(self.mean)} features "

@@ -120,7 +120,7 @@ class ImageTask(classifier.Task):
         return batches(self.images.to(self.run.device), self.fmt, self.run.device, batch_size=config.batch_size,
                        seed=config.seed)
 
-    def finder_batches(self):  # a twin of the training batches: the range test uses up none of training's draws
+    def finder_batches(self):  # a twin of the training batches: the range test and batch.png use none of its draws
         return self.batches()[0]
 
     def sample(self, train_batches) -> Tensor:
@@ -130,15 +130,18 @@ class ImageTask(classifier.Task):
                 self.images.train_images[:64]
         return self._sample
 
-    def summary_input(self, train_batches) -> Tensor:
-        return self.fmt.eval_transform(self.run.device, channels_last=False)(self.sample(train_batches)[:2])
+    def summary_input(self, train_batches) -> tuple[Tensor, str]:
+        sample = self.sample(train_batches)
+        return self.fmt.eval_transform(self.run.device, channels_last=False)(sample[:2]), \
+            _model_title(self.run, self.model, sample)
 
     def before_fit(self, train_batches) -> None:
         run, sample = self.run, self.sample(train_batches)
         _log_inputs(run.writer, self.model, sample, self.fmt.eval_transform(run.device, channels_last=False))
         if run.report is not None:
-            image_report.training_batch(run.report.path("batch.png"), sample, self.fmt, self.classes,
-                                        self.images.train_labels[:len(sample)], seed=run.config.seed)
+            # A twin of the training batches: the batch training sees first, shuffled and augmented, none of its
+            # draws used up.
+            image_report.training_batch(run.report.path("batch.png"), self.finder_batches(), self.fmt, self.classes)
 
     def fit_inputs(self, train_batches, held_out):
         if self.frozen_head is None:
@@ -171,6 +174,14 @@ class ImageTask(classifier.Task):
 
     def summary(self) -> dict[str, Any]:
         return {**self._summary, "classes": self.classes}
+
+
+def _model_title(run: Run, model: nn.Module, sample: Tensor) -> str:
+    """"CourseCNN, 1x28x28 input"; a bare nn.Sequential (cifar's) is named by --model instead."""
+    name = type(model).__name__
+    if type(model) is nn.Sequential and vars(run.config).get("model"):
+        name = f"{run.config.model} (nn.Sequential)"
+    return f"{name}, {'x'.join(map(str, sample.shape[1:]))} input"
 
 
 def batches(images: ImageSet | FolderFiles, fmt: ImageFormat, device: torch.device, *, batch_size: int,

@@ -18,19 +18,20 @@ from torchtools.data.transforms import ImageFormat
 SHOWN = 32  # pictures in each grid
 
 
-def training_batch(path: Path, sample: Tensor, fmt: ImageFormat, classes: list[str], labels: Tensor, *,
-                   seed: int) -> None:
-    """The first training pictures after augmentation, denormalised. The augmentation is drawn by a transform
-    of its own (same seed), so training's random draws are not touched."""
-    sample = sample[:SHOWN]
-    transform = fmt.train_transform(sample.device, seed=seed, channels_last=False)
-    with torch.no_grad():
-        seen = transform(sample).float().cpu()
+def training_batch(path: Path, batches, fmt: ImageFormat, classes: list[str]) -> None:
+    """The first training batch, shuffled and augmented as training draws it, denormalised: `batches` is a
+    twin of training's (same seed), so training's own draws are not touched."""
+    inputs, labels = next(iter(batches))
+    if hasattr(batches, "close"):  # streamed: stop the twin's decoding workers
+        batches.close()
+    seen = inputs[:SHOWN].float().cpu()
     mean = torch.tensor(fmt.mean).view(1, -1, 1, 1)
     std = torch.tensor(fmt.std).view(1, -1, 1, 1)
     pictures = _displayable((seen * std + mean).mul(255).clamp(0, 255).to(torch.uint8))
     captions = [classes[int(label)] for label in labels[:len(pictures)].tolist()]
-    plots.picture_grid(path, pictures, captions, title=f"one training batch after augmentation ({fmt.augment})")
+    augmented = "no augmentation" if fmt.augment == "none" else f"augmented: {fmt.augment}"
+    plots.picture_grid(path, pictures, captions, title=f"the first training batch as training sees it (shuffled, "
+                                                       f"{augmented})")
 
 
 def mistakes(path: Path, evaluation: EvalResult, images, fmt: ImageFormat, classes: list[str]) -> None:

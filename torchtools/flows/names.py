@@ -40,6 +40,7 @@ def train_evaluate_predict(run: Run, build_model: Callable[[Any, dict[str, Any]]
     data, train_set, held_out, eval_name = None, None, None, "test"
     if run.trains:
         found = roots.names_files(config.data)
+        run.builtin_data = found.builtin
         say(found.note or f"data: {found.path}" + (f" (test: {found.test})" if found.test and not test else ""))
         data, test = found.path, test or found.test
         train_set = read_names(data)
@@ -88,7 +89,13 @@ class NamesTask(classifier.Task):
         return self._train
 
     def summary_input(self, train_batches):
-        return train_batches.inputs[:2]
+        """Two training names of the median length: the layers' shapes of a real name, not of whichever two come
+        first (two 2-letter names showed the embedding as 2x100)."""
+        codes = train_batches.inputs
+        lengths = (codes != Vocabulary.PAD).sum(dim=1)
+        median = int(lengths.median())
+        chosen = torch.nonzero(lengths == median).flatten()[:2]
+        return codes[chosen], f"NameClassifier, on names of {median} letters (the median)"
 
     def evaluate_loaded(self) -> EvalResult | None:
         if self.test is None:

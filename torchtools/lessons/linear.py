@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from torchtools.core import numbers
 from torchtools.core.checkpoints import checkpoint_payload, save_checkpoint
 from torchtools.core.engine import FitResult, Objective, fit
 from torchtools.core.optim import make_optimizer
@@ -49,22 +50,29 @@ def load_points(csv: Path | None, default_x: list[float], default_y: list[float]
                   str(csv), columns)
 
 
-def draw_fit(path: Path, layer, points: Points, *, title: str, probability: bool = False) -> Path:
-    """The data and the fitted line (or, with `probability`, the sigmoid curve and its 0.5 line) over the data's
-    own range, on its own column names. One feature only: several have no single line to draw."""
+def draw_fit(path: Path, layer, points: Points, *, title: str, probability: bool = False,
+             predicted: Tensor | None = None) -> Path:
+    """The data and the fitted line (or, with `probability`, the sigmoid curve and its 0.5 line) over the range
+    of the data and of every `predicted` input (--predict, marked on the line), on the data's own column names.
+    One feature only: several have no single line to draw."""
     from torchtools.core import plots
 
     x = points.x[:, 0]
-    low, high = float(x.min()), float(x.max())
+    shown = torch.cat([x, predicted[:, 0]]) if predicted is not None and len(predicted) else x
+    low, high = float(shown.min()), float(shown.max())
     margin = (high - low) * 0.05 or 1.0
     grid = torch.linspace(low - margin, high + margin, 200)
     with torch.no_grad():
         fitted = layer.cpu()(grid.unsqueeze(1)).squeeze(-1)
         fitted = torch.sigmoid(fitted) if probability else fitted
+        marks = None
+        if predicted is not None and len(predicted):
+            ys = layer(predicted).squeeze(-1)
+            marks = (predicted[:, 0].tolist(), (torch.sigmoid(ys) if probability else ys).tolist())
     ylabel = f"P({points.columns[-1]} = 1)" if probability else points.columns[-1]
     return plots.line_plot(path, grid.tolist(), fitted.tolist(), xlabel=points.columns[0], ylabel=ylabel,
                            title=title, hline=0.5 if probability else None,
-                           points=(x.tolist(), points.y.tolist()))
+                           points=(x.tolist(), points.y.tolist()), predicted=marks)
 
 
 def check_features(run: Run, points: Points) -> None:
@@ -91,6 +99,12 @@ def parse_inputs(texts: list[str], features: int) -> tuple[Tensor, list[str]]:
         rows.append(row)
     keys = [",".join(repr(value) for value in row) for row in rows]
     return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), features), keys
+
+
+def describe(w: float | list[float], b: float) -> str:
+    """"w = 2.000  b = 7.000e-06" (4 significant digits, core/numbers.py); several features' w as a list."""
+    shown = numbers.value(w) if isinstance(w, float) else "[" + ", ".join(map(numbers.value, w)) + "]"
+    return f"w = {shown}  b = {numbers.value(b)}"
 
 
 def weights(layer: nn.Linear) -> tuple[float | list[float], float]:
