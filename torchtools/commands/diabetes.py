@@ -36,6 +36,11 @@ class DiabetesConfig(TrainingSettings):
     optimizer: str = OPTIMIZER("adam")
     momentum: float = MOMENTUM(0.0)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.table_reads(self.data)
+
 
 @command("diabetes", DiabetesConfig)
 def diabetes(run: Run[DiabetesConfig]) -> None:

@@ -32,6 +32,11 @@ class MnistConfig(RecipeSettings, ImageClassifierSettings):
              "DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.")()
     download: bool = DOWNLOAD(True)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.mnist_reads(self)
+
 
 @command("mnist", MnistConfig)
 def mnist(run: Run[MnistConfig]) -> None:

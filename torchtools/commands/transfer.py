@@ -76,6 +76,11 @@ class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.transfer_reads(self)
+
 
 @command("transfer", TransferConfig)
 def transfer(run: Run[TransferConfig]) -> None:

@@ -190,8 +190,19 @@ class Config:
                 for name, value, setting in self._paths(WRITES)]
 
     def reads(self) -> list[Input]:
-        """Every file and folder this run reads (the options declared READS), which no output may be."""
-        return [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
+        """Every file and folder this run reads (the options declared READS, and what `data_reads` finds in
+        them), which no output may be."""
+        given = [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
+        try:
+            found = self.data_reads()
+        except UserError:  # the data's own reader says what is wrong with it, in its turn, before any work
+            found = []
+        return given + found
+
+    def data_reads(self) -> list[Input]:
+        """What the run reads inside its data (each picture, the dataset's files, the folders read as data): a
+        command that reads a dataset lists it here, from the same functions its reader uses."""
+        return []
 
     def _paths(self, role: str) -> list[tuple[str, Any, Setting]]:
         found = []

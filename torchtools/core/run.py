@@ -28,6 +28,7 @@ from torchtools.core.paths import best_path, check_paths, check_readable_files
 from torchtools.core.report import ReportFolder
 
 C = TypeVar("C", bound=Config)
+REPORT_LOCK = ".torchtools-report.lock"
 
 
 def seed_everything(seed: int) -> None:
@@ -48,7 +49,7 @@ class Run(Generic[C]):
     started: float = field(default_factory=time.perf_counter)
     report: ReportFolder | None = None  # the --report folder, checked by start
     _writer: Any = None
-    _lock: files.Lock | None = None  # --save's lock, held until close
+    _locks: list[files.Lock] = field(default_factory=list)  # --save's and --report's, held until close
 
     @classmethod
     def start(cls, command: str, config_type: type[C], values: dict[str, Any], explicit: frozenset[str]) -> Run[C]:
@@ -65,13 +66,24 @@ class Run(Generic[C]):
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
-            if run.config.save is not None and distributed.is_main():  # one job, one writer: process 0's lock
-                run._lock = files.Lock(run.config.save, "--save")
+            if distributed.is_main():  # one job, one writer: process 0's locks
+                run._take_locks()
             if not distributed.is_main():
                 run.report = None  # under torchrun, process 0 writes the one report
         if hasattr(run.config, "seed"):
             seed_everything(run.config.seed)
         return run
+
+    def _take_locks(self) -> None:
+        """--save's file and --report's folder, each written by one run at a time."""
+        try:
+            if self.config.save is not None:
+                self._locks.append(files.Lock(self.config.save, "--save"))
+            if self.report is not None:
+                self._locks.append(files.Lock(self.report.folder, "--report", name=REPORT_LOCK))
+        except UserError:
+            self.close()
+            raise
 
     def _check_training_options(self) -> None:
         config = self.config
@@ -224,9 +236,8 @@ class Run(Generic[C]):
 
     def close(self) -> None:
         """The end of the command, however it ends: another run may take --save now."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        while self._locks:
+            self._locks.pop().release()
 
     def _say_checkpoints(self, last: Path) -> None:
         output.wrote("checkpoint (last epoch)", last)

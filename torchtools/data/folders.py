@@ -40,11 +40,10 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
-    train_root = root / "train" if (root / "train").is_dir() else root
+    train_root, held_root = class_roots(root)
     seen: set[Identity] = set()  # one walk: a picture linked into train/ and val/ is trained on only
     train_paths, train_labels, classes = list_image_folder(train_root, seen)
-    held_root = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
-    if train_root == root or held_root is None:
+    if held_root is None:
         return train_paths, train_labels, [], [], classes, f"{path_text(train_root)} split by --val-split"
     held_paths, held_labels, held_classes = list_image_folder(held_root, seen)
     if held_classes != classes:
@@ -52,6 +51,14 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
                         f"{', '.join(map(path_text, classes))} vs {', '.join(map(path_text, held_classes))}")
     return (train_paths, train_labels, held_paths, held_labels, classes,
             f"{path_text(train_root)} and {path_text(held_root)}")
+
+
+def class_roots(root: Path) -> tuple[Path, Path | None]:
+    """(the training class root, the held-out one or None): DIR/train and DIR/val|test, else DIR alone."""
+    root = Path(root)
+    if not (root / "train").is_dir():
+        return root, None
+    return root / "train", next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
 
 
 def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,

@@ -28,6 +28,7 @@ from PIL import Image
 from torchtools.core.errors import UserError
 from torchtools.core.options import DEFAULT_MAX_PIXELS  # width x height; --max-pixels / $TORCHTOOLS_MAX_PIXELS
 from torchtools.core.output import path_text
+from torchtools.core.paths import CLASSES, FILES, Input
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # How skipped pictures are described wherever they are named (core.output.warn_skipped).
@@ -272,3 +273,26 @@ def list_image_folder(root: Path, seen: set[Identity] | None = None
     if not paths:
         raise UserError(f"{path_text(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths, labels, classes
+
+
+def pictures_read(paths: Sequence[Path], option: str, *, folders: bool = True) -> list[Input]:
+    """What the output check (core/paths.py) must keep safe of pictures a run reads: each file, by inode, and
+    (`folders`) each folder they lie in, as named and as resolved, where a file written would be read next."""
+    inputs = [Input(Path(path), option) for path in paths]
+    if folders:
+        found = dict.fromkeys(folder for path in paths for folder in (Path(path).parent,
+                                                                        Path(os.path.realpath(path)).parent))
+        inputs += [Input(folder, option, holds=FILES) for folder in found]
+    return inputs
+
+
+def image_folder_reads(roots: Sequence[Path], option: str) -> list[Input]:
+    """A class-folder tree's reads, listed by the walk its reader uses (nothing decoded): each class root
+    (a new folder there is a new class), each class folder, and each picture with the folders it lies in."""
+    inputs, seen = [], set()
+    for root in roots:
+        paths, _, classes = list_image_folder(root, seen)
+        inputs += [Input(Path(root), option, holds=CLASSES)]
+        inputs += [Input(Path(root) / name, option, holds=FILES) for name in classes]
+        inputs += pictures_read(paths, option)
+    return inputs
