@@ -185,13 +185,15 @@ def _fold_names(names: list[str]) -> list[tuple[str, str]]:
 def _read_names_file(run, path: Path | None) -> list[tuple[str, str]]:
     """(line, folded) for every non-blank line of a --predict-file; junk lines are kept, to be skipped by name."""
     from torchtools.core.errors import UserError
+    from torchtools.data.compressed import open_text
     from torchtools.data.names import fold
 
     if path is None:
         return []
     run.inputs([path], "--predict-file")
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        with open_text(path) as text:
+            lines = [line.strip() for line in text.lines()]
     except UnicodeDecodeError as error:
         raise UserError(f"--predict-file {path} is not UTF-8 text ({error})") from None
     return [(line, fold(line)) for line in lines if line]

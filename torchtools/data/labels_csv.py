@@ -24,7 +24,7 @@ from pathlib import Path
 from torchtools.core.errors import UserError, not_a_file
 from torchtools.core.output import warn
 from torchtools.data.images import IMAGE_SUFFIXES
-from torchtools.data.tables import open_text
+from torchtools.data.compressed import open_text
 
 IMAGE_COLUMNS = ("image", "images", "image_id", "imageid", "id", "file", "filename", "file_name", "path", "img",
                  "image_name", "fname")
@@ -152,7 +152,7 @@ def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str 
                 seen[path] = row = Row(path, tag, line, held)
                 rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{labels} is not a readable CSV ({error})") from None
+        raise UserError(f"{labels}, line {text.line}: not a readable CSV ({error})") from None
     if missing:
         warn(f"{labels}: {len(missing)} row(s) name no picture under {folder}, skipped: "
              + ", ".join(missing[:SHOWN]) + (" ..." if len(missing) > SHOWN else ""))
