@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,10 +20,17 @@ if TYPE_CHECKING:
 MODEL = "Model and weights"
 
 
+def _weights_meaning(value: str | None) -> str | None:
+    """--weights none is what a checkpoint saves as None; a file, whatever path names it."""
+    if value is None or value.lower() == "none":
+        return None
+    return os.path.realpath(value) if os.path.isfile(value) else value
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig(ImageClassifierSettings, LabelsCsvSettings):
     weights: str | None = Setting(
-        "--weights", panel=MODEL, show_default=False, role=READS,
+        "--weights", panel=MODEL, show_default=False, role=READS, meaning=_weights_meaning,
         help="Pretrained weights: a torchvision-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
              "stripped); 'imagenet' or a torchvision name such as ResNet34_Weights.IMAGENET1K_V1 for torchvision's "

@@ -56,6 +56,9 @@ class Setting:
     role: str | None = None  # READS: a file or folder the run reads; WRITES: a file it writes (core/paths.py)
     suffixes: tuple[str, ...] = ()  # WRITES: the name must end in one of these
     envvar: str | None = None  # the environment variable that gives the value when the flag is not typed
+    # What a value means, where two spellings mean one thing (--weights none and a checkpoint's None): a typed
+    # value and a checkpoint's are compared by it (Run, on --resume and --checkpoint)
+    meaning: Callable[[Any], Any] | None = None
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
@@ -85,6 +88,10 @@ class Setting:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 self._check_range(number)
         return value
+
+    def same(self, typed: Any, saved: Any) -> bool:
+        """A typed value and a checkpoint's say the same thing."""
+        return typed == saved or (self.meaning is not None and self.meaning(typed) == self.meaning(saved))
 
     def _check_range(self, number: float) -> None:
         if isinstance(number, float) and not math.isfinite(number):

@@ -497,11 +497,24 @@ def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
         raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
     try:
         model.load_state_dict(checkpoint["model"])
+        made = [dict(group) for group in optimizer.param_groups]
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, fresh in zip(optimizer.param_groups, made):  # a schedule the saved run had not (one step)
+            for key, value in fresh.items():
+                group.setdefault(key, value)
         if scheduler is not None and checkpoint.get("scheduler") is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
+            scheduler.load_state_dict(_relaid(checkpoint["scheduler"], scheduler))
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
     partial = checkpoint.get("partial_epoch")
     say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
     return epoch, list(checkpoint.get("history", []))[:epoch]  # one row per whole epoch, whatever the file says
+
+
+def _relaid(state: dict, scheduler) -> dict:
+    """A one-cycle schedule saved for another --epochs (the README: --epochs is applied on --resume): its cycle
+    laid over this run's steps, going on from the step it reached."""
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or state.get("total_steps") in (None, total):
+        return state
+    return {**state, "total_steps": total, "_schedule_phases": scheduler._schedule_phases}

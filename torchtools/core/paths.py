@@ -86,6 +86,7 @@ def check_paths(outputs: list[Output], inputs: list[Input]) -> None:
                 raise UserError(f"{output.option} {output.path} would overwrite the {given.option} {given.path}, "
                                 f"which this run reads; choose another name for {output.option}")
         _check_outside_data(output, data)
+        key = ("name", os.path.realpath(output.path))  # hard links (the epoch files) are replaced apart by rename
         other = named.get(key)
         if other is not None and not (other.folder and output.folder):  # two options may write into one folder
             raise UserError(f"{other.option} {other.path} and {output.option} {output.path} name the same "

@@ -126,10 +126,10 @@ class Run(Generic[C]):
         """
         config = self.config
         saved = type(config).from_saved(self.loaded.get("config"), source=source)
-        taken = {}
+        taken, settings = {}, config.settings()
         for name in config.saved_names():
             value, old = getattr(config, name), getattr(saved, name)
-            if value == old or name not in self.explicit:
+            if name not in self.explicit or (settings[name][0].same(value, old) if name in settings else value == old):
                 taken[name] = old
             elif self.resuming and name in saved.resumable():
                 continue
