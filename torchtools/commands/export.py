@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
-
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting
 from torchtools.core.options import TRUST_PICKLE, OutputSettings
@@ -230,9 +228,9 @@ def _fail(message: str, finish=None) -> None:
     """The export is not good: one error line, the summary (with the figures) where there are any, exit 1."""
     import typer
 
-    from torchtools.core.output import console
+    from torchtools.core.output import error
 
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    error(message)
     if finish is not None:
         finish()
     raise typer.Exit(1)

@@ -31,6 +31,7 @@ class _Depends:
 
 
 DEPENDS: Any = _Depends()
+FLOAT32_MAX = 3.4028234663852886e38
 READS, WRITES = "reads", "writes"
 
 
@@ -96,6 +97,9 @@ class Setting:
     def _check_range(self, number: float) -> None:
         if isinstance(number, float) and not math.isfinite(number):
             raise UserError(f"{self.flag} {number}: must be a finite number")
+        if isinstance(number, float) and abs(number) > FLOAT32_MAX:  # the models and their optimizers are float32
+            raise UserError(f"{self.flag} {number}: must be within float32's range (at most {FLOAT32_MAX:.7g} "
+                            "in size)")
         if self.min is not None and number < self.min:
             raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
         if self.max is not None and number > self.max:
@@ -230,9 +234,12 @@ def _fixed(name: str, value: Any, kind: Any) -> Any:
     if value is DEPENDS:
         raise UserError(f"{name} has no value")
     try:
-        return _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
+        value = _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
     except (TypeError, ValueError):
         raise UserError(f"{name} {_shown(value)}: expected {_kind_name(_base(kind))}") from None
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise UserError(f"{name} {value}: must be a finite number within float32's range")
+    return value
 
 
 def _optional(kind: Any) -> bool:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchtools.data.images import DEFAULT_MAX_PIXELS, read_image
-from torchtools.core.errors import UserError
+from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.files import write_bytes
 
 # The course notes' F.conv2d example: this 5x5 input and 3x3 kernel give [[10,12,12],[18,16,16],[13,9,3]].
@@ -168,6 +168,9 @@ def learn_kernel(steps: int, lr: float, seed: int, every: int = 2) -> dict:
     losses = []
     for step in range(1, steps + 1):
         loss = ((layer(inputs) - target) ** 2).sum()
+        if not math.isfinite(loss.item()):  # the NaN stop of every training loop (core/engine.py)
+            raise TrainingDiverged(f"learn-kernel: loss became {loss.item()} at step {step}; learning stopped. "
+                                   "Try a lower --lr")
         layer.zero_grad()
         loss.backward()
         layer.weight.data -= lr * layer.weight.grad
