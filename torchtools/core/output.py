@@ -242,7 +242,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
         widest = max([len(str(column)), *(len(row[index]) for row in cells if index < len(row))])
-        table.add_column(str(column), justify="right" if index else "left", no_wrap=bool(index),
+        table.add_column(terminal(column), justify="right" if index else "left", no_wrap=bool(index),
                          min_width=widest if index else None)
     for row in cells:
         table.add_row(*row)
