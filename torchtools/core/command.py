@@ -14,6 +14,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -81,6 +82,8 @@ def _metavar(setting: Setting, kind) -> str | None:
     base = _base(kind)
     if base is bool:
         return ""
+    if base is Path and setting.metavar is None:
+        return "PATH"
     if setting.metavar is None and typing.get_origin(base) is list:
         return "|".join(setting.choices) if setting.choices else "TEXT"
     return setting.metavar
@@ -94,6 +97,8 @@ def _flags(setting: Setting) -> list[str]:
 def _typer_type(name: str, setting: Setting, kind) -> tuple[type, type[Enum] | None]:
     """(the type Typer parses, its Enum of choices or None): choices are shown in --help and completed."""
     base = _base(kind)
+    if base is Path:  # the text as typed: "" is no path (Config refuses it), where Typer's Path makes it "."
+        return str, None
     if setting.choices is None:
         return base, None
     choice = Enum(f"{name.title().replace('_', '')}Choice", {value: value for value in setting.choices}, type=str)

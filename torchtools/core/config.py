@@ -279,7 +279,7 @@ def _convert(value: Any, kind: Any) -> Any:
             raise TypeError(value)
         return value
     if kind is Path:
-        if not isinstance(value, (str, Path)):
+        if not isinstance(value, (str, Path)) or value == "":  # "" is no path, not the current folder
             raise TypeError(value)
         return Path(value)
     raise TypeError(kind)

@@ -24,7 +24,7 @@ from torchtools.core.errors import UserError
 from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, header_fits, list_image_folder
+from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, list_image_folder
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -77,12 +77,12 @@ def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key
     chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size, device=device)
     say(f"loader {reason}")
     if chosen == "stream":
-        # The header check (a picture, within the pixel limit) leaves out foreign and oversized files now,
-        # so both loaders train on the same files; a file that passes it and still fails to decode is
-        # skipped by the batch that meets it.
-        kept = [index for index, path in enumerate(paths) if header_fits(path, max_pixels=max_pixels)]
-        kept_set = set(kept)
-        skipped = [path for index, path in enumerate(paths) if index not in kept_set]
+        # One decision per picture, whichever loader: each file decoded in full now (as the memory loader
+        # decodes it; nothing is kept), so a truncated JPEG whose header reads fine is skipped by both, and
+        # both report the same counts. A file that changes after this is skipped by the batch that meets it.
+        readable = decode_pictures(paths, _checked_only, grayscale=grayscale, max_pixels=max_pixels)
+        kept = [index for index, image in enumerate(readable) if image is not None]
+        skipped = [paths[index] for index, image in enumerate(readable) if image is None]
     else:
         images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}-{max_pixels}",
                                          grayscale=grayscale, max_pixels=max_pixels)
@@ -162,6 +162,11 @@ def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool, max_pixel
     images = images.contiguous()
     image_cache.store(signature, images, kept, skipped)
     return images, kept, skipped
+
+
+def _checked_only(image: np.ndarray) -> np.ndarray:
+    """The stream loader's listing decodes to decide, and keeps nothing of the picture."""
+    return np.zeros(0, dtype=np.uint8)
 
 
 def _signature(paths: list[Path], key: str) -> str:

@@ -17,13 +17,14 @@ and one picture given two labels are errors naming the file and the line.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchtools.core.errors import UserError, not_a_file
 from torchtools.core.output import warn
-from torchtools.data.images import IMAGE_SUFFIXES
+from torchtools.data.images import IMAGE_SUFFIXES, identity
 from torchtools.data.compressed import open_text
 
 IMAGE_COLUMNS = ("image", "images", "image_id", "imageid", "id", "file", "filename", "file_name", "path", "img",
@@ -49,6 +50,7 @@ class Row:
     label: str
     line: int
     held_out: bool
+    csv: Path  # the CSV whose line it is (--labels or --val-labels)
 
 
 @dataclass
@@ -101,10 +103,10 @@ def list_labelled(folder: Path, labels: Path, *, columns: Columns = Columns(), v
     if val_labels is not None:
         held, held_notes = _rows(folder, val_labels, columns, held_out_column=None)
         _check_disjoint(rows, held, labels, val_labels)
-        rows += [Row(row.path, row.label, row.line, True) for row in held]
+        rows += [Row(row.path, row.label, row.line, True, row.csv) for row in held]
         notes = dict(Counter(notes) + Counter(held_notes))
     missing = [row.path for row in rows if not row.path.is_file()]
-    rows = _without_lonely_labels([row for row in rows if row.path.is_file()], labels, notes)
+    rows = _without_lonely_labels([row for row in rows if row.path.is_file()], notes)
     classes = sorted({row.label for row in rows})
     if not rows:
         raise UserError(f"{labels} labels no pictures")
@@ -138,8 +140,8 @@ def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str 
                 if not name or not tag:
                     raise UserError(f"{labels}, line {line}: no {'image' if not name else 'label'} in this row")
                 path = _picture(folder, name)
-                if path in seen:
-                    first = seen[path]
+                if (key := _file(path)) in seen:
+                    first = seen[key]
                     if first.label != tag:
                         raise UserError(f"{labels}, lines {first.line} and {line}: {name} is labelled both "
                                         f"{first.label} and {tag}")
@@ -149,7 +151,7 @@ def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str 
                     missing.append(f"line {line} ({name})")
                 held = _held_out(record.get(held_out_column), labels, line, held_out_column) \
                     if held_out_column is not None else False
-                seen[path] = row = Row(path, tag, line, held)
+                seen[key] = row = Row(path, tag, line, held, labels)
                 rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"{labels}, line {text.line}: not a readable CSV ({error})") from None
@@ -200,22 +202,27 @@ def _held_out(value: str | None, labels: Path, line: int, column: str) -> bool:
     return HELD_OUT_VALUES[key]
 
 
+def _file(path: Path) -> tuple:
+    """What a row's picture is: one file however the CSV spells it (`3`, `sub/../3.jpg`, a link to it)."""
+    return identity(path) or ("missing", os.path.realpath(path))
+
+
 def _check_disjoint(rows: list[Row], held: list[Row], labels: Path, val_labels: Path) -> None:
-    training = {row.path: row for row in rows}
-    both = [row for row in held if row.path in training]
+    training = {_file(row.path): row for row in rows}
+    both = [row for row in held if _file(row.path) in training]
     if both:
         row = both[0]
-        raise UserError(f"{row.path.name} is in {labels} (line {training[row.path].line}) and in {val_labels} "
-                        f"(line {row.line}): a picture is trained on or held out, not both")
+        raise UserError(f"{row.path.name} is in {labels} (line {training[_file(row.path)].line}) and in "
+                        f"{val_labels} (line {row.line}): a picture is trained on or held out, not both")
 
 
-def _without_lonely_labels(rows: list[Row], labels: Path, notes: dict) -> list[Row]:
+def _without_lonely_labels(rows: list[Row], notes: dict) -> list[Row]:
     """Rows of labels held by one picture are left out: such a class can be neither learned and scored."""
     counts = Counter(row.label for row in rows)
     lonely = [row for row in rows if counts[row.label] == 1]
     if lonely:
-        warn(f"{labels}: {len(lonely)} label(s) held by one picture only, skipped: "
-             + ", ".join(f"{row.label} (line {row.line})" for row in lonely[:SHOWN])
+        warn(f"{len(lonely)} label(s) held by one picture only, skipped: "
+             + ", ".join(f"{row.label} ({row.csv}, line {row.line})" for row in lonely[:SHOWN])
              + (" ..." if len(lonely) > SHOWN else ""))
         notes["lonely_label"] = len(lonely)
     return [row for row in rows if counts[row.label] > 1]
