@@ -49,6 +49,7 @@ class Run(Generic[C]):
     started: float = field(default_factory=time.perf_counter)
     report: ReportFolder | None = None  # the --report folder, checked by start
     _writer: Any = None
+    auto_lr: bool = False  # --lr auto as typed (the config's lr becomes the suggestion once it is found)
     _locks: list[files.Lock] = field(default_factory=list)  # --save's and --report's, held until close
 
     @classmethod
@@ -56,6 +57,7 @@ class Run(Generic[C]):
         """Check the options, load the checkpoint, then join the device (under torchrun, this process's own)."""
         output.configure(quiet=bool(values.get("quiet")), json=bool(values.get("json")))
         run = cls(command, config_type.build(values), explicit=explicit)
+        run.auto_lr = getattr(run.config, "lr", None) == AUTO
         stopping.note("nothing saved (stopped before training)" if run.trains else "nothing saved")
         training = isinstance(run.config, TrainingSettings)
         if training:
@@ -147,12 +149,12 @@ class Run(Generic[C]):
     @property
     def finds_lr_only(self) -> bool:
         """--find-lr without --lr auto: the range test runs on the training data, and nothing is trained."""
-        return bool(getattr(self.config, "find_lr", False)) and getattr(self.config, "lr", None) != AUTO
+        return bool(getattr(self.config, "find_lr", False)) and not self.auto_lr
 
     @property
     def finds_lr(self) -> bool:
         """The run starts with the learning-rate range test (--find-lr, or --lr auto)."""
-        return bool(getattr(self.config, "find_lr", False)) or getattr(self.config, "lr", None) == AUTO
+        return bool(getattr(self.config, "find_lr", False)) or self.auto_lr
 
     @property
     def resuming(self) -> bool:

@@ -24,7 +24,8 @@ from torchtools.core.errors import UserError
 from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, list_image_folder
+from torchtools.data.images import (DEFAULT_MAX_PIXELS, Identity, Unreadable, decode_pictures, list_image_folder,
+                                     read_picture)
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -156,12 +157,22 @@ def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool, max_pixel
     kept = [index for index, image in enumerate(decoded) if image is not None]
     skipped = [paths[index] for index, image in enumerate(decoded) if image is None]
     if not kept:
-        raise UserError(f"none of the {len(paths)} images under {path_text(paths[0].parents[1])} can be read")
+        raise UserError(f"none of the {len(paths)} images under {path_text(paths[0].parents[1])} can be read "
+                        f"(e.g. {path_text(skipped[0])}: {_why(skipped[0], grayscale, max_pixels)})")
     stacked = np.stack([decoded[index] for index in kept])
     images = torch.from_numpy(stacked).unsqueeze(1) if grayscale else torch.from_numpy(stacked).permute(0, 3, 1, 2)
     images = images.contiguous()
     image_cache.store(signature, images, kept, skipped)
     return images, kept, skipped
+
+
+def _why(path: Path, grayscale: bool, max_pixels: int) -> str:
+    """What the one reader says of a picture it cannot read."""
+    try:
+        read_picture(path, grayscale=grayscale, max_pixels=max_pixels)
+    except Unreadable as error:
+        return str(error)
+    return "it could not be read then"
 
 
 def _checked_only(image: np.ndarray) -> np.ndarray:

@@ -30,6 +30,10 @@ from torchtools.core.options import DEFAULT_MAX_PIXELS  # width x height; --max-
 from torchtools.core.output import path_text
 from torchtools.core.paths import CLASSES, FILES, Input
 
+# OpenCV's own "[ WARN:0@...]" lines (a truncated JPEG) are not torchtools': every skip is said once, by
+# warn_skipped, and --quiet holds.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # How skipped pictures are described wherever they are named (core.output.warn_skipped).
 UNREADABLE = "unreadable picture(s) (not a regular file, not a picture, damaged, or over --max-pixels)"
