@@ -1,0 +1,45 @@
+"""Issue 25's smaller items, each through the mechanism it belongs to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import assert_user_error, run_torchtools
+from datafiles import write_image, write_mnist
+
+
+def test_find_lr_with_lr_auto_trains_at_the_suggestion_and_saves(cli, tmp_path):
+    data = write_mnist(tmp_path / "data", train=40, test=20)
+    run = cli("mnist", "--data", data, "--find-lr", "--lr", "auto", "--save", tmp_path / "f.pt", "--epochs", "1",
+              "--no-tensorboard", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.summary["epochs"] == 1 and (tmp_path / "f.pt").is_file()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e39", "1,nan"])
+def test_fit_linear_predict_takes_finite_float32_numbers(cli, value):
+    assert_user_error(cli("fit-linear", "--predict", value, "--no-tensorboard"), "--predict", "finite")
+
+
+def test_a_pixel_limit_that_refuses_every_picture_says_why(tmp_path):
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("ants", "bees")):
+        for index in range(3):
+            write_image(tmp_path / "tree" / name / f"{index}.png", label, rng)
+    run = run_torchtools("transfer", "--data", tmp_path / "tree", "--weights", "none", "--epochs", "1",
+                         "--loader", "memory", "--no-tensorboard", cwd=tmp_path, env={"TORCHTOOLS_MAX_PIXELS": "100"})
+    assert_user_error(run, "none of the 6 images", "over the limit of 100")
+
+
+def test_opencv_s_own_warnings_stay_out_even_under_quiet(tmp_path):
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("ants", "bees")):
+        for index in range(4):
+            write_image(tmp_path / "tree" / name / f"{index}.jpg", label, rng)
+    whole = (tmp_path / "tree" / "ants" / "0.jpg").read_bytes()
+    (tmp_path / "tree" / "ants" / "cut.jpg").write_bytes(whole[:len(whole) * 2 // 3])
+    run = run_torchtools("transfer", "--data", tmp_path / "tree", "--weights", "none", "--image-size", "32",
+                         "--epochs", "1", "--no-tensorboard", "--quiet", "--device", "cpu", cwd=tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert "[ WARN" not in run.stderr
