@@ -43,3 +43,25 @@ def test_opencv_s_own_warnings_stay_out_even_under_quiet(tmp_path):
                          "--epochs", "1", "--no-tensorboard", "--quiet", "--device", "cpu", cwd=tmp_path)
     assert run.exit_code == 0, run.stderr
     assert "[ WARN" not in run.stderr
+
+
+def test_a_checkpoint_run_does_not_warn_of_training_from_scratch(cli, tmp_path):
+    from datafiles import write_photo_folders
+
+    photos = write_photo_folders(tmp_path / "photos", train=3, val=2)
+    small = ("--arch", "resnet18", "--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--device", "cpu")
+    first = cli("transfer", "--data", photos, "--weights", "none", "--epochs", "1", "--save", tmp_path / "m.pt", *small)
+    assert first.exit_code == 0 and "from scratch" in first.stderr
+    run = cli("transfer", "--checkpoint", tmp_path / "m.pt", "--predict", photos / "val", *small)
+    assert run.exit_code == 0, run.stderr
+    assert "from scratch" not in run.stderr
+
+
+def test_a_class_of_heic_files_says_what_is_read(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        write_image(tmp_path / "tree" / "ants" / f"{index}.png", 0, rng)
+        (tmp_path / "tree" / "bees" / f"{index}.heic").parent.mkdir(exist_ok=True)
+        (tmp_path / "tree" / "bees" / f"{index}.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    run = cli("transfer", "--data", tmp_path / "tree", "--weights", "none", "--epochs", "1", "--no-tensorboard")
+    assert_user_error(run, "class bees", ".png", "not HEIC")

@@ -102,7 +102,7 @@ def transfer(run: Run[TransferConfig]) -> None:
     """
     from torchtools.commands import image_classifier as classifier
     from torchtools.core.errors import UserError
-    from torchtools.core.output import say
+    from torchtools.core.output import say, warn
     from torchtools.data import labels_csv, roots
     from torchtools.data.folders import read_folders
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFormat, stored_size
@@ -139,6 +139,9 @@ def transfer(run: Run[TransferConfig]) -> None:
         classifier.describe(images, "val")
     class_names = images.classes if images is not None else classifier.saved_classes(run)
 
+    if fresh and source is None:  # a --resume or --checkpoint run loads its own weights
+        warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
+             "than from pretrained weights")
     network, report = _network(config, source if fresh else None, len(class_names), fresh and inferred)
     trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == "freeze"
                  else sum(parameter.numel() for parameter in network.parameters()))
@@ -169,13 +172,10 @@ def _check_classes(expected: int | None, images, root: Path) -> None:
 def _network(config: TransferConfig, source, classes: int, inferred: bool):
     """The pretrained model (or, from scratch or to be resumed/loaded, the bare architecture) with a
     `classes`-way head, and what loading the weights did."""
-    from torchtools.core.output import say, warn
+    from torchtools.core.output import say
     from torchtools.models import pretrained
 
     if source is None:
-        if config.weights is None:
-            warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
-                 "than from pretrained weights")
         network = pretrained.build(config.arch, classes)
         return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
     network, report = pretrained.load_pretrained(source, config.arch, classes, drop_head=config.load == "drop-head")

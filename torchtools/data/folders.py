@@ -24,8 +24,8 @@ from torchtools.core.errors import UserError
 from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import (DEFAULT_MAX_PIXELS, Identity, Unreadable, decode_pictures, list_image_folder,
-                                     read_picture)
+from torchtools.data.images import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Identity, Unreadable, decode_pictures,
+                                     list_image_folder, read_picture)
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -139,7 +139,8 @@ def _check_every_class(present: set[int], classes: list[str], train_paths: list[
         return
     files = [path for path, label in zip(train_paths, train_labels) if label == empty[0]]  # all unreadable
     shown = ", ".join(map(path_text, files[:SHOWN])) + (" ..." if len(files) > SHOWN else "")
-    held = f" ({len(files)} unreadable: {shown})" if files else " (it holds no pictures)"
+    held = f" ({len(files)} unreadable: {shown})" if files else \
+        f" (it holds no file torchtools reads as a picture: {', '.join(sorted(IMAGE_SUFFIXES))}; not HEIC or RAW)"
     others = f"; nor do {len(empty) - 1} other class(es)" if len(empty) > 1 else ""
     raise UserError(f"class {path_text(classes[empty[0]])} of {source} has no readable training picture{held}"
                     f"{others}: add pictures torchtools can read, or remove the class")
