@@ -65,3 +65,20 @@ def test_a_class_of_heic_files_says_what_is_read(cli, tmp_path):
         (tmp_path / "tree" / "bees" / f"{index}.heic").write_bytes(b"\0\0\0\x18ftypheic")
     run = cli("transfer", "--data", tmp_path / "tree", "--weights", "none", "--epochs", "1", "--no-tensorboard")
     assert_user_error(run, "class bees", ".png", "not HEIC")
+
+
+def test_inspect_weights_says_what_an_exported_program_is(cli, tmp_path):
+    import warnings
+
+    import torch
+
+    layer = torch.nn.Linear(2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(layer).save(tmp_path / "script.pt")
+        torch.export.save(torch.export.export(layer, (torch.zeros(1, 2),)), tmp_path / "program.pt2")
+        torch.onnx.export(layer, (torch.zeros(1, 2),), tmp_path / "model.onnx", dynamo=False)
+    for name, kind in (("script.pt", "TorchScript"), ("program.pt2", "ExportedProgram"), ("model.onnx", "ONNX")):
+        run = cli("inspect-weights", tmp_path / name)
+        assert_user_error(run, name, kind, "not weights")
+        assert "weights_only" not in run.stderr and "pickle" not in run.stderr
