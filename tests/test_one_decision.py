@@ -48,6 +48,7 @@ def test_the_summary_counts_agree(cli, tree):
                   "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--no-tensorboard", "--json",
                   "--device", "cpu", "--val-split", "0.25")
         assert run.exit_code == 0, run.stderr
+        assert run.stderr.count("skipped") == 1, run.stderr  # said once, by the listing, whichever loader
         counts[loader] = (run.summary["skipped_images"], run.summary["train_images"], run.summary["val_images"])
     assert counts["memory"] == counts["stream"] and counts["memory"][0] >= 1
 
