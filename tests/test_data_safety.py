@@ -190,3 +190,23 @@ def test_predict_pictures_are_inputs_by_inode(cli, tmp_path, photos):
     run = cli("transfer", "--data", photos, *TRANSFER, "--predict", photos / "val", "--save", link)
     assert_refused_before_training(run, tmp_path, "--save", "--predict")
     assert digest(photos) == before
+
+
+def test_neighbours_predictions_and_hard_links(cli, tmp_path, photos):
+    """--output into a class folder, and --save naming a hard link of a training photo, are refused too."""
+    before = digest(photos)
+    run = cli("transfer", "--data", photos, *TRANSFER, "--predict", photos / "val", "--output",
+              photos / "train" / "bees" / "predictions.csv")
+    assert_refused_before_training(run, tmp_path, "--output", "reads as data")
+    os.link(photos / "train" / "bees" / "1.png", tmp_path / "hard.png")
+    run = cli("transfer", "--data", photos, *TRANSFER, "--plot", tmp_path / "hard.png")
+    assert_refused_before_training(run, tmp_path, "--plot", "which this run reads")
+    assert digest(photos) == before
+
+
+def test_mnist_report_into_the_raw_folder_is_refused(cli, tmp_path):
+    root = write_mnist(tmp_path / "data", train=20, test=10)
+    before = digest(root)
+    run = cli("mnist", "--data", root / "MNIST" / "raw", "--epochs", "1", "--report", root / "MNIST" / "raw" / "r")
+    assert_refused_before_training(run, tmp_path, "--report", "reads as data")
+    assert digest(root) == before
