@@ -93,7 +93,7 @@ def notice(message: str) -> None:
 
 def path_text(path) -> str:
     """A file name as text that prints and encodes anywhere: bytes that are not UTF-8 shown as \\xNN."""
-    return terminal(os.fsdecode(path))
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def warn_skipped(what: str, paths: Sequence, *, shown: int = 3) -> None:
