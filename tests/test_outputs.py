@@ -387,7 +387,7 @@ def neighbour(tmp_path, case: str) -> tuple[tuple, tuple]:
     """(the command's arguments, the fragments its one error line must hold) for each case."""
     table = write_table(tmp_path / "t.csv", rows=40)
     if case == "empty save name":
-        return ("diabetes", "--data", table, "--save", ""), ("--save .", "is a folder")
+        return ("diabetes", "--data", table, "--save", ""), ("--save ''", "expected a path")  # "" is no path, not the current folder
     if case == "save onto the runs dir":
         return ("diabetes", "--data", table, "--save", "runs"), ("--save runs", "--runs-dir runs", "same file")
     if case == "best file is a folder":
