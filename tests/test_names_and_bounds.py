@@ -30,8 +30,9 @@ def class_tree(root, names, per_class=3):
 
 # --- the terminal ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,shown", [("a\nb", "a\\nb"), ("\x1b[31mred", "\\x1b[31mred"), ("tab\there", "tab\\there"),
-                                        ("caf\udce9", "caf\\xe9"), ("\u202eevil", "\\u202eevil"), ("café $α$", "café $α$")])
+@pytest.mark.parametrize("text,shown", [("a\nb", "a\\nb"), ("\x1b[31mred", "\\x1b[31mred"),
+                                        ("tab\there", "tab\\there"), ("caf\udce9", "caf\\xe9"),
+                                        ("\u202eevil", "\\u202eevil"), ("café $α$", "café $α$")])
 def test_the_one_terminal_rule(text, shown):
     assert terminal(text) == shown
 

@@ -1,8 +1,9 @@
 """PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically.
 
 Text is drawn as it is, never parsed as mathtext (`$\\alpha$` stays those characters), and names (class
-labels, captions) with the terminal's escaping of control characters (output.terminal). A picture that cannot be drawn anyway costs that picture
-alone: one warning, and the run's other files are written (`_one_picture`).
+labels, captions) with the terminal's escaping of control characters (output.terminal). A picture that
+cannot be drawn anyway costs that picture alone: one warning, and the run's other files are written
+(`_one_picture`).
 """
 
 from __future__ import annotations
