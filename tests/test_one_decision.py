@@ -93,3 +93,13 @@ def test_a_lonely_label_is_named_in_its_own_csv(cli, tmp_path, images):
 def test_an_empty_data_or_report_name_is_refused(cli, tmp_path):
     assert_user_error(cli("transfer", "--data", "", "--weights", "none"), "--data")
     assert_user_error(cli("diabetes", "--report", "", "--epochs", "1"), "--report")
+
+
+def test_a_csv_s_skipped_rows_are_said_once(cli, tmp_path, images):
+    """The output check lists the CSV's pictures before any work; the skips are said by the run's listing only."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("image,label\n0,a\n1,b\n2,a\n3,b\n4,a\n5,b\nmissing,a\n5,b\n")
+    run = cli("transfer", "--data", images, "--labels", csv, "--weights", "none", "--arch", "resnet18",
+              "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--no-tensorboard", "--device", "cpu")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.count("name no picture") == 1 and run.stderr.count("duplicate row") == 1, run.stderr

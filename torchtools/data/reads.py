@@ -69,7 +69,7 @@ def _tree_reads(config, tree: Callable[[], Path] | None) -> list[Input]:
     the class-folder tree `tree` gives."""
     from torchtools.data import labels_csv
 
-    _, listing = labels_csv.from_settings(config, config.data)
+    _, listing = labels_csv.from_settings(config, config.data, quiet=True)  # the run lists it again, saying so
     if listing is not None:
         return pictures_read(listing.train_paths + listing.held_paths + listing.missing, "--labels")
     return image_folder_reads(_class_roots(tree()), "--data") if tree is not None else []
