@@ -73,16 +73,6 @@ def _read_picture(path: Path, grayscale: bool, max_pixels: int) -> np.ndarray:
     return image
 
 
-def header_fits(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
-    """Whether a regular file's header names a picture within the limit (nothing decoded)."""
-    try:
-        with _open_regular(path) as file:
-            _check_pixels(*_header(file).size, max_pixels)
-    except (Unreadable, OSError):
-        return False
-    return True
-
-
 def decode_pictures(paths: Sequence[Path], prepare: Callable[[np.ndarray], np.ndarray], *, grayscale: bool = False,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray | None]:
     """`read_picture` over many files in threads (OpenCV releases the GIL), each result passed through
