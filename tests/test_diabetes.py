@@ -184,8 +184,8 @@ def test_tables_a_classifier_cannot_learn_from_are_refused(cli, tmp_path, labels
 def test_divergence_in_epoch_1_claims_no_checkpoint(cli, tmp_path):
     data = write_table(tmp_path / "table.csv")
     checkpoint = tmp_path / "m.pt"
-    run = cli("diabetes", "--data", data, "--lr", "1e12", "--optimizer", "sgd", "--activation", "relu",
-              "--save", checkpoint, "--no-tensorboard")
+    run = cli("diabetes", "--data", data, "--lr", "1e6", "--optimizer", "sgd", "--activation", "relu",
+              "--batch-size", "1", "--save", checkpoint, "--no-tensorboard")
     assert_user_error(run, "in epoch 1", "no checkpoint was written")
     assert str(checkpoint) not in run.stderr and not checkpoint.exists()
 

@@ -386,8 +386,8 @@ def test_top_k_above_the_class_count_is_capped(tmp_path):
 def neighbour(tmp_path, case: str) -> tuple[tuple, tuple]:
     """(the command's arguments, the fragments its one error line must hold) for each case."""
     table = write_table(tmp_path / "t.csv", rows=40)
-    if case == "empty save name":
-        return ("diabetes", "--data", table, "--save", ""), ("--save .", "is a folder")
+    if case == "empty save name":  # "" is no path, not the current folder
+        return ("diabetes", "--data", table, "--save", ""), ("--save ''", "expected a path")
     if case == "save onto the runs dir":
         return ("diabetes", "--data", table, "--save", "runs"), ("--save runs", "--runs-dir runs", "same file")
     if case == "best file is a folder":

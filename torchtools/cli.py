@@ -29,13 +29,11 @@ def _usage_error(error: Exception) -> None:
         raise typer.Exit(2) from None
     if getattr(error, "exit_code", None) != 2 or not hasattr(error, "format_message"):
         raise error
-    from rich.markup import escape
-
-    from torchtools.core.output import console
+    from torchtools.core.output import error as error_line
 
     path = context.command_path if context is not None else "torchtools"
     message = error.format_message().replace("Value error, ", "")
-    console.print(f"[red]error:[/red] {escape(message)} (see {escape(path)} --help)", soft_wrap=True)
+    error_line(f"{message} (see {path} --help)")
     raise typer.Exit(2) from None
 
 
@@ -100,11 +98,9 @@ def _reporting_user_errors(command: Callable) -> Callable:
             try:
                 return command(*args, **kwargs)
             except UserError as error:
-                from rich.markup import escape
+                from torchtools.core.output import error as error_line
 
-                from torchtools.core.output import console
-
-                console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+                error_line(str(error))
                 raise typer.Exit(2) from None
 
     return run

@@ -167,10 +167,6 @@ class RecipeSettings(CompiledSettings):
     def depends_help(cls, name: str) -> str:
         return default_help(cls.TASK, name)
 
-    def resumable(self) -> frozenset[str]:
-        """A one-cycle schedule is laid out over all epochs: their number is fixed once training starts."""
-        return frozenset() if self.schedule == "one-cycle" else super().resumable()
-
 
 def markdown_table() -> str:
     """The README's recipe table, generated from the values above (a test keeps the README's copy equal)."""

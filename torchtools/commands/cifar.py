@@ -42,6 +42,11 @@ class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
         """The course recipe of ResNet-9 is its own; every other model takes the recipe's values."""
         return "cifar-resnet" if values["recipe"] == "course" and values.get("model") == "resnet" else "cifar"
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.cifar_reads(self)
+
 
 @command("cifar", CifarConfig)
 def cifar(run: Run[CifarConfig]) -> None:

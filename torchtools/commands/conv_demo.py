@@ -49,7 +49,10 @@ class ConvDemoConfig(SeededSettings, TensorboardSettings):
         """Only the image demo writes: its grids into --out, and a TensorBoard run."""
         if "image" not in (self.demo or ()):
             return []
+        from torchtools.lessons.convolution import GRIDS, grid_path
+
         return [Output(self.out, "--out", folder=True),
+                *[Output(grid_path(self.out, stage), f"--out's {grid_path(Path(), stage)}") for stage in GRIDS],
                 *([] if self.no_tensorboard else [tensorboard_output(self.runs_dir)])]
 
 

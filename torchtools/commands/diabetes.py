@@ -41,6 +41,11 @@ class DiabetesConfig(TrainingSettings):
     optimizer: str = OPTIMIZER("adam")
     momentum: float = MOMENTUM(0.0)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.table_reads(self.data)
+
 
 def build_model(config: DiabetesConfig, state: dict):
     """The network a diabetes config describes, for `state`'s number of feature columns."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
 from torchtools.commands import cifar, diabetes, mnist, names_rnn, transfer
 from torchtools.core.command import command
@@ -204,9 +203,9 @@ def _compare(outputs, expected, top1, tolerance: float) -> dict:
 
 def _fail(message: str, finish=None) -> None:
     """The export is not good: one error line, the summary (with the figures) where there are any, exit 1."""
-    from torchtools.core.output import console
+    from torchtools.core.output import error
 
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    error(message)
     if finish is not None:
         finish()
     raise typer.Exit(1)

@@ -43,7 +43,7 @@ class LinearConfig(TrainingSettings):
     epochs: int = Setting(EPOCHS.flag, EPOCHS.short, help="Training epochs. Default: 100, or 1000 for nn.",
                           panel=TRAINING, min=1, max=10**6, resumable=True)(DEPENDS)
     lr: float = Setting(LR.flag, help="Learning rate. Default: 0.01, or 0.05 for nn.", panel=TRAINING,
-                        min=0.0)(DEPENDS)
+                        min=LR.min, max=LR.max)(DEPENDS)
     optimizer: str = Setting(OPTIMIZER.flag, help="Optimizer of --method nn.", panel=TRAINING,
                              choices=OPTIMIZER.choices)("sgd")
     batch_size: int | None = FULL_BATCH_SIZE()
@@ -89,7 +89,7 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     if plot is not None and method != "exhaustive":
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
                         xlabel="epoch", ylabel="MSE", title=f"fit-linear ({method})", loss=True)
-    if plot is not None:
+    if plot is not None and plot.is_file():  # not drawn: plots warned
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
         linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-linear ({method}) on {points.source}",

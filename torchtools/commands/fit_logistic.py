@@ -75,7 +75,7 @@ def fit_logistic(run: Run[LogisticConfig]) -> None:
     elif plot is not None and result is not None:
         plots.line_plot(plot, range(1, len(result.history) + 1), [row["train_loss"] for row in result.history],
                         xlabel="epoch", ylabel="BCE", title="fit-logistic", loss=True)
-    if plot is not None:
+    if plot is not None and plot.is_file():  # not drawn: plots warned
         wrote("plot", plot)
     if run.report is not None and points.features == 1:
         linear.draw_fit(run.report.path("fit.png"), layer, points, title=f"fit-logistic on {points.source}",

@@ -33,6 +33,11 @@ class MnistConfig(RecipeSettings, ImageClassifierSettings):
     download: bool = DOWNLOAD(True)
     augment: str = AUGMENT(DEPENDS)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.mnist_reads(self)
+
 
 @command("mnist", MnistConfig)
 def mnist(run: Run[MnistConfig]) -> None:

@@ -56,6 +56,11 @@ class NamesConfig(FindLrSettings, RecipeSettings):
                                 suffixes=PLOT.suffixes,
                                 help="Draw the confusion matrix as a PNG heatmap to this file.")()
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.names_reads(self.data) + (reads.names_reads(self.test, "--test") if self.test else [])
+
 
 @command("names-rnn", NamesConfig)
 def names_rnn(run: Run[NamesConfig]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,13 +26,20 @@ IMAGENET_INPUT = {"interpolation": "bilinear", "crop_pct": 0.875, "image_size": 
 FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pictures is warned about
 
 
+def _weights_meaning(value: str | None) -> str | None:
+    """--weights none is what a checkpoint saves as None; a file, whatever path names it."""
+    if value is None or value.lower() == "none":
+        return None
+    return os.path.realpath(value) if os.path.isfile(value) else value
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSettings):
     STATE = {**ImageClassifierSettings.STATE, "class_weights": (
         lambda value: isinstance(value, list) and all(type(item) is float and math.isfinite(item) and item > 0
                                                       for item in value), "a list of positive weights")}
     weights: str | None = Setting(
-        "--weights", panel=MODEL, show_default=False, role=READS,
+        "--weights", panel=MODEL, show_default=False, role=READS, meaning=_weights_meaning,
         help="Pretrained weights: a torchvision- or timm-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
              "stripped); a Hugging Face Hub folder (config.json and model.safetensors, as timm saves it: its "
@@ -188,6 +196,11 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
 def _triple(values) -> str:
     return ",".join(f"{value:g}" for value in values)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.transfer_reads(self)
+
 
 @command("transfer", TransferConfig)
 def transfer(run: Run[TransferConfig]) -> None:
@@ -229,6 +242,9 @@ def transfer(run: Run[TransferConfig]) -> None:
     class_names = images.classes if images is not None else classifier.saved_classes(run)
 
     inferred = fresh and source is not None and "arch" not in run.explicit
+    if fresh and source is None:  # a --resume or --checkpoint run loads its own weights
+        warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
+             "than from pretrained weights")
     network, report = _network(config, source, class_names, inferred)
     trainable = (pretrained.freeze_backbone(network, report.head) if config.mode == "freeze"
                  else sum(parameter.numel() for parameter in network.parameters()))
@@ -310,9 +326,6 @@ def _network(config: TransferConfig, source, class_names: list[str], inferred: b
 
     classes = len(class_names)
     if source is None:
-        if config.weights is None:
-            warn(f"--weights none: training {config.arch} from scratch (random weights); expect far lower accuracy "
-                 "than from pretrained weights")
         network = build_model(config, {"classes": class_names})
         return network, pretrained.LoadReport(config.arch, pretrained.head_name(network), None)
     network, report = pretrained.load_pretrained(source, config.arch, classes, drop_head=config.load == "drop-head")

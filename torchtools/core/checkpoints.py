@@ -58,6 +58,9 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise not_a_file(path)
+    program = _program_kind(path)
+    if program is not None:
+        raise UserError(f"{path} is {program}, not weights or a checkpoint: pass the checkpoint it was exported from")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
@@ -71,6 +74,28 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
         raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
     _check_tensor_sizes(loaded, path)
     return loaded
+
+
+def _program_kind(path: Path) -> str | None:
+    """What an exported program is (export writes them), told from its layout; None for anything else."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [name.split("/", 1)[-1] for name in archive.namelist()]
+            if "archive_format" in names or any(name.startswith("models/") for name in names):
+                return "an ExportedProgram (torch.export.load reads it)"
+            if "constants.pkl" in names or any(name.startswith("code/") for name in names):
+                return "a TorchScript program (torch.jit.load reads it)"
+            return None
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return None
+    # An ONNX model is a protobuf whose first field is ir_version (tag 0x08), soon followed by the producer
+    # name; no pickle or zip starts so.
+    return "an ONNX model (onnxruntime runs it)" if head[:1] == b"\x08" and b"pytorch" in head.lower() else None
 
 
 def _check_tensor_sizes(loaded: Any, path: Path) -> None:
@@ -343,11 +368,24 @@ def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:
         raise UserError(f"{path} already holds {epoch} epoch(s); pass --epochs above {epoch} to go on")
     try:
         model.load_state_dict(checkpoint["model"])
+        made = [dict(group) for group in optimizer.param_groups]
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, fresh in zip(optimizer.param_groups, made):  # a schedule the saved run had not (one step)
+            for key, value in fresh.items():
+                group.setdefault(key, value)
         if scheduler is not None and checkpoint.get("scheduler") is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
+            scheduler.load_state_dict(_relaid(checkpoint["scheduler"], scheduler))
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         raise UserError(f"{path} does not fit this model and optimizer: {first_line(error)}") from None
     partial = checkpoint.get("partial_epoch")
     say(f"resumed from {path} after epoch {epoch}" + (f" (redoing the interrupted epoch {partial})" if partial else ""))
     return epoch, list(checkpoint.get("history", []))[:epoch]  # one row per whole epoch, whatever the file says
+
+
+def _relaid(state: dict, scheduler) -> dict:
+    """A one-cycle schedule saved for another --epochs (the README: --epochs is applied on --resume): its cycle
+    laid over this run's steps, going on from the step it reached."""
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or state.get("total_steps") in (None, total):
+        return state
+    return {**state, "total_steps": total, "_schedule_phases": scheduler._schedule_phases}

@@ -116,6 +116,8 @@ def _flags(setting: Setting) -> list[str]:
 def _typer_type(name: str, setting: Setting, kind) -> tuple[type, type[Enum] | None]:
     """(the type Typer parses, its Enum of choices or None): choices are shown in --help and completed."""
     base = _base(kind)
+    if base is Path:  # the text as typed: "" is no path (Config refuses it), where Typer's Path makes it "."
+        return str, None
     if setting.choices is None:
         return base, None
     choice = Enum(f"{name.title().replace('_', '')}Choice", {value: value for value in setting.choices}, type=str)

@@ -31,6 +31,7 @@ class _Depends:
 
 
 DEPENDS: Any = _Depends()
+FLOAT32_MAX = 3.4028234663852886e38
 READS, WRITES = "reads", "writes"
 
 
@@ -56,6 +57,9 @@ class Setting:
     role: str | None = None  # READS: a file or folder the run reads; WRITES: a file it writes (core/paths.py)
     suffixes: tuple[str, ...] = ()  # WRITES: the name must end in one of these
     envvar: str | None = None  # the environment variable that gives the value when the flag is not typed
+    # What a value means, where two spellings mean one thing (--weights none and a checkpoint's None): a typed
+    # value and a checkpoint's are compared by it (Run, on --resume and --checkpoint)
+    meaning: Callable[[Any], Any] | None = None
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
@@ -86,9 +90,16 @@ class Setting:
                 self._check_range(number)
         return value
 
+    def same(self, typed: Any, saved: Any) -> bool:
+        """A typed value and a checkpoint's say the same thing."""
+        return typed == saved or (self.meaning is not None and self.meaning(typed) == self.meaning(saved))
+
     def _check_range(self, number: float) -> None:
         if isinstance(number, float) and not math.isfinite(number):
             raise UserError(f"{self.flag} {number}: must be a finite number")
+        if isinstance(number, float) and abs(number) > FLOAT32_MAX:  # the models and their optimizers are float32
+            raise UserError(f"{self.flag} {number}: must be within float32's range (at most {FLOAT32_MAX:.7g} "
+                            "in size)")
         if self.min is not None and number < self.min:
             raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
         if self.max is not None and number > self.max:
@@ -197,8 +208,19 @@ class Config:
                 for name, value, setting in self._paths(WRITES)]
 
     def reads(self) -> list[Input]:
-        """Every file and folder this run reads (the options declared READS), which no output may be."""
-        return [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
+        """Every file and folder this run reads (the options declared READS, and what `data_reads` finds in
+        them), which no output may be."""
+        given = [Input(Path(value), setting.flag) for name, value, setting in self._paths(READS)]
+        try:
+            found = self.data_reads()
+        except UserError:  # the data's own reader says what is wrong with it, in its turn, before any work
+            found = []
+        return given + found
+
+    def data_reads(self) -> list[Input]:
+        """What the run reads inside its data (each picture, the dataset's files, the folders read as data): a
+        command that reads a dataset lists it here, from the same functions its reader uses."""
+        return []
 
     def _paths(self, role: str) -> list[tuple[str, Any, Setting]]:
         found = []
@@ -224,9 +246,12 @@ def _fixed(name: str, value: Any, kind: Any) -> Any:
     if value is DEPENDS:
         raise UserError(f"{name} has no value")
     try:
-        return _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
+        value = _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
     except (TypeError, ValueError):
         raise UserError(f"{name} {_shown(value)}: expected {_kind_name(_base(kind))}") from None
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise UserError(f"{name} {value}: must be a finite number within float32's range")
+    return value
 
 
 def _optional(kind: Any) -> bool:
@@ -266,7 +291,7 @@ def _convert(value: Any, kind: Any) -> Any:
             raise TypeError(value)
         return value
     if kind is Path:
-        if not isinstance(value, (str, Path)):
+        if not isinstance(value, (str, Path)) or value == "":  # "" is no path, not the current folder
             raise TypeError(value)
         return Path(value)
     raise TypeError(kind)

@@ -158,9 +158,10 @@ class Lock:
     """The lock a run holds on its --save for as long as it runs (flock on a .NAME.lock beside it): a second
     run with the same --save fails at once instead of racing the first for the file."""
 
-    def __init__(self, path: Path, option: str):
+    def __init__(self, path: Path, option: str, *, name: str | None = None):
         path = Path(path)
-        self.name = path.with_name(f".{path.name}.lock")
+        # `name`: a lock file inside the folder `path` (a --report folder is taken as --save's file is)
+        self.name = path / name if name else path.with_name(f".{path.name}.lock")
         self.handle: int | None = None
         for _ in range(3):  # the file was removed by a run ending between our open and flock: take the new one
             handle = self._open(path, option)

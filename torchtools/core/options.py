@@ -38,7 +38,9 @@ FULL_BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per step. Default:
                           panel=TRAINING, min=1, max=SIZE_MAX, show_default=False)
 BATCH_SIZE = Setting("--batch-size", "-b", help="Samples per batch (per process under torchrun).", panel=TRAINING,
                      min=1, max=SIZE_MAX)
-LR = Setting("--lr", help="Learning rate (one-cycle: its peak).", panel=TRAINING, min=0.0)
+# A step a million times the gradient is past any use, and Adam's lr / (1 - beta1) still fits float32 below it.
+LR_MAX = 1e6
+LR = Setting("--lr", help="Learning rate (one-cycle: its peak).", panel=TRAINING, min=0.0, max=LR_MAX)
 AUTO = "auto"  # --lr auto: the learning-rate range test's suggestion
 LR_OR_AUTO = dataclasses.replace(
     LR, parse=float, words=(AUTO,), metavar="LR|auto",

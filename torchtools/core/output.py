@@ -48,23 +48,47 @@ def is_quiet() -> bool:
     return _mode.quiet or _mode.muted
 
 
+# Control characters (C0, DEL, C1), line and paragraph separators, and bidirectional overrides: each would
+# split a line, move the cursor, recolour the terminal or reorder what follows it.
+_ESCAPED = {code: repr(chr(code))[1:-1] if code < 0x2000 else f"\\u{code:04x}"
+            for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+                         *range(0x2066, 0x206A)]}
+
+
+def terminal(text: Any) -> str:
+    """The one text rule of the terminal: names are data. Control characters and escape sequences are shown
+    escaped (\\n, \\x1b), and bytes that are not UTF-8 (a file name's, kept as surrogates) as \\xNN,
+    in every line: messages, warnings, errors and tables."""
+    text = str(text)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name gave
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_ESCAPED)
+
+
 def say(message: str) -> None:
     """One line of human output on stderr (suppressed by --quiet), as plain text: a file or class name
     holding "[bold]" or "[/]" is shown as typed, never read as rich markup."""
     if not is_quiet():
-        console.print(message, markup=False)
+        console.print(terminal(message), markup=False)
 
 
 def warn(message: str) -> None:
     """A warning stays visible even under --quiet."""
     if not _mode.muted:
-        console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        console.print(f"[yellow]warning:[/yellow] {escape(terminal(message))}")
+
+
+def error(message: str) -> None:
+    """The one `error:` line a failed command ends with."""
+    console.print(f"[red]error:[/red] {escape(terminal(message))}", soft_wrap=True)
 
 
 def notice(message: str) -> None:
     """A line that stays visible even under --quiet, as it is (what a stop left saved)."""
     if not _mode.muted:
-        console.print(escape(message))
+        console.print(escape(terminal(message)))
 
 
 def path_text(path) -> str:
@@ -293,12 +317,12 @@ NAME_WIDTH_MIN = 16  # the least a cut first column keeps
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, dense: bool = False) -> Table:
-    table = Table(title=Text(title), title_justify="left", padding=(0, 0, 0, 1) if dense else (0, 1))
+    table = Table(title=Text(terminal(title)), title_justify="left", padding=(0, 0, 0, 1) if dense else (0, 1))
     cells = _cells(rows)
     for index, column in enumerate(columns):
         # Every column but the first (the names, which may be cut) keeps its width: numbers are never cut.
         widest = max([len(str(column)), *(len(row[index]) for row in cells if index < len(row))])
-        table.add_column(str(column), justify="right" if index else "left", no_wrap=bool(index),
+        table.add_column(terminal(column), justify="right" if index else "left", no_wrap=bool(index),
                          min_width=widest if index else None)
     for row in cells:
         table.add_row(*row)
@@ -315,9 +339,9 @@ def _width(table: Table, *, first_cut: bool = False) -> int:
 
 
 def _cells(rows: Sequence[Sequence[Any]]) -> list[list[Text]]:
-    """The rows as plain text (class and layer names are not markup); a column of measurements (floats) in
-    one number of decimals (numbers.column), counts with thousands separators."""
-    texts = [[str(value) for value in row] for row in rows]
+    """The rows as plain text (names are not markup, and are shown as data: `terminal`); a column of
+    measurements (floats) in one number of decimals (numbers.column), counts with thousands separators."""
+    texts = [[str(value) if _is_number(value) else terminal(value) for value in row] for row in rows]
     for index in range(max(map(len, rows), default=0)):
         column = [(row_index, row[index]) for row_index, row in enumerate(rows) if index < len(row)]
         measured = [(row_index, value) for row_index, value in column if _is_number(value) and isinstance(value, float)]

@@ -3,8 +3,11 @@ calls with every output of the run (`Config.writes`: the options declared as wri
 from them: the best file, the epoch files, the report's files) and every input (`Config.reads`).
 
 An output must be a regular file or a new name (never a folder, device, FIFO or socket, also through a link:
-the writer renames over it), not one of the run's inputs, not named twice, with a name that fits the file
-system together with the temporary name the writer adds (core/files.py), in a folder that takes a new file.
+the writer renames over it), not one of the run's inputs (compared by inode: every file the run reads, each
+picture of a walk or a CSV included), not named twice, with a name that fits the file system together with
+the temporary name the writer adds (core/files.py), in a folder that takes a new file. Nor may it lie where
+this run or the next would read it as data (`Input.holds`): inside a class folder, a names folder, a raw
+MNIST folder or a --labels CSV's picture folder, or as a new folder (a new class) in a class-folder root.
 Nothing here imports torch.
 """
 
@@ -41,6 +44,12 @@ class Input:
 
     path: Path
     option: str
+    # A folder read as data: FILES, whatever is created anywhere inside it is read (a class folder, a names
+    # folder, a raw MNIST folder, a CSV's picture folder); CLASSES, each folder in it is read as a class.
+    holds: str = ""
+
+
+FILES, CLASSES = "files", "classes"
 
 
 def best_path(path: Path) -> Path:
@@ -61,21 +70,44 @@ def epoch_path(path: Path, epoch: int) -> Path:
 
 def check_paths(outputs: list[Output], inputs: list[Input]) -> None:
     """Every output of a run, checked against the file system, the run's inputs and each other."""
-    present = [given for given in inputs if os.path.exists(given.path)]
+    read: dict[tuple, list[Input]] = {}
+    for given in inputs:
+        key = _identity(given.path)
+        if key[0] == "file" and not given.holds:  # a folder read as data: said by _check_outside_data
+            read.setdefault(key, []).append(given)
+    data = [(Path(os.path.realpath(given.path)), given) for given in inputs if given.holds]
     named: dict[tuple, Output] = {}
     probed: set[str] = set()
     for output in outputs:
         _check_output(output, probed)
-        for given in present:
-            if given.option not in output.replaces and _same(output.path, given.path):
+        key = _identity(output.path)
+        for given in read.get(key, []):
+            if given.option not in output.replaces:
                 raise UserError(f"{output.option} {output.path} would overwrite the {given.option} {given.path}, "
                                 f"which this run reads; choose another name for {output.option}")
-        key = _identity(output.path)
+        _check_outside_data(output, data)
+        key = ("name", os.path.realpath(output.path))  # hard links (the epoch files) are replaced apart by rename
         other = named.get(key)
         if other is not None and not (other.folder and output.folder):  # two options may write into one folder
             raise UserError(f"{other.option} {other.path} and {output.option} {output.path} name the same "
                             "file; give each its own name")
         named[key] = output
+
+
+def _check_outside_data(output: Output, data: list[tuple[Path, Input]]) -> None:
+    """An output lies outside every folder read as data, where the next run would read it as a picture, a
+    name file or a class; beside the data (--save photos/model.pt at a train/val tree's root) is fine."""
+    where = Path(os.path.realpath(output.path))
+    for folder, given in data:
+        try:
+            depth = len(where.relative_to(folder).parts)
+        except ValueError:
+            continue
+        if given.holds == FILES or output.folder or depth >= 2:
+            what = "a folder there is read as a class" if given.holds == CLASSES else \
+                "what is written there would be read as data"
+            raise UserError(f"{output.option} {output.path} lies inside {given.path}, which this run reads as data "
+                            f"({given.option}): {what}; choose a place outside it")
 
 
 def _check_output(output: Output, probed: set[str]) -> None:
@@ -160,10 +192,6 @@ def _existing(path: Path) -> Path:
     while not os.path.exists(path) and path.parent != path:
         path = path.parent
     return path
-
-
-def _same(first: Path, second: Path) -> bool:
-    return os.path.exists(first) and os.path.samefile(first, second)
 
 
 def _identity(path: Path) -> tuple:

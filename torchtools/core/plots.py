@@ -1,15 +1,25 @@
-"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically."""
+"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically.
+
+Text is drawn as it is, never parsed as mathtext (`$\\alpha$` stays those characters), and names (class
+labels, captions) with the terminal's escaping of control characters (output.terminal). A picture that
+cannot be drawn anyway costs that picture alone: one warning, and the run's other files are written
+(`_one_picture`).
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from pathlib import Path
 from typing import Sequence
 
+from torchtools.core.errors import UserError, first_line
 from torchtools.core.files import write_bytes
+from torchtools.core.output import say, terminal, warn
 
 ANNOTATE_MAX_CLASSES = 20  # counts are written into the confusion cells up to this many classes
+HEATMAP_MAX_CLASSES = 60  # a wider confusion matrix is drawn as its most confused classes (the figure grows with it)
 FLAT = 1e-6  # curves that move less than this (relatively) are drawn flat, not as ticks at 1e-9 apart
 LOG_SPAN = 100.0  # a loss whose largest value is this many times its smallest is drawn on a log axis
 
@@ -18,11 +28,32 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # class names and file names are data, never mathtext
     import matplotlib.pyplot as plt
 
     return plt
 
 
+def _one_picture(draw):
+    """A drawing that fails costs its own picture: one warning, no stale file left under its name (the run
+    would have replaced it), None returned; a failed write stays the one error line it is (core/files.py)."""
+    @functools.wraps(draw)
+    def drawn(path: Path, *args, **kwargs) -> Path | None:
+        try:
+            return draw(path, *args, **kwargs)
+        except UserError:
+            raise
+        except Exception as error:  # matplotlib's own failures, whatever the backend raises
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+            Path(path).unlink(missing_ok=True)
+            warn(f"could not draw {path} ({first_line(error)}); the run's other files are written")
+            return None
+    return drawn
+
+
+@_one_picture
 def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: str, ylabel: str, title: str,
               hline: float | None = None, points: tuple[Sequence[float], Sequence[float]] | None = None,
               mark: tuple[float, float] | None = None, loss: bool = False,
@@ -49,6 +80,7 @@ def line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: s
     return save(figure, path)
 
 
+@_one_picture
 def curves(path: Path, history: list[dict], *, title: str) -> Path:
     """Loss (and accuracy, where the model has one) per epoch, train and held out."""
     plt = _pyplot()
@@ -84,9 +116,22 @@ def curves(path: Path, history: list[dict], *, title: str) -> Path:
     return save(figure, path)
 
 
+@_one_picture
 def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
     """A confusion matrix: rows are true labels, columns predicted."""
+    if len(labels) > HEATMAP_MAX_CLASSES:
+        say(f"{path}: {HEATMAP_MAX_CLASSES} of the {len(labels)} classes drawn, the most confused (every count is "
+            "in the --json summary)")
     return save(heatmap_figure(matrix, labels, title=title), path)
+
+
+def _most_confused(counts, count: int) -> list[int]:
+    """The `count` classes most often mistaken, either way (then the largest), in their own order."""
+    import numpy as np
+
+    wrong = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
+    order = sorted(range(len(counts)), key=lambda index: (-int(wrong[index]), -int(counts[index].sum()), index))
+    return sorted(order[:count])
 
 
 def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
@@ -97,6 +142,11 @@ def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
     plt = _pyplot()
     counts = np.asarray(matrix)
     totals = counts.sum(axis=1, keepdims=True)
+    labels = [terminal(label) for label in labels]
+    if len(labels) > HEATMAP_MAX_CLASSES:  # each row keeps its share of the whole true class
+        keep = _most_confused(counts, HEATMAP_MAX_CLASSES)
+        title = f"{title} ({len(keep)} of {len(labels)} classes: the most confused)"
+        counts, totals, labels = counts[np.ix_(keep, keep)], totals[keep], [labels[index] for index in keep]
     shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     size = max(5.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size), dpi=100)
@@ -116,6 +166,7 @@ def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
     return figure
 
 
+@_one_picture
 def picture_grid(path: Path, pictures, captions: Sequence[str], *, title: str, columns: int = 8) -> Path:
     """Pictures (uint8 arrays, HW or HWC) in a grid, each with its caption."""
     plt = _pyplot()
@@ -126,11 +177,12 @@ def picture_grid(path: Path, pictures, captions: Sequence[str], *, title: str, c
         if index < len(pictures):
             picture = pictures[index]
             axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
-            axis.set_title(captions[index], fontsize=7)
+            axis.set_title(terminal(captions[index]), fontsize=7)
     figure.suptitle(title)
     return save(figure, path)
 
 
+@_one_picture
 def lr_find(path: Path, lrs: Sequence[float], losses: Sequence[float], *, suggested: float,
             minimum: float) -> Path:
     plt = _pyplot()
@@ -145,6 +197,7 @@ def lr_find(path: Path, lrs: Sequence[float], losses: Sequence[float], *, sugges
     return save(figure, path)
 
 
+@_one_picture
 def roc(path: Path, false_positive: Sequence[float], true_positive: Sequence[float], *, auc: float | None,
         title: str) -> Path:
     plt = _pyplot()

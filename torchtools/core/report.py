@@ -25,14 +25,19 @@ class ReportFolder:
     def __init__(self, folder: Path, names: tuple[str, ...]):
         self.folder = Path(folder)
         self.names = names  # the config's REPORT_FILES
-        self.files: list[str] = []
+        self._named: list[str] = []
+
+    @property
+    def files(self) -> list[str]:
+        """The files written: a picture that could not be drawn is not there (core/plots.py)."""
+        return [name for name in self._named if Path(name).is_file()]
 
     def path(self, name: str) -> Path:
         if name not in self.names:  # Run.start checked those names before any work, and only those
             raise ValueError(f"{name} is not in the config's REPORT_FILES: add it there")
         path = self.folder / name
-        if str(path) not in self.files:
-            self.files.append(str(path))
+        if str(path) not in self._named:
+            self._named.append(str(path))
         return path
 
     def history(self, rows: list[dict[str, Any]], *, title: str) -> None:
@@ -95,6 +100,8 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     # A class's accuracy is its recall (found of those there); precision is right of those it was named.
     print_table(f"per-class accuracy ({split})", ["class", "samples", "correct", "recall", "precision"], rows)
     drawn = "confusion.png in --report" if folder is not None else "--report DIR's confusion.png"
+    if len(classes) > plots.HEATMAP_MAX_CLASSES:
+        drawn = f"--json; the {plots.HEATMAP_MAX_CLASSES} most confused classes: {drawn}"
 
     def narrow():
         return (f"confusion matrix: too wide for {_columns()} columns (all of it: {drawn}, and --json)",
@@ -112,8 +119,8 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
         print_table(title, columns, confusions)
     title = f"{split} confusion matrix, accuracy {evaluation.accuracy:.1%}\n(colour: share of the true class)"
     if plot is not None:
-        plots.heatmap(plot, matrix.numpy(), classes, title=title)
-        wrote("confusion matrix", plot)
+        if plots.heatmap(plot, matrix.numpy(), classes, title=title) is not None:
+            wrote("confusion matrix", plot)
     if folder is not None:
         plots.heatmap(folder.path("confusion.png"), matrix.numpy(), classes, title=title)
     if writer is not None:

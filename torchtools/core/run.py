@@ -32,6 +32,7 @@ from torchtools.core.report import ReportFolder
 from torchtools.core.tensorboard import open_tensorboard
 
 C = TypeVar("C", bound=Config)
+REPORT_LOCK = ".torchtools-report.lock"
 
 
 def seed_everything(seed: int) -> None:
@@ -53,13 +54,15 @@ class Run(Generic[C]):
     report: ReportFolder | None = None  # the --report folder, checked by start
     builtin_data: bool = False  # set by a command that fell back to the copy built into torchtools
     _writer: Any = None
-    _lock: files.Lock | None = None  # --save's lock, held until close
+    auto_lr: bool = False  # --lr auto as typed (the config's lr becomes the suggestion once it is found)
+    _locks: list[files.Lock] = field(default_factory=list)  # --save's and --report's, held until close
 
     @classmethod
     def start(cls, command: str, config_type: type[C], values: dict[str, Any], explicit: frozenset[str]) -> Run[C]:
         """Check the options, load the checkpoint, then join the device (under torchrun, this process's own)."""
         output.configure(quiet=bool(values.get("quiet")), json=bool(values.get("json")))
         run = cls(command, config_type.build(values), explicit=explicit)
+        run.auto_lr = vars(run.config).get("lr") == AUTO
         stopping.note("nothing saved (stopped before training)" if run.trains else "nothing saved")
         training = isinstance(run.config, TrainingSettings)
         if training:
@@ -74,13 +77,24 @@ class Run(Generic[C]):
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
             run.device = distributed.start(prepare(device))
-            if run.config.save is not None and distributed.is_main():  # one job, one writer: process 0's lock
-                run._lock = files.Lock(run.config.save, "--save")
+            if distributed.is_main():  # one job, one writer: process 0's locks
+                run._take_locks()
             if not distributed.is_main():
                 run.report = None  # under torchrun, process 0 writes the one report
         if isinstance(run.config, SeededSettings):
             seed_everything(run.config.seed)
         return run
+
+    def _take_locks(self) -> None:
+        """--save's file and --report's folder, each written by one run at a time."""
+        try:
+            if self.config.save is not None:
+                self._locks.append(files.Lock(self.config.save, "--save"))
+            if self.report is not None:
+                self._locks.append(files.Lock(self.report.folder, "--report", name=REPORT_LOCK))
+        except UserError:
+            self.close()
+            raise
 
     def _check_training_options(self) -> None:
         config = self.config
@@ -153,10 +167,10 @@ class Run(Generic[C]):
         """
         config = self.config
         saved = type(config).from_saved(self.loaded.get("config"), source=source)
-        taken = {}
+        taken, settings = {}, config.settings()
         for name in config.saved_names():
             value, old = vars(config)[name], vars(saved)[name]
-            if value == old or name not in self.explicit:
+            if name not in self.explicit or (settings[name][0].same(value, old) if name in settings else value == old):
                 taken[name] = old
             elif self.resuming and name in saved.resumable():
                 continue
@@ -182,12 +196,12 @@ class Run(Generic[C]):
     @property
     def finds_lr_only(self) -> bool:
         """--find-lr without --lr auto: the range test runs on the training data, and nothing is trained."""
-        return isinstance(self.config, FindLrSettings) and self.config.find_lr and self.config.lr != AUTO
+        return isinstance(self.config, FindLrSettings) and self.config.find_lr and not self.auto_lr
 
     @property
     def finds_lr(self) -> bool:
         """The run starts with the learning-rate range test (--find-lr, or --lr auto)."""
-        return isinstance(self.config, FindLrSettings) and (self.config.find_lr or self.config.lr == AUTO)
+        return (isinstance(self.config, FindLrSettings) and self.config.find_lr) or self.auto_lr
 
     @property
     def resuming(self) -> bool:
@@ -274,9 +288,8 @@ class Run(Generic[C]):
 
     def close(self) -> None:
         """The end of the command, however it ends: another run may take --save now."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        while self._locks:
+            self._locks.pop().release()
 
     def _say_checkpoints(self, last: Path) -> None:
         output.wrote("checkpoint (last epoch)", last)

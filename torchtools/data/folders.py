@@ -24,7 +24,8 @@ from torchtools.core.errors import UserError
 from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
-from torchtools.data.images import DEFAULT_MAX_PIXELS, Identity, decode_pictures, header_fits, list_image_folder
+from torchtools.data.images import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Identity, Unreadable, decode_pictures,
+                                     list_image_folder, read_picture)
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -40,11 +41,10 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
-    train_root = root / "train" if (root / "train").is_dir() else root
+    train_root, held_root = class_roots(root)
     seen: set[Identity] = set()  # one walk: a picture linked into train/ and val/ is trained on only
     train_paths, train_labels, classes = list_image_folder(train_root, seen)
-    held_root = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
-    if train_root == root or held_root is None:
+    if held_root is None:
         return train_paths, train_labels, [], [], classes, f"{path_text(train_root)} split by --val-split"
     held_paths, held_labels, held_classes = list_image_folder(held_root, seen)
     if held_classes != classes:
@@ -52,6 +52,14 @@ def list_folders(root: Path) -> tuple[list[Path], list[int], list[Path], list[in
                         f"{', '.join(map(path_text, classes))} vs {', '.join(map(path_text, held_classes))}")
     return (train_paths, train_labels, held_paths, held_labels, classes,
             f"{path_text(train_root)} and {path_text(held_root)}")
+
+
+def class_roots(root: Path) -> tuple[Path, Path | None]:
+    """(the training class root, the held-out one or None): DIR/train and DIR/val|test, else DIR alone."""
+    root = Path(root)
+    if not (root / "train").is_dir():
+        return root, None
+    return root / "train", next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
 
 
 def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key: str, grayscale: bool = False,
@@ -70,12 +78,12 @@ def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key
     chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size, device=device)
     say(f"loader {reason}")
     if chosen == "stream":
-        # The header check (a picture, within the pixel limit) leaves out foreign and oversized files now,
-        # so both loaders train on the same files; a file that passes it and still fails to decode is
-        # skipped by the batch that meets it.
-        kept = [index for index, path in enumerate(paths) if header_fits(path, max_pixels=max_pixels)]
-        kept_set = set(kept)
-        skipped = [path for index, path in enumerate(paths) if index not in kept_set]
+        # One decision per picture, whichever loader: each file decoded in full now (as the memory loader
+        # decodes it; nothing is kept), so a truncated JPEG whose header reads fine is skipped by both, and
+        # both report the same counts. A file that changes after this is skipped by the batch that meets it.
+        readable = decode_pictures(paths, _checked_only, grayscale=grayscale, max_pixels=max_pixels)
+        kept = [index for index, image in enumerate(readable) if image is not None]
+        skipped = [paths[index] for index, image in enumerate(readable) if image is None]
     else:
         images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}-{max_pixels}",
                                          grayscale=grayscale, max_pixels=max_pixels)
@@ -131,7 +139,8 @@ def _check_every_class(present: set[int], classes: list[str], train_paths: list[
         return
     files = [path for path, label in zip(train_paths, train_labels) if label == empty[0]]  # all unreadable
     shown = ", ".join(map(path_text, files[:SHOWN])) + (" ..." if len(files) > SHOWN else "")
-    held = f" ({len(files)} unreadable: {shown})" if files else " (it holds no pictures)"
+    held = f" ({len(files)} unreadable: {shown})" if files else \
+        f" (it holds no file torchtools reads as a picture: {', '.join(sorted(IMAGE_SUFFIXES))}; not HEIC or RAW)"
     others = f"; nor do {len(empty) - 1} other class(es)" if len(empty) > 1 else ""
     raise UserError(f"class {path_text(classes[empty[0]])} of {source} has no readable training picture{held}"
                     f"{others}: add pictures torchtools can read, or remove the class")
@@ -149,12 +158,27 @@ def _decoded(paths: list[Path], prepare, *, key: str, grayscale: bool, max_pixel
     kept = [index for index, image in enumerate(decoded) if image is not None]
     skipped = [paths[index] for index, image in enumerate(decoded) if image is None]
     if not kept:
-        raise UserError(f"none of the {len(paths)} images under {path_text(paths[0].parents[1])} can be read")
+        raise UserError(f"none of the {len(paths)} images under {path_text(paths[0].parents[1])} can be read "
+                        f"(e.g. {path_text(skipped[0])}: {_why(skipped[0], grayscale, max_pixels)})")
     stacked = np.stack([decoded[index] for index in kept])
     images = torch.from_numpy(stacked).unsqueeze(1) if grayscale else torch.from_numpy(stacked).permute(0, 3, 1, 2)
     images = images.contiguous()
     image_cache.store(signature, images, kept, skipped)
     return images, kept, skipped
+
+
+def _why(path: Path, grayscale: bool, max_pixels: int) -> str:
+    """What the one reader says of a picture it cannot read."""
+    try:
+        read_picture(path, grayscale=grayscale, max_pixels=max_pixels)
+    except Unreadable as error:
+        return str(error)
+    return "it could not be read then"
+
+
+def _checked_only(image: np.ndarray) -> np.ndarray:
+    """The stream loader's listing decodes to decide, and keeps nothing of the picture."""
+    return np.zeros(0, dtype=np.uint8)
 
 
 def _signature(paths: list[Path], key: str) -> str:

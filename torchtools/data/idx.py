@@ -8,19 +8,17 @@ of the wrong shape or a traceback deep inside torch.
 
 from __future__ import annotations
 
-import gzip
 import math
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from torchtools.core.errors import UserError, not_a_file
+from torchtools.core.errors import UserError
+from torchtools.data.compressed import read_bytes
 
-GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
 TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "short", 0x0C: "int", 0x0D: "float",
               0x0E: "double"}
@@ -30,7 +28,9 @@ WHAT = {1: "labels", 3: "images"}  # what MNIST-style files of each rank hold, f
 def read_idx(path: Path, *, ndim: int | None = None) -> Tensor:
     """The values of an IDX file as a uint8 tensor of the header's shape; `ndim` is the rank expected."""
     path = Path(path)
-    data = _file_bytes(path)
+    data = read_bytes(path)
+    if not data:
+        raise UserError(f"{path} is empty (0 bytes): delete it and fetch it again")
     if len(data) < 4:
         raise UserError(f"{path} is not an IDX file: {len(data)} byte(s), too short for its header")
     zero1, zero2, type_code, rank = data[:4]
@@ -57,22 +57,3 @@ def _check_payload(path: Path, shape: tuple[int, ...], held: int) -> None:
         sizes = " x ".join(str(size) for size in shape)
         what = WHAT.get(len(shape), "data")
         raise UserError(f"{path}: the header says {sizes} = {wanted:,} bytes of {what}, the file holds {held:,}")
-
-
-def _file_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise not_a_file(path) from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    if not data:
-        raise UserError(f"{path} is empty (0 bytes): delete it and fetch it again")
-    if not data.startswith(GZIP_MAGIC):
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError; a cut stream is an EOFError
-        reason = str(error) or type(error).__name__
-        raise UserError(f"{path} is not a complete gzip file ({reason}): delete it and fetch it again") from None

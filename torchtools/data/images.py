@@ -28,6 +28,11 @@ from PIL import Image
 from torchtools.core.errors import UserError
 from torchtools.core.options import DEFAULT_MAX_PIXELS  # width x height; --max-pixels / $TORCHTOOLS_MAX_PIXELS
 from torchtools.core.output import path_text
+from torchtools.core.paths import CLASSES, FILES, Input
+
+# OpenCV's own "[ WARN:0@...]" lines (a truncated JPEG) are not torchtools': every skip is said once, by
+# warn_skipped, and --quiet holds.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # How skipped pictures are described wherever they are named (core.output.warn_skipped).
@@ -66,16 +71,6 @@ def _read_picture(path: Path, grayscale: bool, max_pixels: int) -> np.ndarray:
     # A file whose body is not what its header says (a polyglot) is held to the limit too.
     _check_pixels(image.shape[1], image.shape[0], max_pixels)
     return image
-
-
-def header_fits(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
-    """Whether a regular file's header names a picture within the limit (nothing decoded)."""
-    try:
-        with _open_regular(path) as file:
-            _check_pixels(*_header(file).size, max_pixels)
-    except (Unreadable, OSError):
-        return False
-    return True
 
 
 def decode_pictures(paths: Sequence[Path], prepare: Callable[[np.ndarray], np.ndarray], *, grayscale: bool = False,
@@ -272,3 +267,26 @@ def list_image_folder(root: Path, seen: set[Identity] | None = None
     if not paths:
         raise UserError(f"{path_text(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths, labels, classes
+
+
+def pictures_read(paths: Sequence[Path], option: str, *, folders: bool = True) -> list[Input]:
+    """What the output check (core/paths.py) must keep safe of pictures a run reads: each file, by inode, and
+    (`folders`) each folder they lie in, as named and as resolved, where a file written would be read next."""
+    inputs = [Input(Path(path), option) for path in paths]
+    if folders:
+        found = dict.fromkeys(folder for path in paths for folder in (Path(path).parent,
+                                                                        Path(os.path.realpath(path)).parent))
+        inputs += [Input(folder, option, holds=FILES) for folder in found]
+    return inputs
+
+
+def image_folder_reads(roots: Sequence[Path], option: str) -> list[Input]:
+    """A class-folder tree's reads, listed by the walk its reader uses (nothing decoded): each class root
+    (a new folder there is a new class), each class folder, and each picture with the folders it lies in."""
+    inputs, seen = [], set()
+    for root in roots:
+        paths, _, classes = list_image_folder(root, seen)
+        inputs += [Input(Path(root), option, holds=CLASSES)]
+        inputs += [Input(Path(root) / name, option, holds=FILES) for name in classes]
+        inputs += pictures_read(paths, option)
+    return inputs

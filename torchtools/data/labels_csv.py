@@ -17,14 +17,15 @@ and one picture given two labels are errors naming the file and the line.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchtools.core.errors import UserError, not_a_file
 from torchtools.core.output import warn
-from torchtools.data.images import IMAGE_SUFFIXES
-from torchtools.data.tables import open_text
+from torchtools.data.images import IMAGE_SUFFIXES, identity
+from torchtools.data.compressed import open_text
 
 IMAGE_COLUMNS = ("image", "images", "image_id", "imageid", "id", "file", "filename", "file_name", "path", "img",
                  "image_name", "fname")
@@ -49,6 +50,7 @@ class Row:
     label: str
     line: int
     held_out: bool
+    csv: Path  # the CSV whose line it is (--labels or --val-labels)
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Listing:
         images.skipped[:0] = self.missing
 
 
-def from_settings(settings, folder: Path | None) -> tuple[Path, Listing | None]:
+def from_settings(settings, folder: Path | None, *, quiet: bool = False) -> tuple[Path, Listing | None]:
     """(the picture folder, its listing) for a command's LabelsCsvSettings: without --labels, (folder, None)
     and the class-folder tree is read as ever; the column options are refused without --labels."""
     if settings.labels is None:
@@ -88,23 +90,27 @@ def from_settings(settings, folder: Path | None) -> tuple[Path, Listing | None]:
             raise not_a_file(path, option)
     folder = Path(folder) if folder is not None else Path(settings.labels).parent
     columns = Columns(settings.image_column, settings.label_column, settings.held_out_column)
-    return folder, list_labelled(folder, settings.labels, columns=columns, val_labels=settings.val_labels)
+    return folder, list_labelled(folder, settings.labels, columns=columns, val_labels=settings.val_labels,
+                                 quiet=quiet)
 
 
 def list_labelled(folder: Path, labels: Path, *, columns: Columns = Columns(), val_labels: Path | None = None,
-                  ) -> Listing:
+                  quiet: bool = False) -> Listing:
     """The folder's pictures with the labels the CSV gives them (held-out rows from a column or `val_labels`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder} (the --labels paths are relative to it)")
-    rows, notes = _rows(folder, labels, columns, held_out_column=columns.held_out)
+    said: list[str] = []  # the rows skipped, said once the listing is done (`quiet`: by the run's own listing)
+    rows, notes = _rows(folder, labels, columns, said, held_out_column=columns.held_out)
     if val_labels is not None:
-        held, held_notes = _rows(folder, val_labels, columns, held_out_column=None)
+        held, held_notes = _rows(folder, val_labels, columns, said, held_out_column=None)
         _check_disjoint(rows, held, labels, val_labels)
-        rows += [Row(row.path, row.label, row.line, True) for row in held]
+        rows += [Row(row.path, row.label, row.line, True, row.csv) for row in held]
         notes = dict(Counter(notes) + Counter(held_notes))
     missing = [row.path for row in rows if not row.path.is_file()]
-    rows = _without_lonely_labels([row for row in rows if row.path.is_file()], labels, notes)
+    rows = _without_lonely_labels([row for row in rows if row.path.is_file()], notes, said)
+    for line in [] if quiet else said:
+        warn(line)
     classes = sorted({row.label for row in rows})
     if not rows:
         raise UserError(f"{labels} labels no pictures")
@@ -119,7 +125,8 @@ def list_labelled(folder: Path, labels: Path, *, columns: Columns = Columns(), v
                    [index[row.label] for row in held], classes, layout, notes, missing)
 
 
-def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str | None) -> tuple[list[Row], dict]:
+def _rows(folder: Path, labels: Path, columns: Columns, said: list[str], *, held_out_column: str | None
+          ) -> tuple[list[Row], dict]:
     try:
         with open_text(labels) as text:
             reader = csv.DictReader(text)
@@ -138,8 +145,8 @@ def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str 
                 if not name or not tag:
                     raise UserError(f"{labels}, line {line}: no {'image' if not name else 'label'} in this row")
                 path = _picture(folder, name)
-                if path in seen:
-                    first = seen[path]
+                if (key := _file(path)) in seen:
+                    first = seen[key]
                     if first.label != tag:
                         raise UserError(f"{labels}, lines {first.line} and {line}: {name} is labelled both "
                                         f"{first.label} and {tag}")
@@ -149,16 +156,16 @@ def _rows(folder: Path, labels: Path, columns: Columns, *, held_out_column: str 
                     missing.append(f"line {line} ({name})")
                 held = _held_out(record.get(held_out_column), labels, line, held_out_column) \
                     if held_out_column is not None else False
-                seen[path] = row = Row(path, tag, line, held)
+                seen[key] = row = Row(path, tag, line, held, labels)
                 rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{labels} is not a readable CSV ({error})") from None
+        raise UserError(f"{labels}, line {text.line}: not a readable CSV ({error})") from None
     if missing:
-        warn(f"{labels}: {len(missing)} row(s) name no picture under {folder}, skipped: "
-             + ", ".join(missing[:SHOWN]) + (" ..." if len(missing) > SHOWN else ""))
+        said.append(f"{labels}: {len(missing)} row(s) name no picture under {folder}, skipped: "
+                    + ", ".join(missing[:SHOWN]) + (" ..." if len(missing) > SHOWN else ""))
         notes["missing"] += len(missing)
     if notes["duplicate"]:
-        warn(f"{labels}: {notes['duplicate']} duplicate row(s) skipped")
+        said.append(f"{labels}: {notes['duplicate']} duplicate row(s) skipped")
     return rows, dict(notes)
 
 
@@ -200,22 +207,27 @@ def _held_out(value: str | None, labels: Path, line: int, column: str) -> bool:
     return HELD_OUT_VALUES[key]
 
 
+def _file(path: Path) -> tuple:
+    """What a row's picture is: one file however the CSV spells it (`3`, `sub/../3.jpg`, a link to it)."""
+    return identity(path) or ("missing", os.path.realpath(path))
+
+
 def _check_disjoint(rows: list[Row], held: list[Row], labels: Path, val_labels: Path) -> None:
-    training = {row.path: row for row in rows}
-    both = [row for row in held if row.path in training]
+    training = {_file(row.path): row for row in rows}
+    both = [row for row in held if _file(row.path) in training]
     if both:
         row = both[0]
-        raise UserError(f"{row.path.name} is in {labels} (line {training[row.path].line}) and in {val_labels} "
-                        f"(line {row.line}): a picture is trained on or held out, not both")
+        raise UserError(f"{row.path.name} is in {labels} (line {training[_file(row.path)].line}) and in "
+                        f"{val_labels} (line {row.line}): a picture is trained on or held out, not both")
 
 
-def _without_lonely_labels(rows: list[Row], labels: Path, notes: dict) -> list[Row]:
+def _without_lonely_labels(rows: list[Row], notes: dict, said: list[str]) -> list[Row]:
     """Rows of labels held by one picture are left out: such a class can be neither learned and scored."""
     counts = Counter(row.label for row in rows)
     lonely = [row for row in rows if counts[row.label] == 1]
     if lonely:
-        warn(f"{labels}: {len(lonely)} label(s) held by one picture only, skipped: "
-             + ", ".join(f"{row.label} (line {row.line})" for row in lonely[:SHOWN])
-             + (" ..." if len(lonely) > SHOWN else ""))
+        said.append(f"{len(lonely)} label(s) held by one picture only, skipped: "
+                    + ", ".join(f"{row.label} ({row.csv}, line {row.line})" for row in lonely[:SHOWN])
+                    + (" ..." if len(lonely) > SHOWN else ""))
         notes["lonely_label"] = len(lonely)
     return [row for row in rows if counts[row.label] > 1]

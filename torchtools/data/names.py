@@ -7,7 +7,6 @@ folder of `<Label>.txt` files with one name a line. Either becomes a NameSet of 
 from __future__ import annotations
 
 import csv
-import gzip
 import string
 import unicodedata
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from torchtools.data.tables import open_text
+from torchtools.data.compressed import open_text
 from torchtools.core.errors import UserError
 
 # The tutorial keeps ASCII letters and " .,;'"; the hyphen of double-barrelled names is kept too.
@@ -86,7 +85,8 @@ def _read_folder(folder: Path) -> NameSet:
     names = NameSet()
     for file in files:
         try:
-            lines = file.read_text(encoding="utf-8").splitlines()
+            with open_text(file) as text:
+                lines = text.lines()
         except UnicodeDecodeError as error:
             raise UserError(f"{file} is not UTF-8 text ({error})") from None
         for line in lines:
@@ -109,8 +109,8 @@ def _read_csv(path: Path) -> NameSet:
                 if reader.line_num == 1 and row[1].strip().lower() in HEADER_LABELS:
                     continue
                 names.add(row[0], row[1].strip())
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, csv.Error) as error:
-        raise UserError(f"{path} is not a readable name,label CSV ({error})") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}, line {text.line}: not a readable name,label CSV ({error})") from None
     return names
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from torchtools.core.errors import UserError, not_a_file
+from torchtools.core.errors import UserError
+from torchtools.data.compressed import open_text
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger cells would become inf in the float32 table
 
@@ -26,20 +26,6 @@ class Table:
     @property
     def last_column(self) -> np.ndarray:
         return self.values[:, -1]
-
-
-def open_text(path: Path):
-    """Open a text file, gunzipping when it is gzip (by magic bytes, whatever its name).
-
-    utf-8-sig: a byte-order mark (as Excel and Notepad write) is dropped, not read as part of the first cell.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise not_a_file(path)
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    return opener(path, "rt", encoding="utf-8-sig", newline=None)  # newline=None: CRLF and LF alike
 
 
 def read_numeric_csv(path: Path, *, min_columns: int = 1) -> Table:
@@ -67,7 +53,7 @@ def read_numeric_csv(path: Path, *, min_columns: int = 1) -> Table:
                 if len(row) != width:
                     raise UserError(f"{path}, line {line_number}: {len(row)} columns where {width} were expected")
                 rows.append(row)
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+    except UnicodeDecodeError as error:
         raise UserError(f"{path} is not a readable text/CSV file ({error})") from None
     if not rows:
         raise UserError(f"{path} holds no data rows")

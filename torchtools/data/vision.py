@@ -49,18 +49,18 @@ def load_mnist(kind: str, root: Path, *, download: bool) -> ImageSet:
 
     dataset_class = getattr(datasets, roots.MNIST_FOLDERS[kind])  # the folder is the class name
     raw = roots.mnist_raw_folder(root, kind)
-    missing = [(name, md5) for name, md5 in dataset_class.resources if not _idx_path(raw, Path(name).stem).is_file()]
+    missing = [(name, md5) for name, md5 in dataset_class.resources if not idx_path(raw, Path(name).stem).is_file()]
     if missing:
         _download(downloads.mirror_fetcher(dataset_class.mirrors, missing), download, raw,
                   [name for name, _ in dataset_class.resources], [name for name, _ in missing])
-    train_images, train_labels, test_images, test_labels = (_idx_path(raw, name) for name in roots.MNIST_FILES)
+    train_images, train_labels, test_images, test_labels = (idx_path(raw, name) for name in roots.MNIST_FILES)
     classes = list(dataset_class.classes)
     train = _mnist_split(train_images, train_labels, len(classes))
     test = _mnist_split(test_images, test_labels, len(classes))
     return ImageSet(*train, *test, classes, str(raw))
 
 
-def _idx_path(folder: Path, name: str) -> Path:
+def idx_path(folder: Path, name: str) -> Path:
     """NAME where it exists (torchvision's unpacked copy), else NAME.gz."""
     plain = folder / name
     return plain if plain.is_file() else folder / f"{name}.gz"

@@ -20,6 +20,7 @@ from torchtools.core.report import largest_confusions
 from torchtools.core.run import Run
 from torchtools.data import roots
 from torchtools.data.loaders import TensorBatches, stratified_split
+from torchtools.data.compressed import open_text
 from torchtools.data.names import Vocabulary, fold, is_junk, read_names
 from torchtools.flows import classifier
 
@@ -130,7 +131,8 @@ def _read_names_file(run, path: Path | None) -> list[tuple[str, str]]:
         return []
     run.inputs([path], "--predict-file")
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        with open_text(path) as text:
+            lines = [line.strip() for line in text.lines()]
     except UnicodeDecodeError as error:
         raise UserError(f"--predict-file {path} is not UTF-8 text ({error})") from None
     return [(line, fold(line)) for line in lines if line]

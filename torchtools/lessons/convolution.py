@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchtools.data.images import DEFAULT_MAX_PIXELS, read_image
-from torchtools.core.errors import UserError
+from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.files import write_bytes
 
 # The course notes' F.conv2d example: this 5x5 input and 3x3 kernel give [[10,12,12],[18,16,16],[13,9,3]].
@@ -168,6 +168,9 @@ def learn_kernel(steps: int, lr: float, seed: int, every: int = 2) -> dict:
     losses = []
     for step in range(1, steps + 1):
         loss = ((layer(inputs) - target) ** 2).sum()
+        if not math.isfinite(loss.item()):  # the NaN stop of every training loop (core/engine.py)
+            raise TrainingDiverged(f"learn-kernel: loss became {loss.item()} at step {step}; learning stopped. "
+                                   "Try a lower --lr")
         layer.zero_grad()
         loss.backward()
         layer.weight.data -= lr * layer.weight.grad
@@ -223,6 +226,9 @@ def load_picture(path: Path | None, max_side: int, *, max_pixels: int = DEFAULT_
     return picture
 
 
+GRIDS = ("named-kernels", "conv-layer", "max-pool")  # the image demo's stages: --out/<stage>.png each
+
+
 def feature_maps(image: np.ndarray, *, channels: int, seed: int) -> FeatureMaps:
     """Run a grey uint8 image through the named kernels, and through a random Conv2d layer + MaxPool2d(2)."""
     pixels = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
@@ -234,11 +240,11 @@ def feature_maps(image: np.ndarray, *, channels: int, seed: int) -> FeatureMaps:
     with torch.no_grad():
         convolved = layer(pixels)
         pooled = F.max_pool2d(convolved, 2)
-    return FeatureMaps(image, {
-        "named-kernels": [("input", pixels[0, 0].numpy())] + list(zip(NAMED_KERNELS, named.numpy())),
-        "conv-layer": [(f"conv {index}", plane) for index, plane in enumerate(convolved[0].numpy())],
-        "max-pool": [(f"pool {index}", plane) for index, plane in enumerate(pooled[0].numpy())],
-    })
+    return FeatureMaps(image, dict(zip(GRIDS, [
+        [("input", pixels[0, 0].numpy())] + list(zip(NAMED_KERNELS, named.numpy())),
+        [(f"conv {index}", plane) for index, plane in enumerate(convolved[0].numpy())],
+        [(f"pool {index}", plane) for index, plane in enumerate(pooled[0].numpy())],
+    ])))
 
 
 def map_grid(maps: list[tuple[str, np.ndarray]], *, tile: int, columns: int = 3) -> np.ndarray:
@@ -264,13 +270,17 @@ def map_grid(maps: list[tuple[str, np.ndarray]], *, tile: int, columns: int = 3)
     return grid
 
 
+def grid_path(out: Path, stage: str) -> Path:
+    return out / f"{stage}.png"
+
+
 def write_grids(maps: FeatureMaps, out: Path, writer=None) -> list[Path]:
     """One PNG grid per stage under `out` (and the same image to TensorBoard when a writer is given)."""
     tile = max(96, min(192, max(maps.image.shape)))
     files = []
     for stage, planes in maps.stages.items():
         grid = map_grid(planes, tile=tile)
-        target = out / f"{stage}.png"
+        target = grid_path(out, stage)
         ok, encoded = cv2.imencode(".png", grid)
         if not ok:
             raise UserError(f"cannot write {target}: OpenCV could not encode the grid as PNG")

@@ -6,6 +6,7 @@ fit-linear's hand-written lesson methods; everything else about them lives here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from torchtools.core import numbers
 from torchtools.core.checkpoints import checkpoint_payload, save_checkpoint
+from torchtools.core.config import FLOAT32_MAX
 from torchtools.core.engine import FitResult, Objective, fit
 from torchtools.core.optim import make_optimizer
 from torchtools.core.errors import UserError
@@ -94,6 +96,8 @@ def parse_inputs(texts: list[str], features: int) -> tuple[Tensor, list[str]]:
             row = [float(cell) for cell in text.split(",")]
         except ValueError:
             raise UserError(f"--predict {text!r}: expected {features} comma-separated number(s)") from None
+        if not all(math.isfinite(value) and abs(value) <= FLOAT32_MAX for value in row):  # the model is float32
+            raise UserError(f"--predict {text!r}: expected finite numbers within float32's range")
         if len(row) != features:
             raise UserError(f"--predict {text!r}: the model takes {features} feature(s), got {len(row)}")
         rows.append(row)
