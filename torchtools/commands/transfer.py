@@ -40,25 +40,21 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
                                                       for item in value), "a list of positive weights")}
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False, role=READS, meaning=_weights_meaning,
-        help="Pretrained weights: a torchvision- or timm-style state_dict (.pth/.pt loaded with weights_only=True, or "
-             ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
-             "stripped); a Hugging Face Hub folder (config.json and model.safetensors, as timm saves it: its "
-             "architecture and preprocessing are read from config.json); 'imagenet' or a torchvision name such as "
-             "ResNet34_Weights.IMAGENET1K_V1 for torchvision's published weights (fetched once into torch.hub's "
-             "cache, hash-checked); 'none' trains from scratch. Required to train (--checkpoint "
-             "and --resume bring their model).")()
+        help="Pretrained weights: a state_dict or checkpoint (.pth/.pt read weights_only, or .safetensors) with "
+             "torchvision's or timm's keys; a Hugging Face Hub folder (config.json + model.safetensors); "
+             "'imagenet' or a torchvision weights name (fetched once, hash-checked); 'none' trains from scratch. "
+             "Required to train.")()
     classes: int | None = Setting(
         "--classes", panel=MODEL, saved=False, show_default=False, min=1, max=2**20,
-        help="Number of classes; must equal the number of class folders. Default: that number.")()
+        help="Classes; must equal the class folders. Default: their number.")()
     arch: str | None = Setting(
         "--arch", panel=MODEL, show_default=False,
-        help="torchvision classifier: resnet18/34/50/101/152, vgg16, densenet121, efficientnet_b0, ...; or timm/NAME "
-             "for a timm model (timm/efficientnet_lite0, timm/convnext_tiny; needs torchtools[timm]). Default: a "
-             "Hub folder's, else inferred from the weights' keys and shapes; resnet34 with --weights none.")()
+        help="A torchvision classifier (resnet18/34/50, vgg16, efficientnet_b0, ...) or timm/NAME (needs "
+             "torchtools[timm]). Default: a Hub folder's, else inferred from the weights; resnet34 for none.")()
     load: str = Setting(
         "--load", panel=MODEL, choices=("replace-head", "drop-head"),
-        help="replace-head: load every tensor, then swap the last layer for --classes outputs; drop-head: build for "
-             "--classes, delete the head's keys, load with strict=False.")("replace-head")
+        help="replace-head: load every tensor, then swap the last layer; drop-head: build for --classes, load "
+             "all but the head (strict=False).")("replace-head")
     mode: str = Setting(
         "--mode", panel=MODEL, choices=("finetune", "freeze"),
         help="finetune: train every layer; freeze: train only the new head (fixed feature extractor).")("finetune")
@@ -68,36 +64,33 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
              "Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
     val_split: float = VAL_SPLIT(0.2)
     augment: str = Setting(
-        "--augment", choices=("resized-crop-flip", "none"),
-        help="Training pictures: random-resized crops and flips (the tutorial's), or none (the centre crop, as "
-             "validated). With --mode freeze and none, the frozen backbone's features are computed once and each "
-             "epoch trains only the head on them.")("resized-crop-flip")
+        "--augment", panel=TRAINING, choices=("resized-crop-flip", "none"),
+        help="Training pictures: random-resized crops and flips, or none (the centre crop; with --mode freeze the "
+             "backbone's features are then computed once).")("resized-crop-flip")
     image_size: int | None = Setting(
         "--image-size", panel=PREPROCESSING, min=16, max=4096, show_default=False,
-        help="Input size: train on random-resized crops of this size, validate on the centre crop after resizing "
-             "the shorter side to size/crop-pct. Default: the weights' input size, else 224.")()
+        help="Input size: training crops and the centre crop of the resized picture. Default: the weights', else "
+             "224.")()
     crop_pct: float | None = Setting(
         "--crop-pct", panel=PREPROCESSING, min=0.1, max=1.0, show_default=False,
-        help="The centre crop's share of the resized picture (timm's crop_pct): 0.875 is resize 256, crop 224. "
-             "Default: the weights', else 0.875.")()
+        help="The centre crop's share (timm's crop_pct; 0.875: resize 256, crop 224). Default: the weights', else "
+             "0.875.")()
     interpolation: str | None = Setting(
         "--interpolation", panel=PREPROCESSING, choices=("bilinear", "bicubic", "nearest"), show_default=False,
         help="How pictures are resized (shrinking is antialiased). Default: the weights', else bilinear.")()
     mean: list[float] | None = Setting(
         "--mean", panel=PREPROCESSING, min=-10.0, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
         show_default=False,
-        help="Per-channel mean subtracted from pixels on the 0..1 scale: three numbers, as the weights were "
-             "trained with (0.5,0.5,0.5 for many TensorFlow ports). Default: the weights', else ImageNet's "
-             "0.485,0.456,0.406.")()
+        help="Per-channel mean of 0..1 pixels, as the weights were trained (0.5,0.5,0.5 for TensorFlow ports). "
+             "Default: the weights', else ImageNet's.")()
     std: list[float] | None = Setting(
         "--std", panel=PREPROCESSING, min=1e-4, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
         show_default=False,
-        help="Per-channel standard deviation pixels are divided by: three numbers above zero. Default: the "
-             "weights', else ImageNet's 0.229,0.224,0.225.")()
+        help="Per-channel standard deviation, three numbers above zero. Default: the weights', else ImageNet's.")()
     class_weights: str = Setting(
-        "--class-weights", choices=("none", "balanced"),
-        help="balanced: weight the loss by inverse class frequency in the training pictures (n / (classes x "
-             "count)), for photos where one class is far rarer; saved with the model.")("none")
+        "--class-weights", panel=TRAINING, choices=("none", "balanced"),
+        help="balanced: weight the loss by inverse class frequency (n / (classes x count)); saved with the "
+             "model.")("none")
     loader: str = LOADER("auto")
     plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
                                 suffixes=PLOT.suffixes,

@@ -15,11 +15,11 @@ import textwrap
 from enum import Enum
 from typing import Any
 
-from torchtools.core.options import DATA_PANEL, OUTPUT, PREDICTING, TRAINING
+from torchtools.core.options import CONFIG_PANEL, DATA_PANEL, OUTPUT, PREDICTING, TRAINING
 
 OTHER_PANEL = "Options"
 # Panels not named here (a command's "Model", conv-demo's formula) come with the command's own options.
-_PANEL_RANK = {DATA_PANEL: 0, TRAINING: 2, PREDICTING: 3, OUTPUT: 4}
+_PANEL_RANK = {DATA_PANEL: 0, TRAINING: 2, PREDICTING: 3, OUTPUT: 4, CONFIG_PANEL: 5}
 FLAGS_COLUMN = 16  # the help column starts after this
 _INDENT = 2
 WIDTH_MAX = 100  # beyond this, lines of help are too long to read

@@ -20,6 +20,7 @@ DATA_PANEL = "Data"
 TRAINING = "Training"
 PREDICTING = "Predicting"
 OUTPUT = "Output and checkpoints"
+CONFIG_PANEL = "Settings file"
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LOADERS = ("auto", "memory", "stream")
@@ -29,8 +30,7 @@ SIZE_MAX = 2**31 - 1  # batch and layer sizes: beyond this no tensor index fits
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10,000 x 10,000 picture: 300 MB decoded
 
 DEVICE = Setting("--device", panel=TRAINING, saved=False,
-                 help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA (cuda:0), then MPS, then CPU; for fit-linear, "
-                      "fit-logistic and diabetes the CPU (faster than starting CUDA).")
+                 help="auto (CUDA, then MPS, then CPU; the CPU for the toy lessons), cpu, cuda, cuda:N or mps.")
 SEED = Setting("--seed", help="Random seed: the same seed gives the same numbers on CPU.", panel=TRAINING,
                min=0, max=SEED_MAX, saved=False)
 EPOCHS = Setting("--epochs", "-e", help="Training epochs.", panel=TRAINING, min=1, max=10**6, resumable=True)
@@ -46,9 +46,8 @@ LR_OR_AUTO = dataclasses.replace(
     LR, parse=float, words=(AUTO,), metavar="LR|auto",
     help="Learning rate (one-cycle: its peak); auto: run the range test (--find-lr), then train at its suggestion.")
 FIND_LR = Setting("--find-lr", panel=TRAINING, saved=False,
-                  help="Run the learning-rate range test (a sweep from 1e-7 to 10 over up to 100 training steps), "
-                       "print its suggestion and draw lr_find.png into --report; trains nothing (with --lr auto: "
-                       "then trains at the suggestion). The weights are left as they were.")
+                  help="Run the learning-rate range test (1e-7 to 10 over up to 100 steps; weights left as they were), "
+                       "print its suggestion and draw --report's lr_find.png; trains nothing unless --lr auto.")
 OPTIMIZER = Setting("--optimizer", help="Optimizer.", panel=TRAINING, choices=OPTIMIZERS)
 MOMENTUM = Setting("--momentum", help="SGD momentum.", panel=TRAINING, min=0.0, max=1.0)
 WEIGHT_DECAY = Setting("--weight-decay", help="L2 penalty on the weights (the optimizer's weight_decay).",
@@ -65,12 +64,11 @@ AUGMENT = Setting("--augment", panel=TRAINING, choices=("none", "shift-flip"),
 AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
               help="Autocast to bf16/fp16 where the device runs it fast (CUDA; CPUs with AMX/AVX512-BF16).")
 COMPILE = Setting("--compile", negative="--no-compile", panel=TRAINING, saved=False,
-                  help="torch.compile the model. Off: measured on the CPU, the compile time costs more than it saves "
-                       "on these small models.")
+                  help="torch.compile the model (off: on the CPU its compile time cost more than it saved here).")
 COMPILE_MODE = Setting(
     "--compile-mode", panel=TRAINING, saved=False, choices=("default", "reduce-overhead", "max-autotune"),
-    help="How --compile compiles (torch.compile's mode): reduce-overhead replays CUDA graphs, which pays for small "
-         "models whose GPU steps are launch-bound; max-autotune also searches kernel configurations (minutes).")
+    help="torch.compile's mode: reduce-overhead replays CUDA graphs (small, launch-bound GPU steps); max-autotune "
+         "also searches kernels (minutes).")
 RECIPE = Setting("--recipe", panel=TRAINING, choices=RECIPES,
                  help="course: the lesson's own recipe; fast: the quickest measured to the same accuracy (README, "
                       "\"Recipes\"). Options you give override the recipe's values.")
@@ -90,33 +88,30 @@ PREDICT_OUTPUT = Setting("--output", "-o", panel=PREDICTING, saved=False, show_d
 TOP_K = Setting("--top-k", panel=PREDICTING, saved=False, min=1, max=1000,
                 help="Classes (with probabilities) given per prediction.")
 LOADER = Setting("--loader", panel=TRAINING, saved=False, choices=LOADERS,
-                 help="Image folders: memory (decode once, keep in memory), stream (decode each epoch in worker "
-                      "processes; memory stays flat) or auto (memory while the decoded set fits "
-                      "$TORCHTOOLS_MEMORY_BUDGET, default a quarter of RAM up to 8 GiB).")
+                 help="Image folders: memory (decoded once), stream (decoded each epoch by workers; flat memory) or "
+                      "auto (memory within $TORCHTOOLS_MEMORY_BUDGET: a quarter of RAM, at most 8 GiB).")
 MAX_PIXELS = Setting("--max-pixels", panel=DATA_PANEL, saved=False, min=1, max=2**40, envvar="TORCHTOOLS_MAX_PIXELS",
                      metavar="N",
-                     help="Pictures of more than N pixels (width x height, read from the file's header before "
-                          "decoding) are skipped and named like unreadable ones.")
+                     help="Skip (and name) pictures of more than N pixels, read from the header before decoding.")
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
                help="Draw a PNG plot to this file.")
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
                        help="Allow arbitrary unpickling when loading (only for files you trust).")
 SAVE_EVERY = Setting("--save-every", panel=OUTPUT, saved=False, min=0, max=10**6,
-                     help="Also keep every N-th epoch's checkpoint as NAME.epochN.pt; 0 = off.")
+                     help="Also keep every N-th epoch's checkpoint (NAME.epochN.pt); 0: none.")
 RUNS_DIR = Setting("--runs-dir", panel=OUTPUT, saved=False,
                    help="TensorBoard runs go to RUNS_DIR/<command>/<timestamp>.")
 REPORT = Setting("--report", panel=OUTPUT, saved=False, show_default=False, metavar="DIR",
-                 help="Write a report to DIR: history.csv, curves.png, confusion.png and the command's own pictures "
-                      "and tables (README, \"The report\").")
+                 help="Write a report to DIR: history.csv, curves.png, confusion.png and the command's own "
+                      "(README, \"The report\").")
 QUIET = Setting("--quiet", "-q", panel=OUTPUT, saved=False, help="Only warnings and errors on stderr.")
 JSON = Setting("--json", panel=OUTPUT, saved=False,
                help="Print one JSON summary on the last line of stdout (keys: see README).")
-CONFIG = Setting("--config", saved=False, show_default=False, metavar="FILE", role=READS,
-                 help="Read the settings from a YAML, TOML or JSON file (by its suffix), keyed as the options are "
-                      "spelt (batch-size: 64); options typed here win over it (README, \"Config files\").")
-PRINT_CONFIG = Setting("--print-config", saved=False,
-                       help="Print the resolved settings as YAML for --config (with --checkpoint: those the checkpoint "
-                            "was trained with) and exit without training.")
+CONFIG = Setting("--config", panel=CONFIG_PANEL, saved=False, show_default=False, metavar="FILE", role=READS,
+                 help="Settings from a YAML, TOML or JSON file, keyed as the options (batch-size: 64); typed options "
+                      "win (README, \"Config files\").")
+PRINT_CONFIG = Setting("--print-config", panel=CONFIG_PANEL, saved=False,
+                       help="Print the resolved settings as --config YAML (a --checkpoint's own) and exit.")
 
 
 def distinct_names(value: Any) -> bool:
@@ -275,20 +270,18 @@ class LabelsCsvSettings(Config):
 
     labels: Path | None = Setting(
         "--labels", saved=False, show_default=False, metavar="CSV", role=READS,
-        help="Label the pictures under --data (default: the CSV's folder) from this CSV, e.g. Kaggle's train.csv: "
-             "an image column (paths relative to that folder, the extension optional) and a label column, found "
-             "from the header or named with --image-column / --label-column.")()
+        help="Label the pictures under --data (default: the CSV's folder) from a CSV such as Kaggle's train.csv: "
+             "an image column (relative paths, extension optional) and a label column.")()
     image_column: str | None = Setting("--image-column", panel=DATA_PANEL, saved=False, show_default=False,
                                        metavar="NAME",
-                                       help="The --labels column of picture paths or ids. Default: found by name "
-                                            "(image, id, file, ...), or the first of two columns.")()
+                                       help="The --labels column of picture paths. Default: found by name (image, "
+                                            "id, file, ...).")()
     label_column: str | None = Setting("--label-column", panel=DATA_PANEL, saved=False, show_default=False,
                                        metavar="NAME",
                                        help="The --labels column of labels. Default: found by name (label, class, "
-                                            "species, ...), or the second of two columns.")()
+                                            "...).")()
     held_out_column: str | None = Setting(
         "--held-out-column", panel=DATA_PANEL, saved=False, show_default=False, metavar="NAME",
-        help="A --labels column saying which rows are held out (true/false, 1/0, train/val/test). Default: a "
-             "seeded stratified split.")()
+        help="A --labels column marking held-out rows (true/false, 1/0, train/val). Default: a seeded split.")()
     val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV", role=READS,
-                                      help="A second CSV, laid out as --labels, of the pictures held out.")()
+                                      help="A second CSV laid out as --labels: the held-out pictures.")()
