@@ -130,6 +130,11 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
             raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
         return _with_preprocessing(config, source, saved_in=None if run.trains and not run.resuming else run.source)
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.transfer_reads(self)
+
 
 def weights_of(config: TransferConfig):
     """The --weights file (or Hub folder, or published weights) read, or None for --weights none."""
@@ -188,11 +193,6 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
 
 def _triple(values) -> str:
     return ",".join(f"{value:g}" for value in values)
-
-    def data_reads(self) -> list:
-        from torchtools.data import reads
-
-        return reads.transfer_reads(self)
 
 
 @command("transfer", TransferConfig)
