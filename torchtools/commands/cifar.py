@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, LOADER, ImageClassifierSettings, LabelsCsvSettings
+from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, LOADER, ImageClassifierSettings
+from torchtools.data.labels_settings import LabelsCsvSettings
 from torchtools.recipes import RecipeSettings
 
 if TYPE_CHECKING:

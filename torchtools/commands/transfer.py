@@ -13,8 +13,8 @@ from torchtools.core.command import command
 from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats
 from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
-                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings,
-                                     LabelsCsvSettings)
+                                     TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings)
+from torchtools.data.labels_settings import LabelsCsvSettings
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run

@@ -262,26 +262,3 @@ class ImageClassifierSettings(FindLrSettings, AcceleratedSettings):
     output: Path | None = PREDICT_OUTPUT(None)
     top_k: int = TOP_K(3)
     max_pixels: int = MAX_PIXELS(DEFAULT_MAX_PIXELS)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LabelsCsvSettings(Config):
-    """transfer and cifar: the labels of a folder of pictures from a CSV, as Kaggle ships them (data.labels_csv)."""
-
-    labels: Path | None = Setting(
-        "--labels", saved=False, show_default=False, metavar="CSV", role=READS,
-        help="Label the pictures under --data (default: the CSV's folder) from a CSV such as Kaggle's train.csv: "
-             "an image column (relative paths, extension optional) and a label column.")()
-    image_column: str | None = Setting("--image-column", panel=DATA_PANEL, saved=False, show_default=False,
-                                       metavar="NAME",
-                                       help="The --labels column of picture paths. Default: found by name (image, "
-                                            "id, file, ...).")()
-    label_column: str | None = Setting("--label-column", panel=DATA_PANEL, saved=False, show_default=False,
-                                       metavar="NAME",
-                                       help="The --labels column of labels. Default: found by name (label, class, "
-                                            "...).")()
-    held_out_column: str | None = Setting(
-        "--held-out-column", panel=DATA_PANEL, saved=False, show_default=False, metavar="NAME",
-        help="A --labels column marking held-out rows (true/false, 1/0, train/val). Default: a seeded split.")()
-    val_labels: Path | None = Setting("--val-labels", saved=False, show_default=False, metavar="CSV", role=READS,
-                                      help="A second CSV laid out as --labels: the held-out pictures.")()
