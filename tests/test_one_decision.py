@@ -41,6 +41,25 @@ def test_both_loaders_skip_the_same_pictures(tree):
     assert memory.train_labels.tolist() == stream.train_labels.tolist()
 
 
+def test_the_stream_loaders_full_pass_is_paid_once_per_folder(tree, monkeypatch):
+    """The stream loader decides by a full decode; the decision is cached, so a second run decodes nothing
+    before its first batch, and a changed folder is decided again."""
+    from torchtools.data import folders
+
+    decoded = []
+    real = folders.decode_pictures
+    monkeypatch.setattr(folders, "decode_pictures", lambda paths, *args, **kw: decoded.append(len(paths)) or
+                        real(paths, *args, **kw))
+    fmt = ImageFormat(32, (0.5,) * 3, (0.5,) * 3)
+    runs = [read_folders(tree, fmt.prepare, key=fmt.key, val_split=0.25, seed=0, loader="stream", size=32)
+            for _ in range(2)]
+    assert decoded == [10]
+    assert [sorted(path.name for path in run.skipped) for run in runs] == [["cut.jpg", "float.tiff"]] * 2
+    write_image(tree / "ants" / "4.png", 0, np.random.default_rng(1))
+    read_folders(tree, fmt.prepare, key=fmt.key, val_split=0.25, seed=0, loader="stream", size=32)
+    assert decoded == [10, 11]
+
+
 def test_the_summary_counts_agree(cli, tree):
     counts = {}
     for loader in ("memory", "stream"):

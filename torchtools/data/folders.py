@@ -25,7 +25,7 @@ from torchtools.core.output import path_text, say
 from torchtools.data import image_cache
 from torchtools.data.budget import choose_loader
 from torchtools.data.images import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Identity, Unreadable, decode_pictures,
-                                     list_image_folder, read_picture)
+                                    list_image_folder, read_picture)
 from torchtools.data.loaders import stratified_split
 from torchtools.data.vision import ImageSet
 
@@ -78,12 +78,7 @@ def read_folders(root: Path, prepare: Callable[[np.ndarray], np.ndarray], *, key
     chosen, reason = choose_loader(loader, len(paths), 1 if grayscale else 3, size, device=device)
     say(f"loader {reason}")
     if chosen == "stream":
-        # One decision per picture, whichever loader: each file decoded in full now (as the memory loader
-        # decodes it; nothing is kept), so a truncated JPEG whose header reads fine is skipped by both, and
-        # both report the same counts. A file that changes after this is skipped by the batch that meets it.
-        readable = decode_pictures(paths, _checked_only, grayscale=grayscale, max_pixels=max_pixels)
-        kept = [index for index, image in enumerate(readable) if image is not None]
-        skipped = [paths[index] for index, image in enumerate(readable) if image is None]
+        kept, skipped = _decided(paths, grayscale=grayscale, max_pixels=max_pixels)
     else:
         images, kept, skipped = _decoded(paths, prepare, key=f"{key}-{'grey' if grayscale else 'rgb'}-{max_pixels}",
                                          grayscale=grayscale, max_pixels=max_pixels)
@@ -174,6 +169,26 @@ def _why(path: Path, grayscale: bool, max_pixels: int) -> str:
     except Unreadable as error:
         return str(error)
     return "it could not be read then"
+
+
+def _decided(paths: list[Path], *, grayscale: bool, max_pixels: int) -> tuple[list[int], list[Path]]:
+    """The stream loader's (kept indices, unreadable files): one decision per picture, whichever loader. Each
+    file is decoded in full once, as the memory loader decodes it, so a truncated JPEG whose header reads fine
+    is skipped by both and both report the same counts. The decision is kept in the decode cache (one byte per
+    picture and channel), so the extra pass over a folder too large for memory is paid once, not every run; a
+    file that changes after it changes the folder's signature. A file that breaks mid-run is skipped by the
+    batch that meets it."""
+    channels = 1 if grayscale else 3
+    signature = _signature(paths, f"decision-{'grey' if grayscale else 'rgb'}-{max_pixels}")
+    cached = image_cache.load(signature, paths, channels)
+    if cached is not None:
+        return cached[1], cached[2]
+    readable = decode_pictures(paths, _checked_only, grayscale=grayscale, max_pixels=max_pixels)
+    kept = [index for index, image in enumerate(readable) if image is not None]
+    skipped = [paths[index] for index, image in enumerate(readable) if image is None]
+    if kept:
+        image_cache.store(signature, torch.zeros((len(kept), channels, 1, 1), dtype=torch.uint8), kept, skipped)
+    return kept, skipped
 
 
 def _checked_only(image: np.ndarray) -> np.ndarray:
