@@ -58,6 +58,8 @@ def test_transfer_print_config_replays_the_same_run(cli, tmp_path, resnet18_weig
                                          "--no-tensorboard", "--json")
     assert replay["metrics"] == original["metrics"] and replay["arch"] == original["arch"] == "resnet18"
     assert printed["weights"] == str(resnet18_weights[0]) and printed["lr-step"] == 7
+    # Settled from the weights before printing: the inferred architecture and the preprocessing used.
+    assert printed["arch"] == "resnet18" and printed["mean"] == [0.485, 0.456, 0.406] and printed["image-size"] == 32
 
 
 def test_names_rnn_print_config_replays_the_same_run(cli, tmp_path):
@@ -175,12 +177,13 @@ def test_file_values_count_as_typed_for_resume(cli, tmp_path, mnist_data):
 def test_print_config_of_a_checkpoint_replays_the_run_that_trained_it(cli, tmp_path, mnist_data):
     trained = cli("mnist", "--data", mnist_data, *MNIST, "--save", tmp_path / "m.pt")
     assert trained.exit_code == 0, trained.stderr
-    # The seed is no hyperparameter (a checkpoint does not keep it): given here, as the data is.
-    printed = cli("mnist", "--checkpoint", tmp_path / "m.pt", "--data", mnist_data, "--seed", "3", "--json",
-                  "--no-tensorboard", "--print-config")
+    # The checkpoint keeps the seed and where its data was: neither needs giving again.
+    printed = cli("mnist", "--checkpoint", tmp_path / "m.pt", "--json", "--no-tensorboard", "--print-config")
     assert printed.exit_code == 0, printed.stderr
+    assert "seed: 3, as" in printed.stderr and "where" in printed.stderr
     values = yaml.safe_load(printed.stdout)
     assert values["model"] == "mlp" and values["epochs"] == 1 and values["checkpoint"] is None
+    assert values["seed"] == 3 and values["data"] == str(mnist_data.absolute())
     replay = cli("mnist", "--config", write(tmp_path / "c.yaml", printed.stdout))
     assert replay.exit_code == 0, replay.stderr
     assert replay.summary["metrics"] == trained.summary["metrics"]

@@ -19,7 +19,7 @@ from torch import nn
 from torchtools.core import distributed, stopping
 from torchtools.core.errors import UserError, first_line, not_a_file
 from torchtools.core.files import link_atomically, write_atomically
-from torchtools.core.options import AcceleratedSettings
+from torchtools.core.options import SEED_MAX, AcceleratedSettings, SeededSettings
 from torchtools.core.output import EpochProgress, say
 from torchtools.core.paths import best_path, epoch_path
 from torchtools.core.tensorboard import log_epoch
@@ -154,6 +154,7 @@ STATE = {
     "scheduler": (lambda value: value is None or isinstance(value, dict), "a schedule's state"),
     "scaler": (lambda value: value is None or isinstance(value, dict), "a gradient scaler's state"),
     "data": (lambda value: value is None or isinstance(value, str), "where the data was (a path)"),
+    "seed": (lambda value: value is None or (type(value) is int and 0 <= value <= SEED_MAX), "a seed"),
 }
 
 
@@ -223,6 +224,7 @@ def checkpoint_payload(run, model: nn.Module, optimizer, scheduler, epoch: int, 
         "history": history,
         "config": run.config.saved(),
         "data": run.data_location(),
+        "seed": run.config.seed if isinstance(run.config, SeededSettings) else None,
         **state,
     }
 

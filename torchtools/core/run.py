@@ -122,6 +122,7 @@ class Run(Generic[C]):
                                 "use it with --checkpoint, or train anew")
             self.config = self._with_checkpoint(source)
             self._take_saved_data(source)
+            self._take_saved_seed(source)
 
     def data_location(self) -> str | None:
         """Where this run's data is, saved in its checkpoints (state, not config: it says where, not what the
@@ -150,6 +151,15 @@ class Run(Generic[C]):
         self.config = dataclasses.replace(self.config, **{name: Path(saved)})
         output.say(f"data: {output.path_text(saved)}, where {source} trained ({self.config.option(name)} reads "
                    "other data)")
+
+    def _take_saved_seed(self, source: Path) -> None:
+        """--resume and --checkpoint without --seed: the seed the checkpoint trained with, so a seeded held-out
+        split is the one it was scored on (not pictures it trained on), and --print-config replays it."""
+        saved = self.loaded.get("seed")
+        if isinstance(self.config, SeededSettings) and saved is not None and "seed" not in self.explicit \
+                and saved != self.config.seed:
+            self.config = dataclasses.replace(self.config, seed=saved)
+            output.say(f"seed: {saved}, as {source} trained (--seed sets another)")
 
     def _refuse_training_options(self, names: tuple[str, ...], reason: str) -> None:
         """Options that apply to training, given to a run that trains nothing, are refused, not ignored."""
