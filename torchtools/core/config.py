@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -315,4 +316,13 @@ def _number(value: float) -> str:
 
 
 def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    """A value as an error line shows it, bounded: a config file's list may be nested or aliased without end
+    (YAML anchors: [*a, *a, ...] nine deep), and its full text would never finish or fill the terminal."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    shown = _SHOWN.repr(value)
+    return shown if len(shown) <= 80 else shown[:76] + " ..."
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 4, 60, 60

@@ -1,0 +1,31 @@
+"""Cases found by an independent adversarial pass over the merged work (after issue 25): each fails before its fix."""
+
+from __future__ import annotations
+
+
+from tests.conftest import assert_user_error
+
+
+def _anchor_bomb(levels: int) -> str:
+    """epochs: a list whose YAML aliases nest nine-fold `levels` deep (9**levels items, a 1 KB file)."""
+    text = "epochs: [&a0 [x, x, x, x, x, x, x, x, x]"
+    for level in range(1, levels):
+        text += f", &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]"
+    return text + "]\n"
+
+
+def test_config_anchor_bomb_is_one_short_error_line(cli, tmp_path):
+    """A YAML file whose value is an alias bomb (9**21 strings by reference) was shown whole in the error:
+    the run never finished, and a smaller one printed a megabyte-long `error:` line."""
+    for levels, name in ((21, "bomb.yaml"), (5, "small.yaml")):
+        (tmp_path / name).write_text(_anchor_bomb(levels))
+        run = cli("mnist", "--config", name, "--print-config")
+        assert_user_error(run, f"{name} (epochs, line 1)", "expected an integer")
+        assert len(run.stderr.strip().splitlines()[-1]) < 200, run.stderr
+
+
+def test_config_long_text_value_is_shown_shortened(cli, tmp_path):
+    (tmp_path / "long.yaml").write_text(f"epochs: \"{'b' * 5000}\"\n")
+    run = cli("mnist", "--config", "long.yaml", "--print-config")
+    assert_user_error(run, "long.yaml (epochs, line 1)", "expected an integer")
+    assert len(run.stderr.strip().splitlines()[-1]) < 200, run.stderr
