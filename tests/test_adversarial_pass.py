@@ -29,3 +29,18 @@ def test_config_long_text_value_is_shown_shortened(cli, tmp_path):
     run = cli("mnist", "--config", "long.yaml", "--print-config")
     assert_user_error(run, "long.yaml (epochs, line 1)", "expected an integer")
     assert len(run.stderr.strip().splitlines()[-1]) < 200, run.stderr
+
+
+def test_print_config_of_weights_none_replays(cli, tmp_path):
+    """--print-config of a from-scratch transfer run printed `weights: null`; read back with --config, that
+    run asked for --weights again instead of being the same run (README: the output gives the same run)."""
+    from tests.datafiles import write_photo_folders
+
+    write_photo_folders(tmp_path / "photos", train=3, val=2)
+    first = cli("transfer", "--weights", "none", "--arch", "resnet18", "--data", "photos", "--print-config")
+    assert first.exit_code == 0, first.stderr
+    assert "\nweights: none\n" in first.stdout
+    (tmp_path / "run.yaml").write_text(first.stdout)
+    again = cli("transfer", "--config", "run.yaml", "--print-config")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout == first.stdout

@@ -40,6 +40,7 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
                                                       for item in value), "a list of positive weights")}
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False, role=READS, meaning=_weights_meaning,
+        none_word="none",
         help="Pretrained weights: a torchvision- or timm-style state_dict (.pth/.pt loaded with weights_only=True, or "
              ".safetensors) or a checkpoint holding one under 'model'/'state_dict' ('module.' prefixes are "
              "stripped); a Hugging Face Hub folder (config.json and model.safetensors, as timm saves it: its "

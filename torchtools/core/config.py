@@ -61,6 +61,9 @@ class Setting:
     # What a value means, where two spellings mean one thing (--weights none and a checkpoint's None): a typed
     # value and a checkpoint's are compared by it (Run, on --resume and --checkpoint)
     meaning: Callable[[Any], Any] | None = None
+    # The word a settled None is spelt as where None is a choice the user made, not "not given" (--weights none:
+    # the run holds None, and a --config file saying null would ask for the weights again)
+    none_word: str | None = None
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):

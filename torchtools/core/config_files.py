@@ -58,10 +58,16 @@ def dump(command: str, config: Config) -> str:
     """The config as --config reads it: every setting (recipe values filled, defaults applied), as YAML."""
     import yaml
 
-    values = {_key(name, setting.flag): _plain(vars(config)[name])
+    values = {_key(name, setting.flag): _plain(_spelt(vars(config)[name], setting, config))
               for name, (setting, _) in config.settings().items() if name not in META}
     header = f"# torchtools {command} --config FILE: these settings; an option typed beside it wins.\n"
     return header + yaml.safe_dump(values, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _spelt(value: Any, setting, config: Config) -> Any:
+    """A settled None that a word chose (--weights none, once the run trains) as that word, so the file asks for it."""
+    chosen = isinstance(config, TrainingSettings) and config.checkpoint is None
+    return setting.none_word if value is None and setting.none_word is not None and chosen else value
 
 
 def replayed(config: Config) -> Config:
