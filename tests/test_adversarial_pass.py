@@ -44,3 +44,20 @@ def test_print_config_of_weights_none_replays(cli, tmp_path):
     again = cli("transfer", "--config", "run.yaml", "--print-config")
     assert again.exit_code == 0, again.stderr
     assert again.stdout == first.stdout
+
+
+def test_transfer_save_into_a_class_folder_is_refused(cli, tmp_path):
+    """The merge left TransferConfig.data_reads as dead code after a return: transfer listed none of its
+    pictures, so --save onto a photo (or into a class folder) was accepted again and overwrote it."""
+    from tests.datafiles import write_photo_folders
+
+    write_photo_folders(tmp_path / "photos", train=3, val=2)
+    ants = tmp_path / "photos" / "train" / "ants"
+    photo = sorted(ants.iterdir())[0]
+    before = {path.name: path.read_bytes() for path in ants.iterdir()}
+    for save in (photo, ants / "m.pt"):
+        run = cli("transfer", "--weights", "none", "--arch", "resnet18", "--data", "photos", "--epochs", "1",
+                  "--image-size", "32", "--save", save, "--no-tensorboard")
+        assert_user_error(run, "--save", "reads")
+        assert "epoch 1" not in run.stderr
+    assert {path.name: path.read_bytes() for path in ants.iterdir()} == before

@@ -116,6 +116,11 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
     # The tutorial's recipe, fixed: StepLR (no weight decay or label smoothing: Hyperparameters' neutral values).
     schedule: str = "step"
 
+    def data_reads(self) -> list:
+        from torchtools.data import reads
+
+        return reads.transfer_reads(self)
+
     def settle(self, run) -> TransferConfig:
         """The architecture and preprocessing, settled from the weights before any picture is read: the file is
         read and checked against the architecture here, so a wrong one costs no decoding."""
@@ -196,11 +201,6 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
 
 def _triple(values) -> str:
     return ",".join(f"{value:g}" for value in values)
-
-    def data_reads(self) -> list:
-        from torchtools.data import reads
-
-        return reads.transfer_reads(self)
 
 
 @command("transfer", TransferConfig)
