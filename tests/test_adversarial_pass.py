@@ -61,3 +61,18 @@ def test_transfer_save_into_a_class_folder_is_refused(cli, tmp_path):
         assert_user_error(run, "--save", "reads")
         assert "epoch 1" not in run.stderr
     assert {path.name: path.read_bytes() for path in ants.iterdir()} == before
+
+
+def test_report_markdown_shows_control_characters_escaped(cli, tmp_path):
+    """A label with an escape sequence reached the report's .md tables raw: `cat worst_names.md` recoloured the
+    terminal (the terminal lines already showed it escaped, by the one text rule the cells now follow)."""
+    from tests.datafiles import names_rows, write_names_folder
+
+    folder = write_names_folder(tmp_path / "names", names_rows(0, 20))
+    (folder / "Russian.txt").rename(folder / "Ru\x1b[31mss\x07.txt")
+    run = cli("names-rnn", "--data", "names", "--epochs", "1", "--report", "report", "--no-tensorboard")
+    assert run.exit_code == 0, run.stderr
+    tables = {path.name: path.read_text() for path in (tmp_path / "report").glob("*.md")}
+    assert tables and "Ru\\x1b[31mss\\x07" in tables["worst_names.md"], tables
+    for text in tables.values():
+        assert "\x1b" not in text and "\x07" not in text
