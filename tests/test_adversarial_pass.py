@@ -76,3 +76,29 @@ def test_report_markdown_shows_control_characters_escaped(cli, tmp_path):
     assert tables and "Ru\\x1b[31mss\\x07" in tables["worst_names.md"], tables
     for text in tables.values():
         assert "\x1b" not in text and "\x07" not in text
+
+
+def test_resume_takes_the_same_hub_folder_however_it_is_spelt(cli, tmp_path):
+    """--weights hub/ (or ./hub, or its absolute path) beside --resume of a run trained from --weights hub was
+    refused as "differs": a folder was compared as a string, a file by what it is."""
+    import pytest
+
+    timm = pytest.importorskip("timm", reason="timm not installed")
+    import torch
+    from timm.models import save_for_hf
+
+    from tests.datafiles import write_photo_folders
+
+    write_photo_folders(tmp_path / "photos", train=3, val=2)
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=2), str(tmp_path / "hub"),
+                safe_serialization=True)
+    small = ("--image-size", "32", "--batch-size", "4", "--no-tensorboard", "--data", "photos")
+    first = cli("transfer", "--weights", "hub", "--epochs", "1", "--save", "h.pt", *small)
+    assert first.exit_code == 0, first.stderr
+    for spelt in ("hub/", "./hub", tmp_path / "hub"):
+        again = cli("transfer", "--resume", "h.pt", "--weights", spelt, "--epochs", "2", "--save", "h2.pt", *small)
+        assert again.exit_code == 0, (spelt, again.stderr)
+    (tmp_path / "other").mkdir()
+    assert_user_error(cli("transfer", "--resume", "h.pt", "--weights", "other", "--epochs", "2", *small),
+                      "--weights other differs")

@@ -27,10 +27,11 @@ FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pi
 
 
 def _weights_meaning(value: str | None) -> str | None:
-    """--weights none is what a checkpoint saves as None; a file, whatever path names it."""
+    """--weights none is what a checkpoint saves as None; a file or a Hub folder, whatever path names it (hub/,
+    ./hub, its absolute path); a published name (imagenet) as it is."""
     if value is None or value.lower() == "none":
         return None
-    return os.path.realpath(value) if os.path.isfile(value) else value
+    return os.path.realpath(value) if os.path.exists(value) else value
 
 
 @dataclass(frozen=True, kw_only=True)
