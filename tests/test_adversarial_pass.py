@@ -102,3 +102,18 @@ def test_resume_takes_the_same_hub_folder_however_it_is_spelt(cli, tmp_path):
     (tmp_path / "other").mkdir()
     assert_user_error(cli("transfer", "--resume", "h.pt", "--weights", "other", "--epochs", "2", *small),
                       "--weights other differs")
+
+
+def test_print_config_with_json_ends_in_one_json_object(cli, tmp_path):
+    """--print-config --json printed YAML: the last stdout line, which --json promises is one JSON object, was
+    `plot: null`. It is now the settings as one JSON line, which --config reads back to the same settings."""
+    import json
+
+    first = cli("fit-linear", "--epochs", "2", "--json", "--print-config")
+    assert first.exit_code == 0, first.stderr
+    printed = first.summary
+    assert printed["epochs"] == 2 and printed["json"] is True
+    (tmp_path / "run.json").write_text(first.stdout)
+    again = cli("fit-linear", "--config", "run.json", "--print-config")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == printed
