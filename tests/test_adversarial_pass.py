@@ -117,3 +117,14 @@ def test_print_config_with_json_ends_in_one_json_object(cli, tmp_path):
     again = cli("fit-linear", "--config", "run.json", "--print-config")
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1]) == printed
+
+
+def test_label_smoothing_of_one_is_refused(cli, tmp_path):
+    """--label-smoothing 1 (the range said 0..1) made every target uniform: the run learned nothing and exited 0
+    with 0% accuracy. The bound is now below 1, in the file as on the command line."""
+    run = cli("mnist", "--label-smoothing", "1", "--epochs", "1", "--print-config")
+    assert_user_error(run, "--label-smoothing 1.0: must be below 1")
+    (tmp_path / "c.toml").write_text("label-smoothing = 1.0\n")
+    assert_user_error(cli("mnist", "--config", "c.toml", "--print-config"), "c.toml (label-smoothing, line 1)",
+                      "must be below 1")
+    assert cli("mnist", "--label-smoothing", "0.9", "--epochs", "1", "--print-config").exit_code == 0

@@ -46,6 +46,7 @@ class Setting:
     panel: str | None = None
     min: float | None = None
     max: float | None = None
+    below: float | None = None  # an upper bound the value may not reach (--label-smoothing 1 learns nothing)
     choices: tuple[str, ...] | None = None
     saved: bool = True  # a hyperparameter: saved in checkpoints, checked against them on --resume/--checkpoint
     resumable: bool = False  # a resumed run may change it (more epochs)
@@ -108,10 +109,14 @@ class Setting:
             raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
         if self.max is not None and number > self.max:
             raise UserError(f"{self.flag} {number}: must be at most {_number(self.max)}{self._range()}")
+        if self.below is not None and number >= self.below:
+            raise UserError(f"{self.flag} {number}: must be below {_number(self.below)}{self._range()}")
 
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
             return f" (range {_number(self.min)}..{_number(self.max)})"
+        if self.min is not None and self.below is not None:
+            return f" (range {_number(self.min)} up to, not including, {_number(self.below)})"
         return ""
 
 

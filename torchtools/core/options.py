@@ -58,8 +58,9 @@ SCHEDULE = Setting("--schedule", panel=TRAINING, choices=("constant", "one-cycle
                         "share of the steps, then annealed to near zero; stepped every batch).")
 WARMUP = Setting("--warmup", help="--schedule one-cycle: the share of the steps rising to --lr.", panel=TRAINING,
                  min=0.0, max=1.0)
-LABEL_SMOOTHING = Setting("--label-smoothing", panel=TRAINING, min=0.0, max=1.0,
-                          help="Cross-entropy label smoothing: the share of each target spread over all classes.")
+LABEL_SMOOTHING = Setting("--label-smoothing", panel=TRAINING, min=0.0, below=1.0,  # 1: every target uniform
+                          help="Cross-entropy label smoothing: the share of each target spread over all classes "
+                               "(below 1: at 1 every target is uniform and nothing is learned).")
 AUGMENT = Setting("--augment", panel=TRAINING, choices=("none", "shift-flip"),
                   help="Training pictures: as they are, or shifted up to 4 pixels and flipped left-right.")
 AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
