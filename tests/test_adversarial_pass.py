@@ -128,3 +128,23 @@ def test_label_smoothing_of_one_is_refused(cli, tmp_path):
     assert_user_error(cli("mnist", "--config", "c.toml", "--print-config"), "c.toml (label-smoothing, line 1)",
                       "must be below 1")
     assert cli("mnist", "--label-smoothing", "0.9", "--epochs", "1", "--print-config").exit_code == 0
+
+
+def test_a_file_that_is_no_pytorch_file_is_not_offered_trust_pickle(cli, tmp_path):
+    """A JPEG, a .gz or a YAML file given as --weights or to inspect-weights said it "needs arbitrary unpickling
+    ... Pass --trust-pickle" (advice to unpickle a picture), or "pop from empty list". It now says what it holds."""
+    import gzip
+
+    from tests.datafiles import write_photo_folders
+
+    write_photo_folders(tmp_path / "photos", train=3, val=2)
+    photo = sorted((tmp_path / "photos" / "train" / "ants").glob("*.jpg"))[0]
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b"1,2,3\n"))
+    (tmp_path / "c.yaml").write_text("epochs: 1\n")
+    for path, kind in ((photo, "a JPEG picture"), (tmp_path / "t.csv.gz", "gzip-compressed data"),
+                       (tmp_path / "c.yaml", "text")):
+        for command in (("inspect-weights", path),
+                        ("transfer", "--weights", path, "--arch", "resnet18", "--data", "photos", "--epochs", "1")):
+            run = cli(*command)
+            assert_user_error(run, "not a readable PyTorch file", kind)
+            assert "trust-pickle" not in run.stderr and "epoch 1" not in run.stderr
