@@ -148,3 +148,19 @@ def test_a_file_that_is_no_pytorch_file_is_not_offered_trust_pickle(cli, tmp_pat
             run = cli(*command)
             assert_user_error(run, "not a readable PyTorch file", kind)
             assert "trust-pickle" not in run.stderr and "epoch 1" not in run.stderr
+
+
+def test_an_output_file_name_ending_in_a_slash_is_refused(cli, tmp_path):
+    """--save newdir/ (a folder, by the slash) wrote a checkpoint FILE named newdir and newdir.best.pt: Path
+    drops the slash. Every option naming a file to write now refuses it, typed or in a --config file."""
+    from tests.datafiles import write_table
+
+    write_table(tmp_path / "tab.csv")
+    run = cli("diabetes", "--data", "tab.csv", "--epochs", "1", "--save", "newdir/", "--no-tensorboard")
+    assert_user_error(run, "--save 'newdir/'", "names a folder")
+    (tmp_path / "c.yaml").write_text("save: other/\n")
+    assert_user_error(cli("diabetes", "--data", "tab.csv", "--epochs", "1", "--config", "c.yaml"),
+                      "c.yaml (save, line 1)", "names a folder")
+    assert_user_error(cli("fit-logistic", "--epochs", "1", "--plot", "curve.png/"), "--plot 'curve.png/'")
+    assert not (tmp_path / "newdir").exists() and not (tmp_path / "other").exists()
+    assert not (tmp_path / "newdir.best.pt").exists() and not list(tmp_path.glob("curve*"))

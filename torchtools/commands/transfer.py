@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats
+from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats, file_name
 from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
                                      TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings,
@@ -101,7 +101,7 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
         help="balanced: weight the loss by inverse class frequency in the training pictures (n / (classes x "
              "count)), for photos where one class is far rarer; saved with the model.")("none")
     loader: str = LOADER("auto")
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name,
                                 suffixes=PLOT.suffixes,
                                 help="Draw the val confusion matrix as a PNG heatmap to this file.")()
     epochs: int = EPOCHS(25)

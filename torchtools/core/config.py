@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import reprlib
 import types
 import typing
@@ -85,6 +86,8 @@ class Setting:
             if self.parse is not None and typed and isinstance(value, str):
                 value = self.parse(value)
             value = _convert(value, base)
+        except UserError as error:  # the parse's own words: what is wrong beyond the type
+            raise UserError(f"{self.flag} {_shown(value)}: {error}") from None
         except (TypeError, ValueError):
             raise UserError(f"{self.flag} {_shown(value)}: expected {_kind_name(base)}") from None
         for item in value if isinstance(value, list) else [value]:
@@ -238,6 +241,16 @@ class Config:
             if setting.role == role and value is not None:
                 found += [(name, item, setting) for item in (value if isinstance(value, list) else [value])]
         return found
+
+
+def file_name(text: str) -> Path:
+    """A file to write, as typed: a name ending in "/" names a folder (Path would drop the slash, and the run
+    would write a file of the folder's name)."""
+    if text == "":  # no path, not the current folder: "expected a path", as _convert says
+        raise ValueError(text)
+    if text.endswith(("/", os.sep)):
+        raise UserError("ends in '/', so it names a folder: name a file (in it, or elsewhere)")
+    return Path(text)
 
 
 def comma_separated_ints(text: str) -> list[int]:

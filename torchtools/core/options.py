@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from pathlib import Path
 
-from torchtools.core.config import READS, WRITES, Config, Setting
+from torchtools.core.config import READS, WRITES, Config, Setting, file_name
 from torchtools.core.paths import Output, best_path, epoch_path
 
 DATA_PANEL = "Data"
@@ -86,7 +86,7 @@ PREDICT_IMAGES = Setting("--predict", panel=PREDICTING, saved=False, show_defaul
                          help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted "
                               "glob, with the --checkpoint model or the one just trained.")
 PREDICT_OUTPUT = Setting("--output", "-o", panel=PREDICTING, saved=False, show_default=False, role=WRITES,
-                         suffixes=(".csv", ".jsonl"),
+                         parse=file_name, suffixes=(".csv", ".jsonl"),
                          help="Write one row per prediction to FILE.csv or FILE.jsonl (atomically).")
 TOP_K = Setting("--top-k", panel=PREDICTING, saved=False, min=1, max=1000,
                 help="Classes (with probabilities) given per prediction.")
@@ -99,6 +99,7 @@ MAX_PIXELS = Setting("--max-pixels", panel=DATA_PANEL, saved=False, min=1, max=2
                      help="Pictures of more than N pixels (width x height, read from the file's header before "
                           "decoding) are skipped and named like unreadable ones.")
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
+               parse=file_name,
                help="Draw a PNG plot to this file.")
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
                        help="Allow arbitrary unpickling when loading (only for files you trust).")
@@ -191,7 +192,7 @@ class TrainingSettings(Hyperparameters, SeededSettings, TensorboardSettings):
         "config.yaml", "history.csv", "curves.png", "confusion.png", "lr_find.png")
     device: str = DEVICE("auto")
     save: Path | None = Setting(
-        "--save", panel=OUTPUT, saved=False,
+        "--save", panel=OUTPUT, saved=False, parse=file_name,
         help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.")()
     checkpoint: Path | None = Setting(
         "--checkpoint", panel=OUTPUT, saved=False, role=READS,
