@@ -20,7 +20,7 @@ import typer
 
 from torchtools.commands import cifar, diabetes, mnist, names_rnn, transfer
 from torchtools.core.command import command
-from torchtools.core.config import READS, Setting
+from torchtools.core.config import READS, Setting, file_name
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import TRUST_PICKLE, OutputSettings
 from torchtools.core.paths import Output
@@ -45,7 +45,8 @@ class ExportConfig(OutputSettings):
         help="onnx (.onnx, run by onnxruntime), torchscript (.pt or .torchscript, torch.jit.load), exported (.pt2, an "
              "ExportedProgram for torch.export.load) or safetensors (.safetensors weights, a .json beside). "
              "Default: from the --output suffix.")()
-    output: Path | None = Setting("--output", "-o", show_default=False, help="The file to write.")()
+    output: Path | None = Setting("--output", "-o", show_default=False, parse=file_name,
+                                  help="The file to write.")()
     inputs: list[str] | None = Setting(
         "--inputs", show_default=False, metavar="PATH", role=READS,
         help="What the check runs on: pictures (files, folders, quoted globs) for image models, a name,label CSV or "

@@ -8,7 +8,7 @@ from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core import numbers
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting
+from torchtools.core.config import READS, WRITES, Setting, file_name
 from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, OUTPUT, TrainingSettings
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class LogisticConfig(TrainingSettings):
         "--predict", saved=False, show_default=False, metavar="X",
         help="Probability of class 1 for X (repeatable; 'a,b' for several features).")()
     plot: Path | None = Setting(
-        "--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
+        "--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name, suffixes=(".png",),
         help="PNG of the data and the probability curve over the data's range, with the 0.5 line (one feature), "
              "else the loss curve.")()
     epochs: int = EPOCHS(1000)

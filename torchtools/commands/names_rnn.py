@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, READS, WRITES, Setting
+from torchtools.core.config import DEPENDS, READS, WRITES, Setting, file_name
 from torchtools.core.options import (OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings,
                                      distinct_names)
 from torchtools.recipes import RecipeSettings
@@ -52,7 +52,7 @@ class NamesConfig(FindLrSettings, RecipeSettings):
     layers: int = Setting("--layers", panel=MODEL, min=1, max=64, help="Recurrent layers.")(DEPENDS)
     bidirectional: bool = Setting("--bidirectional", negative="--no-bidirectional", panel=MODEL,
                                   help="Read names both ways.")(True)
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name,
                                 suffixes=PLOT.suffixes,
                                 help="Draw the confusion matrix as a PNG heatmap to this file.")()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats
+from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats, file_name
 from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
                                      TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings)
@@ -27,10 +27,11 @@ FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pi
 
 
 def _weights_meaning(value: str | None) -> str | None:
-    """--weights none is what a checkpoint saves as None; a file, whatever path names it."""
+    """--weights none is what a checkpoint saves as None; a file or a Hub folder, whatever path names it (hub/,
+    ./hub, its absolute path); a published name (imagenet) as it is."""
     if value is None or value.lower() == "none":
         return None
-    return os.path.realpath(value) if os.path.isfile(value) else value
+    return os.path.realpath(value) if os.path.exists(value) else value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,7 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
                                                       for item in value), "a list of positive weights")}
     weights: str | None = Setting(
         "--weights", panel=MODEL, show_default=False, role=READS, meaning=_weights_meaning,
+        none_word="none",
         help="Pretrained weights: a state_dict or checkpoint (.pth/.pt read weights_only, or .safetensors) with "
              "torchvision's or timm's keys; a Hugging Face Hub folder (config.json + model.safetensors); "
              "'imagenet' or a torchvision weights name (fetched once, hash-checked); 'none' trains from scratch. "
@@ -92,7 +94,7 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
         help="balanced: weight the loss by inverse class frequency (n / (classes x count)); saved with the "
              "model.")("none")
     loader: str = LOADER("auto")
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES,
+    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name,
                                 suffixes=PLOT.suffixes,
                                 help="Draw the val confusion matrix as a PNG heatmap to this file.")()
     epochs: int = EPOCHS(25)

@@ -61,6 +61,10 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
     program = _program_kind(path)
     if program is not None:
         raise UserError(f"{path} is {program}, not weights or a checkpoint: pass the checkpoint it was exported from")
+    other = _other_kind(path)
+    if other is not None:  # no PyTorch file starts so: say what it is, not that it needs unpickling
+        raise UserError(f"{path} is not a readable PyTorch file: it holds {other}, not a checkpoint or a "
+                        "state_dict (.pt, .pth)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
@@ -74,6 +78,34 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
         raise UserError(f"{path} is not a readable PyTorch file: {first_line(error)}") from None
     _check_tensor_sizes(loaded, path)
     return loaded
+
+
+def _other_kind(path: Path) -> str | None:
+    """What a file is that torch.save never writes (a zip archive, or a protocol-2 pickle: b"\\x80"), told from
+    its first bytes; None for a file torch.load may read."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            return None
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except OSError:
+        return None
+    if head[:1] == b"\x80":
+        return None
+    kinds = {b"\x1f\x8b": "gzip-compressed data", b"\xff\xd8\xff": "a JPEG picture", b"\x89PNG": "a PNG picture",
+             b"GIF8": "a GIF picture", b"\x00\x00\x08\x03": "an IDX file (MNIST)"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return kind
+    if not head:
+        return "nothing"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "bytes that begin neither a zip archive nor a pickle"
 
 
 def _program_kind(path: Path) -> str | None:

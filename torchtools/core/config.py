@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ class Setting:
     panel: str | None = None
     min: float | None = None
     max: float | None = None
+    below: float | None = None  # an upper bound the value may not reach (--label-smoothing 1 learns nothing)
     choices: tuple[str, ...] | None = None
     saved: bool = True  # a hyperparameter: saved in checkpoints, checked against them on --resume/--checkpoint
     resumable: bool = False  # a resumed run may change it (more epochs)
@@ -60,6 +63,9 @@ class Setting:
     # What a value means, where two spellings mean one thing (--weights none and a checkpoint's None): a typed
     # value and a checkpoint's are compared by it (Run, on --resume and --checkpoint)
     meaning: Callable[[Any], Any] | None = None
+    # The word a settled None is spelt as where None is a choice the user made, not "not given" (--weights none:
+    # the run holds None, and a --config file saying null would ask for the weights again)
+    none_word: str | None = None
 
     def __call__(self, default: Any = None) -> Any:
         if isinstance(default, list):
@@ -80,6 +86,8 @@ class Setting:
             if self.parse is not None and typed and isinstance(value, str):
                 value = self.parse(value)
             value = _convert(value, base)
+        except UserError as error:  # the parse's own words: what is wrong beyond the type
+            raise UserError(f"{self.flag} {_shown(value)}: {error}") from None
         except (TypeError, ValueError):
             raise UserError(f"{self.flag} {_shown(value)}: expected {_kind_name(base)}") from None
         for item in value if isinstance(value, list) else [value]:
@@ -104,10 +112,14 @@ class Setting:
             raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
         if self.max is not None and number > self.max:
             raise UserError(f"{self.flag} {number}: must be at most {_number(self.max)}{self._range()}")
+        if self.below is not None and number >= self.below:
+            raise UserError(f"{self.flag} {number}: must be below {_number(self.below)}{self._range()}")
 
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
             return f" (range {_number(self.min)}..{_number(self.max)})"
+        if self.min is not None and self.below is not None:
+            return f" (range {_number(self.min)} up to, not including, {_number(self.below)})"
         return ""
 
 
@@ -231,6 +243,16 @@ class Config:
         return found
 
 
+def file_name(text: str) -> Path:
+    """A file to write, as typed: a name ending in "/" names a folder (Path would drop the slash, and the run
+    would write a file of the folder's name)."""
+    if text == "":  # no path, not the current folder: "expected a path", as _convert says
+        raise ValueError(text)
+    if text.endswith(("/", os.sep)):
+        raise UserError("ends in '/', so it names a folder: name a file (in it, or elsewhere)")
+    return Path(text)
+
+
 def comma_separated_ints(text: str) -> list[int]:
     """"6,4" -> [6, 4] (a ValueError for anything else)."""
     return [int(part) for part in text.split(",") if part.strip()]
@@ -315,4 +337,13 @@ def _number(value: float) -> str:
 
 
 def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    """A value as an error line shows it, bounded: a config file's list may be nested or aliased without end
+    (YAML anchors: [*a, *a, ...] nine deep), and its full text would never finish or fill the terminal."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    shown = _SHOWN.repr(value)
+    return shown if len(shown) <= 80 else shown[:76] + " ..."
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 4, 60, 60

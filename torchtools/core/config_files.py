@@ -5,8 +5,8 @@ A file's keys are the settings' names as the options spell them (`batch-size` or
 pass (`Config._checked`, the loop `Config.build` runs), wrapped to name the file, the key and its line; the
 run then builds its config from them like from typed options (`core/command.py`). The options typed on the
 command line win over the file, whose values count as typed: they beat the recipe, and a resumed run
-compares them with the checkpoint's. `dump` writes the YAML that --print-config prints, --report's
-config.yaml and the TensorBoard run's hold; read back with --config it gives the same run.
+compares them with the checkpoint's. `dump` writes the YAML that --print-config prints (one JSON line with
+--json), --report's config.yaml and the TensorBoard run's hold; read back with --config it gives the same run.
 Nothing here imports torch.
 """
 
@@ -54,14 +54,24 @@ def merged(command: str, config_type: type[Config], values: dict[str, Any],
     return {**values, **{name: value for name, value in checked.items() if name not in typed}}, typed | set(checked)
 
 
-def dump(command: str, config: Config) -> str:
-    """The config as --config reads it: every setting (recipe values filled, defaults applied), as YAML."""
+def dump(command: str, config: Config, *, as_json: bool = False) -> str:
+    """The config as --config reads it: every setting (recipe values filled, defaults applied), as YAML; or
+    (`as_json`, --print-config --json, whose last stdout line must be one JSON object) as one JSON line, which
+    --config reads back from a .json file."""
     import yaml
 
-    values = {_key(name, setting.flag): _plain(vars(config)[name])
+    values = {_key(name, setting.flag): _plain(_spelt(vars(config)[name], setting, config))
               for name, (setting, _) in config.settings().items() if name not in META}
+    if as_json:
+        return json.dumps(values, ensure_ascii=False) + "\n"
     header = f"# torchtools {command} --config FILE: these settings; an option typed beside it wins.\n"
     return header + yaml.safe_dump(values, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _spelt(value: Any, setting, config: Config) -> Any:
+    """A settled None that a word chose (--weights none, once the run trains) as that word, so the file asks for it."""
+    chosen = isinstance(config, TrainingSettings) and config.checkpoint is None
+    return setting.none_word if value is None and setting.none_word is not None and chosen else value
 
 
 def replayed(config: Config) -> Config:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from pathlib import Path
 
-from torchtools.core.config import READS, WRITES, Config, Setting
+from torchtools.core.config import READS, WRITES, Config, Setting, file_name
 from torchtools.core.paths import Output, best_path, epoch_path
 
 DATA_PANEL = "Data"
@@ -57,8 +57,9 @@ SCHEDULE = Setting("--schedule", panel=TRAINING, choices=("constant", "one-cycle
                         "share of the steps, then annealed to near zero; stepped every batch).")
 WARMUP = Setting("--warmup", help="--schedule one-cycle: the share of the steps rising to --lr.", panel=TRAINING,
                  min=0.0, max=1.0)
-LABEL_SMOOTHING = Setting("--label-smoothing", panel=TRAINING, min=0.0, max=1.0,
-                          help="Cross-entropy label smoothing: the share of each target spread over all classes.")
+LABEL_SMOOTHING = Setting("--label-smoothing", panel=TRAINING, min=0.0, below=1.0,  # 1: every target uniform
+                          help="Cross-entropy label smoothing: the share of each target spread over all classes "
+                               "(below 1: at 1 every target is uniform and nothing is learned).")
 AUGMENT = Setting("--augment", panel=TRAINING, choices=("none", "shift-flip"),
                   help="Training pictures: as they are, or shifted up to 4 pixels and flipped left-right.")
 AMP = Setting("--amp", negative="--no-amp", panel=TRAINING, saved=False,
@@ -83,7 +84,7 @@ PREDICT_IMAGES = Setting("--predict", panel=PREDICTING, saved=False, show_defaul
                          help="Label these pictures (repeatable): a file, a folder (walked recursively) or a quoted "
                               "glob, with the --checkpoint model or the one just trained.")
 PREDICT_OUTPUT = Setting("--output", "-o", panel=PREDICTING, saved=False, show_default=False, role=WRITES,
-                         suffixes=(".csv", ".jsonl"),
+                         parse=file_name, suffixes=(".csv", ".jsonl"),
                          help="Write one row per prediction to FILE.csv or FILE.jsonl (atomically).")
 TOP_K = Setting("--top-k", panel=PREDICTING, saved=False, min=1, max=1000,
                 help="Classes (with probabilities) given per prediction.")
@@ -94,6 +95,7 @@ MAX_PIXELS = Setting("--max-pixels", panel=DATA_PANEL, saved=False, min=1, max=2
                      metavar="N",
                      help="Skip (and name) pictures of more than N pixels, read from the header before decoding.")
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
+               parse=file_name,
                help="Draw a PNG plot to this file.")
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
                        help="Allow arbitrary unpickling when loading (only for files you trust).")
@@ -185,7 +187,7 @@ class TrainingSettings(Hyperparameters, SeededSettings, TensorboardSettings):
         "config.yaml", "history.csv", "curves.png", "confusion.png", "lr_find.png")
     device: str = DEVICE("auto")
     save: Path | None = Setting(
-        "--save", panel=OUTPUT, saved=False,
+        "--save", panel=OUTPUT, saved=False, parse=file_name,
         help="Write the last epoch's checkpoint here, and the best beside it as NAME.best.pt.")()
     checkpoint: Path | None = Setting(
         "--checkpoint", panel=OUTPUT, saved=False, role=READS,

@@ -139,7 +139,9 @@ def _columns() -> int:
 
 
 def _markdown_cell(value: Any) -> str:
-    from torchtools.core.output import number
+    """A cell of a table a person reads (`cat worst_names.md`): a name by the terminal's one text rule (a newline
+    or an escape sequence in it shown escaped, never splitting the row or recolouring the terminal)."""
+    from torchtools.core.output import number, terminal
 
     return (number(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-            else str(value).replace("|", "\\|"))
+            else terminal(value).replace("|", "\\|"))
