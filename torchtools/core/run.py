@@ -72,8 +72,8 @@ class Run(Generic[C]):
         check_paths(run.config.writes(), run.config.reads())
         run.config = run.config.settle(run)
         if run.config.print_config:  # the run is settled and checked: say it, and start nothing
-            print(config_files.dump(command, config_files.replayed(run.config),
-                                    as_json=bool(getattr(run.config, "json", False))), end="", flush=True)
+            print(config_files.dump(command, config_files.replayed(run.config), as_json=run.config.json), end="",
+                  flush=True)
             raise typer.Exit()
         if training:
             device = resolve_device(run.config.device, prefer_cpu=type(run.config).prefer_cpu)
