@@ -225,6 +225,7 @@ def main() -> None:
                         help="only check that torch.set_num_threads resizes the pool mid-run, both ways (30 s)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
+    args.data, args.cifar = args.data.resolve(), args.cifar.resolve()  # the jobs run in a folder of their own
     if args.pool_check:
         return pool_check()
     commands = QUICK if args.quick else {name: COMMANDS[name] for name in args.commands.split(",")}
