@@ -223,3 +223,16 @@ def test_the_readme_example_file_is_read_as_it_says(cli, tmp_path):
     assert values["epochs"] == 3 and values["batch-size"] == 256 and values["model"] == "fast"  # the fast recipe's
     cron = next(line for line in readme.splitlines() if "--config" in line and line.startswith("15 3 * * * "))
     assert ".venv/bin/torchtools mnist --config" in cron
+
+
+def test_export_replays_from_its_printed_config_checkpoint_included(cli, tmp_path, mnist_data):
+    """The positional CHECKPOINT may come from the file: click does not demand it before the file is read."""
+    assert cli("mnist", "--data", mnist_data, *MNIST, "--save", tmp_path / "m.pt").exit_code == 0
+    printed = cli("export", tmp_path / "m.pt", "--format", "safetensors", "--output", tmp_path / "m.safetensors",
+                  "--print-config")
+    assert printed.exit_code == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["checkpoint"] == str(tmp_path / "m.pt")
+    replay = cli("export", "--config", write(tmp_path / "e.yaml", printed.stdout), "--json")
+    assert replay.exit_code == 0, replay.stderr
+    assert replay.summary["export"]["passed"] and (tmp_path / "m.safetensors").is_file()
+    assert_user_error(cli("export", "--format", "safetensors"), "pass CHECKPOINT (or checkpoint: in a --config")

@@ -76,9 +76,9 @@ def _parameter(field: dataclasses.Field, config_type: type[Config]) -> inspect.P
     if choice is not None and isinstance(default, str):
         default = choice(default)
     if not setting.flag.startswith("-"):  # a positional argument, named in capitals
+        # Required, but not by click: a --config file may give it (checked with the other values by Config.build);
+        # --help shows it required (core/help.py).
         declaration = typer.Argument(help=help_text, show_default=False, metavar=setting.flag)
-        if default is None and not _optional(kind):  # required: the usage line shows it so
-            default = inspect.Parameter.empty
     else:
         # A data option not put in a panel is shown with the data (core/help.py puts that panel first).
         panel = setting.panel or (help.DATA_PANEL if setting.role == READS else None)

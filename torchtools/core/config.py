@@ -78,6 +78,8 @@ class Setting:
         if value is None:
             if _optional(kind):
                 return None
+            if not self.flag.startswith("-"):  # a positional argument, from the command line or a --config file
+                raise UserError(f"pass {self.flag} (or {name}: in a --config file)")
             raise UserError(f"{self.flag} needs a value")
         if isinstance(value, str) and value in self.words:
             return value

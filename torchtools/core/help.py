@@ -78,7 +78,7 @@ def _usage(command: Any, ctx: Any) -> str:
     words = [ctx.command_path, "[OPTIONS]"]
     for param in command.get_params(ctx):
         if param.param_type_name == "argument":
-            words.append(param.metavar if param.required else f"[{param.metavar}]")
+            words.append(param.metavar if _required(param) else f"[{param.metavar}]")
     return " ".join(words)
 
 
@@ -93,11 +93,17 @@ def _flags(option: Any) -> str:
     return f"{names} {option.metavar}" if option.metavar else names
 
 
+def _required(param: Any) -> bool:
+    """An option click requires, or a positional argument: each names the file a command works on, given on
+    the command line or in --config (core/command.py leaves it to Config.build)."""
+    return param.required or param.param_type_name == "argument"
+
+
 def _help(param: Any) -> str:
     """The help text, then what it does not say: Required., Default: X., Environment: $X."""
     text = (getattr(param, "help", None) or "").strip()
     parts = [text] if text else []
-    if param.required:
+    if _required(param):
         parts.append("Required.")
     default = _default(param)
     if default is not None and "Default:" not in text:
