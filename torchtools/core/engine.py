@@ -42,7 +42,10 @@ class Objective:
     predict: Callable[[Tensor], Tensor] | None = None  # None for regression: no accuracy
 
     @classmethod
-    def classification(cls, label_smoothing: float = 0.0, weight: Tensor | None = None) -> Objective:
+    def classification(cls, label_smoothing: float = 0.0, class_weights: list[float] | None = None,
+                       device: torch.device | None = None) -> Objective:
+        """Cross-entropy; `class_weights` (--class-weights, as a checkpoint saves them) weight each class's loss."""
+        weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device)
         return cls(nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing),
                    lambda output: output.argmax(dim=1))
 

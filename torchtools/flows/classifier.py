@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchtools.core.engine import EvalResult, Objective, fit
@@ -102,8 +101,7 @@ def train_evaluate_predict(run: Run, task: Task) -> None:
             run.check_resumed(key, task.state[key], what)
         train_batches, held_out = task.batches()
         trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        weight = None if task.class_weights is None else torch.tensor(task.class_weights, device=run.device)
-        objective = Objective.classification(config.label_smoothing, weight=weight)
+        objective = Objective.classification(config.label_smoothing, task.class_weights, run.device)
         found["model_summary"] = summarise(model, *task.summary_input(train_batches))
         finding = run_finder(run, model, objective, task.finder_batches, trained)
         if finding is not None:

@@ -247,8 +247,8 @@ def evaluate_images(model: nn.Module, images: ImageSet | FolderFiles, fmt: Image
     """The held-out images scored as during training (same batches, the loss weighted as it was; evaluation is
     fp32 in both)."""
     held_out = held_out_batches(images.to(device), fmt, device)
-    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device)
-    evaluation = evaluate(prepare_model(model, device), Objective.classification(weight=weight), held_out, device)
+    evaluation = evaluate(prepare_model(model, device), Objective.classification(class_weights=class_weights,
+                                                                                 device=device), held_out, device)
     _note_skipped(images, held_out)
     return evaluation
 
