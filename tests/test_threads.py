@@ -26,12 +26,15 @@ SPIN = [sys.executable, "-c", "while True: pass"]  # a process that keeps one co
     (None, 2, 1.0, 1),  # another job using a core
     (None, 2, 3.0, 1),  # a machine taken over: still one thread
     (None, 8, 2.0, 6),
-    (2, 2, 0.6, 2),  # hysteresis: not past the half-way point by MARGIN
-    (2, 2, 0.8, 1),
-    (1, 2, 0.4, 1),  # a neighbour pausing (a checkpoint, evaluation) does not make it flap
+    (2, 2, 0.3, 2),  # a short job beside it: not yet worth a core
+    (2, 2, 0.67, 1),  # a one-thread neighbour starved by this pool's two: yield at once
+    (1, 2, 0.5, 1),  # a neighbour pausing (a checkpoint, evaluation) does not make it flap
+    (1, 2, 0.3, 1),
     (1, 2, 0.2, 2),  # the neighbour ended
-    (6, 8, 2.6, 6),
-    (6, 8, 3.0, 5),
+    (6, 8, 2.35, 6),
+    (6, 8, 2.5, 5),
+    (5, 8, 2.4, 5),  # widens only when the core is clearly free
+    (5, 8, 2.2, 6),
 ])
 def test_the_count_is_what_other_processes_leave(current, limit, others, expected):
     assert threads.choose(current, limit, others) == expected

@@ -12,10 +12,12 @@ loads (OpenMP reads its environment once, then), takes a first reading and sets 
 runnable processes of that moment. `summary` (the run's device line, as training starts) and then
 `adjust`, called by the training loop between batches and at most once a `INTERVAL`, measure the other
 processes' load over the time since the last reading: the busy time of this process's CPUs in
-/proc/stat, less this process's own CPU time, in cores. Threads = usable cores - that load (at least 1);
-the count moves only when the load has moved by more than `MARGIN` past the half-way point, so a
-neighbour's pause for a checkpoint does not make it flap. Two jobs on 2 cores settle at 1 thread each; a
-job alone, or left alone when its neighbour ends, takes both. Decoding workers of this run's own are other
+/proc/stat, less this process's own CPU time, in cores. Threads = usable cores - that load (at least 1),
+yielding a core sooner than taking one back: the scheduler shares the cores by thread, so a one-thread
+neighbour beside a full pool on 2 cores gets only 2/3 of a core, under a half-way point (`YIELD_AT`); a
+core comes back only when the others' use is well under it (`WIDEN_AT`), so a neighbour's pause for a
+checkpoint does not make the count flap. Two jobs on 2 cores settle at 1 thread each; a job alone, or
+left alone when its neighbour ends, takes both. Decoding workers of this run's own are other
 processes too: their cores are not the pool's.
 
 `torch.set_num_threads` mid-run is honoured by the OpenMP pool (GNU OpenMP, as in PyTorch's Linux wheels):
@@ -43,7 +45,12 @@ _CPU_QUOTA = _CGROUP / "cpu.max"
 _PROC_STAT = Path("/proc/stat")
 _TOPOLOGY = "/sys/devices/system/cpu/cpu{}/topology/thread_siblings_list"
 INTERVAL = 1.0  # seconds between readings: a neighbour that starts is seen within a second or two
-MARGIN = 0.25  # cores of hysteresis on each side of the half-way point between two counts
+# A count n is kept while the cores left to the pool are at least n - YIELD_AT, and taken up from below once
+# they are at least n - WIDEN_AT. On 2 cores: one thread yielded when the others use over 0.4 of a core
+# (the old symmetric 0.75 never saw a neighbour starved to 0.67 by this pool's spinning threads: mnist
+# beside one started after it took 2.1-2.8x its time alone), taken back when they use under 0.25.
+YIELD_AT = 0.4
+WIDEN_AT = 0.25
 _SHORTEST = 0.25  # seconds: a shorter interval's busy time is too coarse (jiffies of 10 ms) to read
 
 
@@ -86,14 +93,15 @@ def configure(environ=os.environ) -> dict[str, str]:
 def choose(current: int | None, limit: int, others: float, group_others: float = 0.0, quota: int | None = None) \
         -> int:
     """The thread count for `limit` usable cores while other processes keep `others` cores busy (and, in a
-    cgroup with a `quota`, `group_others` of it): what is left, at least 1. From `current`, the count moves
-    only when what is left is more than MARGIN past the half-way point to another count."""
+    cgroup with a `quota`, `group_others` of it): what is left, at least 1. From `current`, it narrows as
+    soon as what is left falls YIELD_AT under the count, and widens only to counts WIDEN_AT within reach."""
     free = limit - others
     if quota is not None:
         free = min(free, quota - group_others)
-    if current is not None and abs(free - current) <= 0.5 + MARGIN:
-        return current
-    return max(1, min(limit, math.floor(free + 0.5)))
+    kept = max(1, min(limit, math.floor(free + YIELD_AT)))
+    if current is None or kept < current:
+        return kept
+    return max(current, min(limit, math.floor(free + WIDEN_AT)))
 
 
 def adjust(*, force: bool = False) -> None:
