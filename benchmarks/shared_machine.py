@@ -6,7 +6,7 @@ training seconds are read from the summary; the threads it used from its `device
 
 - alone, per variant: torchtools (OMP_NUM_THREADS unset: the count follows the machine's load),
   threads=<cores> (OMP_NUM_THREADS=<cores>, PyTorch's own count) and threads=1 (OMP_NUM_THREADS=1, the
-  old rule of half the cores, on 2 cores). The median of --repeats runs.
+  old rule of half the cores, on 2 cores). The median of --repeats runs, the variants taking turns.
 - before: a neighbour (an endless `mnist` training, same variant) is started first; once it trains and
   --delay seconds more, the job runs; the neighbour is stopped when it ends.
 - after: the job starts first; --delay seconds after it starts training, the neighbour starts (the case a
@@ -14,7 +14,7 @@ training seconds are read from the summary; the threads it used from its `device
 Ratios are a job's seconds over its seconds alone with the same variant: 2x is a fair share of 2 cores.
 
 Sizes (--quick aside): diabetes 400 epochs, names-rnn 3 epochs, mnist 2 epochs, cifar 1 epoch, for about
-8-15 s each alone on 2 cores; the whole script about 10-12 minutes on a quiet 2-core machine. Then the
+8-15 s each alone on 2 cores; the whole script about 15-20 minutes on a quiet 2-core machine. Then the
 course-loop ratio (benchmarks/vision.py: the course's DataLoader loop against torchtools' engine, 1 epoch,
 cifar quick and the mnist course CNN) with PyTorch's own thread count, which is what torchtools takes alone.
 Time nothing while anything else runs: the figures are only worth a quiet machine.
@@ -123,14 +123,18 @@ class Job:
         self.process.stdout.close()
 
 
-def alone(arguments, variant, data, cwd, repeats: int) -> tuple[float, str]:
-    """The median training seconds of `repeats` runs, and the thread counts the runs said."""
-    seconds, counts = [], set()
+def alone(arguments, variants, data, cwd, repeats: int) -> dict[str, tuple[float, str]]:
+    """Per variant, the median training seconds of `repeats` runs and the thread counts the runs said. The
+    variants take turns within each round, so that all of them see the same drift of a noisy machine (one
+    run's seconds on the 2-core VM varied up to 2x from minute to minute)."""
+    seconds, counts = {variant: [] for variant in variants}, {variant: set() for variant in variants}
     for _ in range(repeats):
-        job = Job(arguments, variant, data, cwd)
-        seconds.append(job.seconds())
-        counts.add("->".join(job.threads))
-    return statistics.median(seconds), ", ".join(sorted(counts))
+        for variant in variants:
+            job = Job(arguments, variant, data, cwd)
+            seconds[variant].append(job.seconds())
+            counts[variant].add("->".join(job.threads))
+    return {variant: (statistics.median(seconds[variant]), ", ".join(sorted(counts[variant])))
+            for variant in variants}
 
 
 def beside(arguments, variant, data, cwd, mnist_root: Path, *, neighbour_first: bool,
@@ -215,7 +219,7 @@ def main() -> None:
     parser.add_argument("--beside-variants", default="torchtools", help="beside a neighbour, before and after")
     parser.add_argument("--delay", type=float, default=2.0,
                         help="seconds between the first job's start of training and the second's start")
-    parser.add_argument("--repeats", type=int, default=2, help="runs alone per case (their median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per case, alone and beside (their median)")
     parser.add_argument("--course", action=argparse.BooleanOptionalAction, default=True,
                         help="also the course-loop ratios of benchmarks/vision.py (cifar quick, mnist CNN)")
     parser.add_argument("--quick", action="store_true",
@@ -231,6 +235,7 @@ def main() -> None:
     commands = QUICK if args.quick else {name: COMMANDS[name] for name in args.commands.split(",")}
     repeats, delay = (1, 0.5) if args.quick else (args.repeats, args.delay)
     variants = ["torchtools", "threads=1"] if args.quick else args.variants.split(",")
+    beside_variants = [variant for variant in args.beside_variants.split(",") if variant]
     if "cifar" in commands:
         build_cifar(args.data, args.cifar)
     rows = []
@@ -239,16 +244,16 @@ def main() -> None:
         for name, (arguments, root) in commands.items():
             data = {"data": args.data, "cifar": args.cifar, None: None}[root]
             row = {"command": name, "size": " ".join(arguments[1:]), "alone": {}, "before": {}, "after": {}}
-            for variant in variants:
-                row["alone"][variant] = alone(arguments, variant, data, cwd, repeats)
-                print(f"{name:10} {variant:11} alone  {row['alone'][variant][0]:7.2f} s  threads "
-                      f"{row['alone'][variant][1]}", flush=True)
-            for variant in args.beside_variants.split(","):
-                base = row["alone"].get(variant) or alone(arguments, variant, data, cwd, repeats)
-                row["alone"][variant] = base
+            row["alone"] = alone(arguments, list(dict.fromkeys(variants + beside_variants)), data, cwd, repeats)
+            for variant, (seconds, counts) in row["alone"].items():
+                print(f"{name:10} {variant:11} alone  {seconds:7.2f} s  threads {counts}", flush=True)
+            for variant in beside_variants:
+                base = row["alone"][variant]
                 for case, first in (("before", True), ("after", False)):
-                    seconds, counts = beside(arguments, variant, data, cwd, args.data, neighbour_first=first,
-                                             delay=delay)
+                    runs = [beside(arguments, variant, data, cwd, args.data, neighbour_first=first, delay=delay)
+                            for _ in range(repeats)]
+                    seconds = statistics.median(run[0] for run in runs)
+                    counts = ", ".join(sorted({run[1] for run in runs}))
                     row[case][variant] = (seconds, counts)
                     print(f"{name:10} {variant:11} {case:6} {seconds:7.2f} s  {seconds / base[0]:4.2f}x  threads "
                           f"{counts}", flush=True)
@@ -258,7 +263,7 @@ def main() -> None:
         build_cifar(args.data, args.cifar)
         course = {"cifar quick": course_ratio("cifar", args.data, args.cifar, 1),
                   "mnist course CNN": course_ratio("mnist", args.data, args.cifar, 1)}
-    print_table(rows, course, variants, args.beside_variants.split(","))
+    print_table(rows, course, variants, beside_variants)
     if args.out is not None:
         args.out.write_text(json.dumps({"rows": rows, "course": course}, indent=2))
 
