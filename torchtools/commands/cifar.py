@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
 from torchtools.core.options import DATA, LOADER
@@ -55,7 +56,6 @@ def cifar(run: Run[CifarConfig]) -> None:
     unreadable files skipped, and cached under ~/.cache/torchtools); normalising and augmenting run on
     whole batches.
     """
-    from torchtools import recipes
     from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots

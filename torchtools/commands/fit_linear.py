@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.errors import TrainingDiverged, UserError
 from torchtools.core.options import EPOCHS, LR, OPTIMIZER, PLOT, CurveFitSettings, fit_csv, fit_predict
 
 if TYPE_CHECKING:
@@ -50,7 +53,6 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     from torchtools.lessons import linear
     from torchtools.core import plots
     from torchtools.core.engine import Objective
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say, wrote
 
     config = run.config
@@ -96,7 +98,6 @@ def _exhaustive(points, drawn: list[Path]):
     import torch
 
     from torchtools.core import plots
-    from torchtools.core.errors import UserError
     from torchtools.core.output import print_table
 
     if points.features != 1:
@@ -165,10 +166,6 @@ def _run_lesson(epoch_step, run, samples: int):
     """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check.
     Its checkpoint is written after the last epoch (see lessons.linear.fit_or_load), so a diverged loop
     leaves none behind."""
-    import math
-    import time
-
-    from torchtools.core.errors import TrainingDiverged
     from torchtools.core.output import EpochProgress
 
     progress = EpochProgress(run.config.epochs)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, Setting
 from torchtools.core.options import DATA
@@ -44,7 +45,6 @@ def mnist(run: Run[MnistConfig]) -> None:
     --recipe course (the default) is the course's lesson; --recipe fast is the quickest measured to 99%
     (each option's help names both recipes' values). The data stays in memory as one tensor on the device.
     """
-    from torchtools import recipes
     from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import roots

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
 from torchtools.core.config import DEPENDS, READS, Setting
 from torchtools.core.options import (DATA, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings,
@@ -68,7 +69,6 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     --recipe course is the lecture's network and optimizer; --recipe fast the quickest measured to the course's
     best accuracy (each option's help names both recipes' values).
     """
-    from torchtools import recipes
     from torchtools.core.output import say
     from torchtools.flows import names
 

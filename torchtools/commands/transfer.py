@@ -147,7 +147,6 @@ def weights_of(config: TransferConfig):
 def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> TransferConfig:
     """Each preprocessing setting not given: the weights' (a Hub folder's or timm model's pretrained_cfg), else
     ImageNet's; says which it used and from where. A --checkpoint or --resume run has its saved ones already."""
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from torchtools.models import pretrained
