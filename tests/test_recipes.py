@@ -59,6 +59,36 @@ def test_course_networks_unchanged():
     assert sum(parameter.numel() for parameter in cifar_models.build("quick").parameters()) == 145578
 
 
+INCEPTION_BRANCHES = ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3_1", "branch3x3_2", "branch3x3_3",
+                      "branch_pool")
+# What the course's own InceptionNet and ResidualNet classes gave (before TwoBlockNet served both): the seed-0
+# network's logits for the probe below.
+LESSON_11 = {
+    "inception": ("incep", INCEPTION_BRANCHES, 97298,
+                  [0.00638, 0.026717, 0.041871, -0.002712, -0.038913, -0.003308, -0.020861, 0.076532, -0.011267,
+                   -0.032201]),
+    "resnet": ("rblock", ("conv1", "conv2"), 41514,
+               [-0.137943, -0.050163, 0.044737, -0.048148, -0.073258, 0.028628, 0.177965, -0.02298, 0.023548,
+                -0.12529]),
+}
+
+
+@pytest.mark.parametrize("name", LESSON_11)
+def test_lesson_11_networks_keep_the_course_layout(name):
+    """Their checkpoints load (the same state_dict keys, in the same order, for the optimizer's state too) and
+    a seed gives the same network as the course's classes did."""
+    block, layers, count, logits = LESSON_11[name]
+    torch.manual_seed(0)
+    model = mnist_models.build(name)
+    blocks = [f"{block}{index}.{layer}.{kind}" for index in (1, 2) for layer in layers for kind in ("weight", "bias")]
+    assert list(model.state_dict()) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", *blocks,
+                                        "fc.weight", "fc.bias"]
+    assert sum(parameter.numel() for parameter in model.parameters()) == count
+    with torch.no_grad():
+        probe = torch.linspace(0, 1, 784).reshape(1, 1, 28, 28)
+        assert model(probe)[0].tolist() == pytest.approx(logits, abs=1e-5)
+
+
 def test_recipes_resolve_with_overrides():
     from torchtools.commands.mnist import MnistConfig
 

@@ -16,7 +16,7 @@ import typer.core
 from torchtools import __version__
 from torchtools.commands import (cifar, conv_demo, diabetes, export, fit_linear, fit_logistic, inspect_weights,
                                  mnist, names_rnn, to_gpu_bench, transfer)
-from torchtools.core import stopping
+from torchtools.core import help, stopping, threads
 from torchtools.core.errors import UserError
 
 
@@ -63,16 +63,12 @@ class _OneLineErrors:
 class _Command(_OneLineErrors, typer.core.TyperCommand):
     def format_help(self, ctx, formatter):
         """The help laid out for an 80-column terminal (core/help.py), not Typer's panels."""
-        from torchtools.core import help
-
         formatter.write(help.render(self, ctx))
 
 
 class _Group(_OneLineErrors, typer.core.TyperGroup):
     def format_help(self, ctx, formatter):
         """The commands and options laid out for an 80-column terminal (core/help.py)."""
-        from torchtools.core import help
-
         formatter.write(help.render_group(self, ctx))
 
 
@@ -139,8 +135,6 @@ def _root(
 
 
 def main() -> None:
-    from torchtools.core import threads
-
     threads.configure()  # before anything imports torch: OpenMP reads these once, as torch loads it
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
         if hasattr(stream, "reconfigure"):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchtools.core.config import DEPENDS
-from torchtools.core.options import (BATCH_SIZE, EPOCHS, LABEL_SMOOTHING, LR_OR_AUTO, MOMENTUM, OPTIMIZER, RECIPE,
-                                     SCHEDULE, WARMUP, WEIGHT_DECAY, CompiledSettings, Hyperparameters)
+from torchtools.core.options import (AUGMENT, BATCH_SIZE, DOWNLOAD, EPOCHS, LABEL_SMOOTHING, LR_OR_AUTO, MOMENTUM,
+                                     OPTIMIZER, RECIPE, SCHEDULE, WARMUP, WEIGHT_DECAY, CompiledSettings,
+                                     Hyperparameters, ImageClassifierSettings)
 
 
 # A recipe is the values it gives a command's options; the command's config has a field of each name, and
@@ -166,6 +167,15 @@ class RecipeSettings(CompiledSettings):
     @classmethod
     def depends_help(cls, name: str) -> str:
         return default_help(cls.TASK, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetRecipeSettings(RecipeSettings, ImageClassifierSettings):
+    """mnist and cifar: a recipe's classifier of a torchvision dataset, downloaded into --data when its files are
+    absent. Each command declares its own --dataset choices and --data layout."""
+
+    download: bool = DOWNLOAD(True)
+    augment: str = AUGMENT(DEPENDS)
 
 
 def markdown_table() -> str:

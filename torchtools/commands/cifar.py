@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, LOADER, ImageClassifierSettings
+from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.options import DATA, LOADER
 from torchtools.data.labels_settings import LabelsCsvSettings
-from torchtools.recipes import RecipeSettings
+from torchtools.recipes import DatasetRecipeSettings
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -20,7 +22,7 @@ IMAGE_FOLDERS = "images"  # the summary's dataset name for a train/ + test/ fold
 
 
 @dataclass(frozen=True, kw_only=True)
-class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
+class CifarConfig(DatasetRecipeSettings, LabelsCsvSettings):
     TASK = "cifar"
 
     model: str = Setting(
@@ -30,12 +32,9 @@ class CifarConfig(RecipeSettings, ImageClassifierSettings, LabelsCsvSettings):
     dataset: str = Setting(
         "--dataset", choices=("cifar10", "cifar100"),
         help="CIFAR batches under --data (ignored when --data holds train/ and test/ image folders).")("cifar10")
-    data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False, role=READS,
-        help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
-             "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.")()
-    download: bool = DOWNLOAD(True)
-    augment: str = AUGMENT(DEPENDS)
+    data: Path | None = dataclasses.replace(
+        DATA, help="Dataset root (DATA/cifar-10-batches-py, DATA/cifar-100-python), or a folder holding "
+                   "train/<class>/* and test/<class>/* images. Default: $TORCHTOOLS_DATA, else data/.")()
     loader: str = LOADER("auto")
 
     @classmethod
@@ -57,7 +56,6 @@ def cifar(run: Run[CifarConfig]) -> None:
     unreadable files skipped, and cached under ~/.cache/torchtools); normalising and augmenting run on
     whole batches.
     """
-    from torchtools import recipes
     from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import labels_csv, roots

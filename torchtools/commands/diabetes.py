@@ -9,6 +9,7 @@ from typing import ClassVar, TYPE_CHECKING
 from torchtools.core import numbers
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting, comma_separated_ints
+from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
                                      TrainingSettings, a_count)
 
@@ -184,7 +185,6 @@ def _predict_rows(path: Path, features: int):
     """The --predict CSV's feature rows as a tensor; a trailing label column is ignored."""
     import torch
 
-    from torchtools.core.errors import UserError
     from torchtools.data.tables import read_numeric_csv
 
     table = read_numeric_csv(path)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from torchtools import __version__
 from torchtools.commands import cifar, diabetes, mnist, names_rnn, transfer
 from torchtools.core.command import command
 from torchtools.core.config import READS, Setting, file_name
@@ -156,8 +157,6 @@ def _checkpoint(config: ExportConfig) -> tuple[dict, Any]:
 
 def _metadata(saved: dict, kind) -> dict:
     """What travels with the export, as JSON reads it back (lists, not tuples)."""
-    from torchtools import __version__
-
     return json.loads(json.dumps({"torchtools": __version__, "command": saved["command"],
                                   "config": saved.get("config"), **kind.metadata()}))
 

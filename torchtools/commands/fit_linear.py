@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from torchtools.core import numbers
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import (EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, PLOT, TRAINING, TrainingSettings,
-                                     a_count)
+from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.errors import TrainingDiverged, UserError
+from torchtools.core.options import EPOCHS, LR, OPTIMIZER, PLOT, CurveFitSettings, fit_csv, fit_predict
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -24,29 +27,18 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]
 
 
 @dataclass(frozen=True, kw_only=True)
-class LinearConfig(TrainingSettings):
-    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
-    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "fit.png", "sweep.png")
-    STATE = {"features": (a_count, "a count")}
+class LinearConfig(CurveFitSettings):
+    REPORT_FILES = (*CurveFitSettings.REPORT_FILES, "sweep.png")
     method: str = Setting(
         "--method", choices=tuple(DEFAULTS),
         help="exhaustive: scan w over 0.0..4.0; gd/sgd: hand-written gradients; autograd: requires_grad tensors; "
              "nn: nn.Linear + MSELoss + optim.SGD.")("nn")
-    csv: Path | None = Setting(
-        "--csv", aliases=("--data",), saved=False, show_default=False, role=READS,
-        help="Fit your data: CSV, header optional, last column y, one or more feature columns. Default: the course's "
-             "x=[1,2,3], y=[2,4,6].")()
-    predict: list[str] | None = Setting(
-        "--predict", saved=False, show_default=False, metavar="X",
-        help="Predict y for X (repeatable; 'a,b' for several features).")()
+    csv: Path | None = fit_csv("y", "x=[1,2,3], y=[2,4,6]")()
+    predict: list[str] | None = fit_predict("Predict y")()
     plot: Path | None = PLOT()
-    epochs: int = Setting(EPOCHS.flag, EPOCHS.short, help="Training epochs. Default: 100, or 1000 for nn.",
-                          panel=TRAINING, min=1, max=10**6, resumable=True)(DEPENDS)
-    lr: float = Setting(LR.flag, help="Learning rate. Default: 0.01, or 0.05 for nn.", panel=TRAINING,
-                        min=LR.min, max=LR.max)(DEPENDS)
-    optimizer: str = Setting(OPTIMIZER.flag, help="Optimizer of --method nn.", panel=TRAINING,
-                             choices=OPTIMIZER.choices)("sgd")
-    batch_size: int | None = FULL_BATCH_SIZE()
+    epochs: int = dataclasses.replace(EPOCHS, help="Training epochs. Default: 100, or 1000 for nn.")(DEPENDS)
+    lr: float = dataclasses.replace(LR, help="Learning rate. Default: 0.01, or 0.05 for nn.")(DEPENDS)
+    optimizer: str = dataclasses.replace(OPTIMIZER, help="Optimizer of --method nn.")("sgd")
 
     @classmethod
     def fill(cls, values: dict) -> dict:
@@ -61,7 +53,6 @@ def fit_linear(run: Run[LinearConfig]) -> None:
     from torchtools.lessons import linear
     from torchtools.core import plots
     from torchtools.core.engine import Objective
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say, wrote
 
     config = run.config
@@ -107,7 +98,6 @@ def _exhaustive(points, drawn: list[Path]):
     import torch
 
     from torchtools.core import plots
-    from torchtools.core.errors import UserError
     from torchtools.core.output import print_table
 
     if points.features != 1:
@@ -176,10 +166,6 @@ def _run_lesson(epoch_step, run, samples: int):
     """Drive a hand-written lesson loop with the shared progress display, TensorBoard and NaN check.
     Its checkpoint is written after the last epoch (see lessons.linear.fit_or_load), so a diverged loop
     leaves none behind."""
-    import math
-    import time
-
-    from torchtools.core.errors import TrainingDiverged
     from torchtools.core.output import EpochProgress
 
     progress = EpochProgress(run.config.epochs)

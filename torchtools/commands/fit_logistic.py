@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from torchtools.core import numbers
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting, file_name
-from torchtools.core.options import EPOCHS, FULL_BATCH_SIZE, LR, OPTIMIZER, OUTPUT, TrainingSettings
+from torchtools.core.options import EPOCHS, LR, OPTIMIZER, PLOT, CurveFitSettings, fit_csv, fit_predict
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
@@ -18,24 +18,15 @@ COURSE_X, COURSE_Y = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]  # hours studied, passed
 
 
 @dataclass(frozen=True, kw_only=True)
-class LogisticConfig(TrainingSettings):
-    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "fit.png")
-    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
-    csv: Path | None = Setting(
-        "--csv", aliases=("--data",), saved=False, show_default=False, role=READS,
-        help="Fit your data: CSV, header optional, last column the 0/1 label, one or more feature columns. "
-             "Default: the course's hours x=[1,2,3], passed y=[0,0,1].")()
-    predict: list[str] | None = Setting(
-        "--predict", saved=False, show_default=False, metavar="X",
-        help="Probability of class 1 for X (repeatable; 'a,b' for several features).")()
-    plot: Path | None = Setting(
-        "--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name, suffixes=(".png",),
-        help="PNG of the data and the probability curve over the data's range, with the 0.5 line (one feature), "
-             "else the loss curve.")()
+class LogisticConfig(CurveFitSettings):
+    csv: Path | None = fit_csv("the 0/1 label", "hours x=[1,2,3], passed y=[0,0,1]")()
+    predict: list[str] | None = fit_predict("Probability of class 1")()
+    plot: Path | None = dataclasses.replace(
+        PLOT, help="PNG of the data and the probability curve over the data's range, with the 0.5 line (one "
+                   "feature), else the loss curve.")()
     epochs: int = EPOCHS(1000)
     lr: float = LR(0.1)
     optimizer: str = OPTIMIZER("sgd")
-    batch_size: int | None = FULL_BATCH_SIZE()
 
 
 @command("fit-logistic", LogisticConfig)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, READS, Setting
-from torchtools.core.options import AUGMENT, DATA, DOWNLOAD, ImageClassifierSettings
-from torchtools.recipes import RecipeSettings
+from torchtools.core.config import DEPENDS, Setting
+from torchtools.core.options import DATA
+from torchtools.recipes import DatasetRecipeSettings
 
 if TYPE_CHECKING:
     from torchtools.core.run import Run
 
 
 @dataclass(frozen=True, kw_only=True)
-class MnistConfig(RecipeSettings, ImageClassifierSettings):
+class MnistConfig(DatasetRecipeSettings):
     TASK = "mnist"
 
     model: str = Setting(
@@ -26,12 +28,9 @@ class MnistConfig(RecipeSettings, ImageClassifierSettings):
              "conv 16/32.")(DEPENDS)
     dataset: str = Setting("--dataset", choices=("mnist", "fashion-mnist", "kmnist"),
                            help="Which 28x28 ten-class set.")("mnist")
-    data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False, role=READS,
-        help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw or "
-             "DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.")()
-    download: bool = DOWNLOAD(True)
-    augment: str = AUGMENT(DEPENDS)
+    data: Path | None = dataclasses.replace(
+        DATA, help="Dataset root: the IDX files (plain or .gz) go in DATA/MNIST/raw, DATA/FashionMNIST/raw or "
+                   "DATA/KMNIST/raw. Default: $TORCHTOOLS_DATA, else data/.")()
 
     def data_reads(self) -> list:
         from torchtools.data import reads
@@ -46,7 +45,6 @@ def mnist(run: Run[MnistConfig]) -> None:
     --recipe course (the default) is the course's lesson; --recipe fast is the quickest measured to 99%
     (each option's help names both recipes' values). The data stays in memory as one tensor on the device.
     """
-    from torchtools import recipes
     from torchtools.flows import image_classifier as classifier
     from torchtools.core.output import say
     from torchtools.data import roots

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchtools import recipes
 from torchtools.core.command import command
-from torchtools.core.config import DEPENDS, READS, WRITES, Setting, file_name
-from torchtools.core.options import (OUTPUT, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings,
+from torchtools.core.config import DEPENDS, READS, Setting
+from torchtools.core.options import (DATA, PLOT, PREDICT_OUTPUT, SIZE_MAX, TOP_K, VAL_SPLIT, FindLrSettings,
                                      distinct_names)
 from torchtools.recipes import RecipeSettings
 
@@ -28,11 +30,10 @@ class NamesConfig(FindLrSettings, RecipeSettings):
     STATE = {"labels": (distinct_names, "a list of distinct labels"),
              "vocabulary": (lambda value: isinstance(value, str), "the characters of the names")}
 
-    data: Path | None = Setting(
-        "--data", saved=False, show_default=False, role=READS,
-        help="Training names: a name,label CSV (gzip or plain), a folder of <Label>.txt files, or a data root holding "
-             "names/names_train.csv.gz (with names_test.csv.gz beside it as --test). Default: under "
-             "$TORCHTOOLS_DATA, else data/, else the course's CSVs built into torchtools.")()
+    data: Path | None = dataclasses.replace(
+        DATA, help="Training names: a name,label CSV (gzip or plain), a folder of <Label>.txt files, or a data root "
+                   "holding names/names_train.csv.gz (with names_test.csv.gz beside it as --test). Default: under "
+                   "$TORCHTOOLS_DATA, else data/, else the course's CSVs built into torchtools.")()
     test: Path | None = Setting(
         "--test", saved=False, show_default=False, role=READS,
         help="Test names, in either layout. Without it, --val-split holds part of --data out.")()
@@ -52,9 +53,7 @@ class NamesConfig(FindLrSettings, RecipeSettings):
     layers: int = Setting("--layers", panel=MODEL, min=1, max=64, help="Recurrent layers.")(DEPENDS)
     bidirectional: bool = Setting("--bidirectional", negative="--no-bidirectional", panel=MODEL,
                                   help="Read names both ways.")(True)
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name,
-                                suffixes=PLOT.suffixes,
-                                help="Draw the confusion matrix as a PNG heatmap to this file.")()
+    plot: Path | None = dataclasses.replace(PLOT, help="Draw the confusion matrix as a PNG heatmap to this file.")()
 
     def data_reads(self) -> list:
         from torchtools.data import reads
@@ -70,7 +69,6 @@ def names_rnn(run: Run[NamesConfig]) -> None:
     --recipe course is the lecture's network and optimizer; --recipe fast the quickest measured to the course's
     best accuracy (each option's help names both recipes' values).
     """
-    from torchtools import recipes
     from torchtools.core.output import say
     from torchtools.flows import names
 

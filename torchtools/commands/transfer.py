@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchtools.core.command import command
-from torchtools.core.config import READS, WRITES, Setting, comma_separated_floats, file_name
+from torchtools.core.config import READS, Setting, comma_separated_floats
 from torchtools.core.errors import UserError
-from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, OUTPUT, PLOT,
+from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LOADER, LR_OR_AUTO, MOMENTUM, OPTIMIZER, PLOT,
                                      TRAINING, TRUST_PICKLE, VAL_SPLIT, CompiledSettings, ImageClassifierSettings)
 from torchtools.data.labels_settings import LabelsCsvSettings
 
@@ -60,10 +60,9 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
     mode: str = Setting(
         "--mode", panel=MODEL, choices=("finetune", "freeze"),
         help="finetune: train every layer; freeze: train only the new head (fixed feature extractor).")("finetune")
-    data: Path | None = Setting(
-        DATA.flag, saved=False, show_default=False, role=READS,
-        help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by --val-split. "
-             "Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
+    data: Path | None = dataclasses.replace(
+        DATA, help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or DATA/<class>/* split by "
+                   "--val-split. Default: hymenoptera_data under $TORCHTOOLS_DATA, else data/.")()
     val_split: float = VAL_SPLIT(0.2)
     augment: str = Setting(
         "--augment", panel=TRAINING, choices=("resized-crop-flip", "none"),
@@ -94,9 +93,7 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
         help="balanced: weight the loss by inverse class frequency (n / (classes x count)); saved with the "
              "model.")("none")
     loader: str = LOADER("auto")
-    plot: Path | None = Setting(PLOT.flag, panel=OUTPUT, saved=False, show_default=False, role=WRITES, parse=file_name,
-                                suffixes=PLOT.suffixes,
-                                help="Draw the val confusion matrix as a PNG heatmap to this file.")()
+    plot: Path | None = dataclasses.replace(PLOT, help="Draw the val confusion matrix as a PNG heatmap to this file.")()
     epochs: int = EPOCHS(25)
     batch_size: int = BATCH_SIZE(32)
     lr: float = LR_OR_AUTO(0.01)
@@ -150,7 +147,6 @@ def weights_of(config: TransferConfig):
 def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> TransferConfig:
     """Each preprocessing setting not given: the weights' (a Hub folder's or timm model's pretrained_cfg), else
     ImageNet's; says which it used and from where. A --checkpoint or --resume run has its saved ones already."""
-    from torchtools.core.errors import UserError
     from torchtools.core.output import say
     from torchtools.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from torchtools.models import pretrained

@@ -9,6 +9,7 @@ the checks of the command that saved it (its config's STATE).
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,6 @@ def load_file(path: Path, *, trust_pickle: bool = False) -> Any:
 def _other_kind(path: Path) -> str | None:
     """What a file is that torch.save never writes (a zip archive, or a protocol-2 pickle: b"\\x80"), told from
     its first bytes; None for a file torch.load may read."""
-    import zipfile
-
     try:
         if zipfile.is_zipfile(path):
             return None
@@ -110,8 +109,6 @@ def _other_kind(path: Path) -> str | None:
 
 def _program_kind(path: Path) -> str | None:
     """What an exported program is (export writes them), told from its layout; None for anything else."""
-    import zipfile
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:

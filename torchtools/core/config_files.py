@@ -19,6 +19,7 @@ import json
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,6 @@ def _yaml(path: Path, text: str) -> list[tuple[Any, Any, int | None]]:
 def _toml(path: Path, text: str) -> list[tuple[Any, Any, int | None]]:
     """TOML by the standard library, which gives no positions: a top-level key's line is found in the text
     (every top-level key comes before the first [table])."""
-    import tomllib
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

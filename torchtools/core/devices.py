@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import re
 from dataclasses import dataclass
 
 import torch
 
-from torchtools.core import distributed
+from torchtools.core import distributed, threads
 from torchtools.core.errors import UserError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -156,8 +157,6 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     except OSError:
         pass
     if not name:
-        import platform
-
         name = platform.processor() or platform.machine()
     return name, flags
 
@@ -222,8 +221,6 @@ def channels_last(device: torch.device) -> bool:
 
 def device_line(device: torch.device, amp_dtype: torch.dtype | None) -> str:
     """The line a run starts training with: the device, the precision and the CPU threads (measured now)."""
-    from torchtools.core import threads
-
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp_dtype]
     if device.type == "cuda" and amp_dtype is None and torch.get_float32_matmul_precision() != "highest":
         precision = "fp32 (tf32)"  # as to-gpu-bench names it

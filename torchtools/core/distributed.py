@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from torchtools.core import output
 from torchtools.core.errors import UserError
@@ -164,7 +166,6 @@ def wrap(model: nn.Module) -> nn.Module:
     """The model in DistributedDataParallel (which copies process 0's weights to all), or itself."""
     if _job.world_size == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [_job.device.index] if _job.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
@@ -229,7 +230,6 @@ def train_sampler(dataset, *, seed: int):
     """
     if _job.world_size == 1:
         return None
-    from torch.utils.data import DistributedSampler
 
     return DistributedSampler(dataset, num_replicas=_job.world_size, rank=_job.rank, shuffle=True, seed=seed,
                               drop_last=True)

@@ -1,5 +1,8 @@
 """Errors a user can cause. The CLI turns them into one line on stderr and exit code 2."""
 
+import os
+import stat
+
 
 class UserError(Exception):
     """A problem with the user's input, files or machine: reported without a traceback."""
@@ -20,9 +23,6 @@ def first_line(error: BaseException) -> str:
 
 def not_a_file(path, option: str | None = None) -> UserError:
     """The error for an input that is not a readable regular file: missing, or a folder, FIFO or device."""
-    import os
-    import stat
-
     named = f"{option} {path}" if option else str(path)
     try:
         mode = os.stat(path).st_mode

@@ -12,6 +12,8 @@ is removed.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import inspect
 import json
 import warnings
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from torchtools.core import files
@@ -39,8 +42,6 @@ def check_available(format_: str) -> None:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(name) is not None
 
 
@@ -93,8 +94,6 @@ def save(format_: str, graph: nn.Module, example: Tensor, dynamic: dict[int, str
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(None):
             warnings.simplefilter("ignore")  # exporters warn about internals; the parity check is what counts
             if format_ == "safetensors":
-                from safetensors.torch import save_file
-
                 save_file({key: value.contiguous() for key, value in state.items()}, str(target),
                           metadata={"format": "pt"})
                 _temporary(written, metadata_path(path)).write_text(files.strict_json(metadata, indent=1) + "\n")
@@ -123,8 +122,6 @@ def _exported(graph: nn.Module, example: Tensor, dynamic: dict[int, str]):
 
 
 def _argument_names(graph: nn.Module):
-    import inspect
-
     return inspect.signature(graph.forward).parameters
 
 
@@ -147,8 +144,6 @@ def load(format_: str, written: Written, *, fresh: Callable[[dict[str, Tensor]],
         metadata = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
         return lambda batch: torch.from_numpy(session.run(None, {name: batch.numpy()})[0]), metadata
     if format_ == "safetensors":
-        from safetensors.torch import load_file
-
         graph = fresh(load_file(str(file))).eval()
         return _no_grad(graph), json.loads(written.temporary[metadata_path(written.path)].read_text())
     extra = {METADATA_FILE: ""}

@@ -16,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,8 +100,6 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def link_atomically(source: Path, path: Path) -> Path:
     """`path` as a hard link to the finished file `source` (the same bytes, not written twice), put in place
     atomically; where the file system has no hard links (FAT, some network shares) a copy."""
-    import shutil
-
     temp = temporary(path)
     try:
         temp.unlink()  # os.link makes the name itself

@@ -10,12 +10,17 @@ back as they were: the test leaves no trained weights behind and does not change
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
+from torchtools.core import plots
 from torchtools.core.engine import forward, to_device
+from torchtools.core.errors import UserError
+from torchtools.core.optim import make_optimizer
+from torchtools.core.options import AUTO
 from torchtools.core.output import say
 
 START, END = 1e-7, 10.0
@@ -91,8 +96,6 @@ def _sweep(model, objective, optimizer, batches, run, steps: int, start: float, 
 
 def suggest(lrs: list[float], losses: list[float]) -> LrFinding:
     """The steepest descent of the smoothed loss against log10(lr), searched before the loss's minimum."""
-    from torchtools.core.errors import UserError
-
     if len(lrs) < 3:
         raise UserError(f"the lr finder got {len(lrs)} usable step(s): the loss was not finite from the start; "
                         "check the data, or pass --lr")
@@ -119,12 +122,6 @@ def run_finder(run, model, objective, make_batches, parameters) -> LrFinding | N
     of its own (`make_batches()`: a twin of training's, so training's shuffle and augmentation draws are not
     used up by it); lr_find.png goes into --report. Under --lr auto the suggestion settles the run's lr
     (`Run.settle_lr`) before anything trains."""
-    import dataclasses
-
-    from torchtools.core import plots
-    from torchtools.core.optim import make_optimizer
-    from torchtools.core.options import AUTO
-
     if not run.finds_lr:
         return None
     auto = run.config.lr == AUTO

@@ -1,7 +1,8 @@
 """The settings several commands share, each declared once, and the shared bases of the commands' configs.
 
 A command's config subclasses the bases it needs and adds its own fields; a shared Setting taken with
-a command's own default is one call (`epochs: int = EPOCHS(25)`). Nothing here imports torch:
+a command's own default is one call (`epochs: int = EPOCHS(25)`), and with its own help too, one replace
+(`plot: Path | None = dataclasses.replace(PLOT, help=...)()`). Nothing here imports torch:
 `torchtools --help` must stay fast.
 """
 
@@ -97,6 +98,21 @@ MAX_PIXELS = Setting("--max-pixels", panel=DATA_PANEL, saved=False, min=1, max=2
 PLOT = Setting("--plot", panel=OUTPUT, saved=False, show_default=False, role=WRITES, suffixes=(".png",),
                parse=file_name,
                help="Draw a PNG plot to this file.")
+
+
+def fit_csv(target: str, course: str) -> Setting:
+    """The curve fits' --csv: what the last column holds and the course's own table are each command's."""
+    return Setting("--csv", aliases=("--data",), saved=False, show_default=False, role=READS,
+                   help=f"Fit your data: CSV, header optional, last column {target}, one or more feature columns. "
+                        f"Default: the course's {course}.")
+
+
+def fit_predict(answer: str) -> Setting:
+    """The curve fits' --predict: what it gives for an input is each command's."""
+    return Setting("--predict", saved=False, show_default=False, metavar="X",
+                   help=f"{answer} for X (repeatable; 'a,b' for several features).")
+
+
 TRUST_PICKLE = Setting("--trust-pickle", panel=OUTPUT, saved=False,
                        help="Allow arbitrary unpickling when loading (only for files you trust).")
 SAVE_EVERY = Setting("--save-every", panel=OUTPUT, saved=False, min=0, max=10**6,
@@ -227,6 +243,17 @@ class TrainingSettings(Hyperparameters, SeededSettings, TensorboardSettings):
 def tensorboard_output(runs_dir: Path, *, hint: str = "pass --runs-dir DIR or --no-tensorboard") -> Output:
     """The folder TensorBoard runs go under (RUNS_DIR/<command>/<timestamp>)."""
     return Output(runs_dir, "--runs-dir", folder=True, hint=hint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurveFitSettings(TrainingSettings):
+    """fit-linear and fit-logistic: one nn.Linear fitted to the course's toy table or a CSV (lessons/linear.py),
+    saved with its feature count."""
+
+    prefer_cpu: ClassVar[bool] = True  # --device auto: a few hundred rows train before CUDA starts
+    STATE = {"features": (a_count, "a count")}
+    REPORT_FILES = (*TrainingSettings.REPORT_FILES, "fit.png")
+    batch_size: int | None = FULL_BATCH_SIZE()
 
 
 @dataclass(frozen=True, kw_only=True)

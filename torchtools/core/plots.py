@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.files import write_bytes
 from torchtools.core.output import say, terminal, warn
@@ -127,8 +129,6 @@ def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
 
 def _most_confused(counts, count: int) -> list[int]:
     """The `count` classes most often mistaken, either way (then the largest), in their own order."""
-    import numpy as np
-
     wrong = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
     order = sorted(range(len(counts)), key=lambda index: (-int(wrong[index]), -int(counts[index].sum()), index))
     return sorted(order[:count])
@@ -137,8 +137,6 @@ def _most_confused(counts, count: int) -> list[int]:
 def heatmap_figure(matrix, labels: Sequence[str], *, title: str):
     """The confusion matrix with each row normalised (the share of a true class given each label), so a small
     class's confusions show as plainly as a large one's; the counts are written in where they fit."""
-    import numpy as np
-
     plt = _pyplot()
     counts = np.asarray(matrix)
     totals = counts.sum(axis=1, keepdims=True)

@@ -10,9 +10,10 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
+from torchtools.core import plots
 from torchtools.core.engine import EvalResult
 from torchtools.core.metrics import confusion_matrix, per_class_accuracy, per_class_precision
-from torchtools.core.output import print_table, say, wrote
+from torchtools.core.output import console, number, print_table, say, terminal, wrote
 from torchtools.core.files import csv_cell, write_bytes
 
 CONFUSION_MATRIX_MAX_CLASSES = 20  # wider matrices are in the JSON summary and confusion.png, not on the terminal
@@ -42,8 +43,6 @@ class ReportFolder:
 
     def history(self, rows: list[dict[str, Any]], *, title: str) -> None:
         """history.csv (one row per epoch: epoch, every metric, the lr, seconds) and curves.png."""
-        from torchtools.core import plots
-
         if not rows:
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -88,8 +87,6 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
 
     Returns both for the JSON summary ({class: accuracy}, matrix rows = true classes).
     """
-    from torchtools.core import plots
-
     matrix = confusion_matrix(evaluation.outputs.argmax(dim=1), evaluation.targets, len(classes))
     accuracy = dict(zip(classes, per_class_accuracy(matrix)))
     totals = matrix.sum(dim=1).tolist()
@@ -133,15 +130,11 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
 
 
 def _columns() -> int:
-    from torchtools.core.output import console
-
     return console.width
 
 
 def _markdown_cell(value: Any) -> str:
     """A cell of a table a person reads (`cat worst_names.md`): a name by the terminal's one text rule (a newline
     or an escape sequence in it shown escaped, never splitting the row or recolouring the terminal)."""
-    from torchtools.core.output import number, terminal
-
     return (number(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
             else terminal(value).replace("|", "\\|"))

@@ -17,6 +17,8 @@ import os
 import re
 from pathlib import Path
 
+import torch
+
 from torchtools.core import numbers
 from torchtools.core.errors import UserError
 
@@ -63,8 +65,6 @@ def memory_budget(device=None) -> tuple[int, str]:
         budget = min(int(total * DEFAULT_SHARE), DEFAULT_CAP)
         source = f"a quarter of {numbers.size(total)} memory, at most 8 GiB; {BUDGET_VARIABLE} overrides"
     if device is not None and device.type == "cuda":
-        import torch
-
         free, _ = torch.cuda.mem_get_info(device)
         if int(free * GPU_SHARE) < budget:
             budget = int(free * GPU_SHARE)

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchtools.core.paths import FILES, Input
-from torchtools.data import cifar_batches, roots
+from torchtools.data import cifar_batches, labels_csv, roots
+from torchtools.data.folders import class_roots
+from torchtools.data.image_inputs import expand_image_inputs
 from torchtools.data.images import image_folder_reads, pictures_read
+from torchtools.data.vision import idx_path
 
 
 def transfer_reads(config) -> list[Input]:
@@ -31,8 +34,6 @@ def cifar_reads(config) -> list[Input]:
 
 def mnist_reads(config) -> list[Input]:
     """mnist: the raw folder (a download writes there, and nothing else may) and its four IDX files."""
-    from torchtools.data.vision import idx_path
-
     def raw() -> list[Input]:
         folder = roots.mnist_raw_folder(config.data or roots.default_root(), config.dataset)
         return [Input(folder, "--data", holds=FILES)] + [Input(idx_path(folder, name), "--data")
@@ -57,8 +58,6 @@ def table_reads(data: Path | None) -> list[Input]:
 
 def _with_predicted(config, data: Callable[[], list[Input]]) -> list[Input]:
     """The --predict pictures, and the data unless the run only labels pictures (image_classifier.needs_data)."""
-    from torchtools.data.image_inputs import expand_image_inputs
-
     predicted = expand_image_inputs(config.predict) if config.predict else []
     inputs = pictures_read(predicted, "--predict", folders=False)
     return inputs if predicted and config.checkpoint is not None else inputs + data()
@@ -67,8 +66,6 @@ def _with_predicted(config, data: Callable[[], list[Input]]) -> list[Input]:
 def _tree_reads(config, tree: Callable[[], Path] | None) -> list[Input]:
     """The pictures a --labels CSV names (those missing too: a file made there would be read next time), else
     the class-folder tree `tree` gives."""
-    from torchtools.data import labels_csv
-
     _, listing = labels_csv.from_settings(config, config.data, quiet=True)  # the run lists it again, saying so
     if listing is not None:
         return pictures_read(listing.train_paths + listing.held_paths + listing.missing, "--labels")
@@ -76,6 +73,4 @@ def _tree_reads(config, tree: Callable[[], Path] | None) -> list[Input]:
 
 
 def _class_roots(root: Path) -> list[Path]:
-    from torchtools.data.folders import class_roots
-
     return [folder for folder in class_roots(root) if folder is not None]

@@ -122,8 +122,6 @@ class Images(Kind):
         return images.test_images, f"{dataset} test images from {images.source}"
 
     def _folder(self, command: str, count: int) -> tuple[Tensor, str] | None:
-        from torchtools.data import roots
-
         data = self.data()
         if data is None or not data.is_dir():
             return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from torchtools.core import numbers
+from torchtools.core import numbers, plots
 from torchtools.core.checkpoints import checkpoint_payload, save_checkpoint
 from torchtools.core.config import FLOAT32_MAX
 from torchtools.core.engine import FitResult, Objective, fit
@@ -57,8 +57,6 @@ def draw_fit(path: Path, layer, points: Points, *, title: str, probability: bool
     """The data and the fitted line (or, with `probability`, the sigmoid curve and its 0.5 line) over the range
     of the data and of every `predicted` input (--predict, marked on the line), on the data's own column names.
     One feature only: several have no single line to draw."""
-    from torchtools.core import plots
-
     x = points.x[:, 0]
     shown = torch.cat([x, predicted[:, 0]]) if predicted is not None and len(predicted) else x
     low, high = float(shown.min()), float(shown.max())

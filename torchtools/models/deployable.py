@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan  # the one export-time loop with a free length
 
 from torchtools.models.names import PAD, NameClassifier
 
@@ -102,8 +103,6 @@ class NamesGraph(nn.Module):
         """Every step's hidden state (batch, time, hidden) of a one-layer recurrence."""
         if torch.jit.is_tracing():
             return recurrence(inputs)[0]
-        from torch._higher_order_ops.scan import scan  # the one export-time loop with a free length
-
         weights = (recurrence.weight_ih_l0, recurrence.weight_hh_l0, recurrence.bias_ih_l0, recurrence.bias_hh_l0)
         hidden = inputs.new_zeros(inputs.shape[0], recurrence.hidden_size)
         if self.kind == "LSTM":

@@ -7,6 +7,8 @@ accepts channels_last inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,23 +65,6 @@ class InceptionA(nn.Module):
         return torch.cat([self.branch1x1(x), branch5x5, branch3x3, branch_pool], dim=1)
 
 
-class InceptionNet(nn.Module):
-    """conv 1->10, InceptionA, conv 88->20, InceptionA, fc 1408->10 (lesson 11)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(88, 20, kernel_size=5)
-        self.incep1, self.incep2 = InceptionA(10), InceptionA(20)
-        self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(1408, 10)
-
-    def forward(self, x):
-        x = self.incep1(F.relu(self.mp(self.conv1(x))))
-        x = self.incep2(F.relu(self.mp(self.conv2(x))))
-        return self.fc(x.flatten(1))
-
-
 class ResidualBlock(nn.Module):
     """relu(x + conv(relu(conv(x)))), channels kept."""
 
@@ -92,21 +77,41 @@ class ResidualBlock(nn.Module):
         return F.relu(x + self.conv2(F.relu(self.conv1(x))))
 
 
-class ResidualNet(nn.Module):
-    """conv 1->16, ResidualBlock(16), conv 16->32, ResidualBlock(32), fc 512->10 (lesson 11)."""
+class TwoBlockNet(nn.Module):
+    """Lesson 11's two networks: conv k5, max-pool, ReLU and a block, twice, then fc to the ten classes.
 
-    def __init__(self):
+    The blocks are registered after the convs under the course's names (incep1/incep2, rblock1/rblock2), as the
+    course's classes had them: the same state_dict keys and parameter order, so their checkpoints (optimizer state
+    too) load, and a seed gives the same initial weights.
+    """
+
+    def __init__(self, block: Callable[[int], nn.Module], name: str,
+                 convs: tuple[tuple[int, int], tuple[int, int]], features: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, kernel_size=5)
-        self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
-        self.rblock1, self.rblock2 = ResidualBlock(16), ResidualBlock(32)
+        (in1, out1), (in2, out2) = convs
+        self.conv1 = nn.Conv2d(in1, out1, kernel_size=5)
+        self.conv2 = nn.Conv2d(in2, out2, kernel_size=5)
+        self.blocks = (f"{name}1", f"{name}2")
+        for block_name, channels in zip(self.blocks, (out1, out2)):
+            self.add_module(block_name, block(channels))
         self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(512, 10)
+        self.fc = nn.Linear(features, 10)
 
     def forward(self, x):
-        x = self.rblock1(self.mp(F.relu(self.conv1(x))))
-        x = self.rblock2(self.mp(F.relu(self.conv2(x))))
+        for conv, block in zip((self.conv1, self.conv2), self.blocks):
+            # The residual lesson pools after the ReLU: the same numbers (max-pool and ReLU commute), 4x fewer ReLUs.
+            x = getattr(self, block)(F.relu(self.mp(conv(x))))
         return self.fc(x.flatten(1))
+
+
+def inception_net() -> TwoBlockNet:
+    """conv 1->10, InceptionA, conv 88->20, InceptionA, fc 1408->10 (lesson 11)."""
+    return TwoBlockNet(InceptionA, "incep", ((1, 10), (88, 20)), 1408)
+
+
+def residual_net() -> TwoBlockNet:
+    """conv 1->16, ResidualBlock(16), conv 16->32, ResidualBlock(32), fc 512->10 (lesson 11)."""
+    return TwoBlockNet(ResidualBlock, "rblock", ((1, 16), (16, 32)), 512)
 
 
 class FastCNN(nn.Module):
@@ -133,7 +138,7 @@ class FastCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": InceptionNet, "resnet": ResidualNet, "fast": FastCNN}
+MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": inception_net, "resnet": residual_net, "fast": FastCNN}
 
 
 def build(name: str) -> nn.Module:

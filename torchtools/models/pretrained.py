@@ -13,7 +13,10 @@ drop-head builds the model for the new classes, deletes the head's keys and load
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.hub
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
 from torchtools.core.checkpoints import FORMAT, load_file
@@ -190,8 +195,6 @@ def read_weights(source: str | Path, *, arch: str | None = None, trust_pickle: b
 
 def _read_hub_folder(folder: Path, *, trust_pickle: bool) -> Weights:
     """A Hub folder: config.json (its timm architecture, classes, labels, pretrained_cfg) and its weights file."""
-    import json
-
     config_path = folder / HUB_CONFIG
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -217,8 +220,6 @@ def hub_arch(weights: Weights) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file as load_safetensors
-
     if not path.is_file():
         raise not_a_file(path)
     try:
@@ -241,11 +242,6 @@ def published(name: str, arch: str | None) -> tuple[Path, str]:
     The file is fetched once into TORCH_HOME/hub/checkpoints, and its SHA-256 is checked against the prefix
     in its name (resnet18-f37072fd.pth) on the download and on every later use.
     """
-    import hashlib
-    import urllib.parse
-
-    import torch.hub
-
     entry, label = _published_entry(name, arch)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     file = folder / Path(urllib.parse.urlparse(entry.url).path).name
