@@ -167,7 +167,7 @@ def _finish(error: BaseException) -> int:
     end_children()
     later = sorted({CAUSES.get(other, f"signal {other}") for other in _state.ignored})
     ignored = f" ({' and '.join(later)} while stopping: ignored)" if later else ""
-    cause = CAUSES.get(signum, f"signal {signum}") + (f" (to {process})" if process else "")
+    cause = CAUSES.get(signum, f"signal {signum}") + (f" in {process}" if process else "")
     output.notice(f"stopped by {cause}: {_state.note or 'nothing saved'}{ignored}")
     for stream in (sys.stdout, sys.stderr):
         try:
