@@ -294,7 +294,8 @@ def test_a_stop_of_one_torchrun_process_is_the_jobs_stop(tmp_path, point, left):
     assert_truthful(save, command, cwd=tmp_path, complete=1, partial=point != "step:2:1")
 
 
-def test_the_saving_process_names_the_process_that_was_stopped(tmp_path):
+@pytest.mark.parametrize("signum, cause", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
+def test_the_saving_process_names_the_process_that_was_stopped(tmp_path, signum, cause):
     """Launched without torchrun's agent (which would also signal process 0 once process 1 ends): each process's
     exit code is the stop's, and process 0's line says whose stop it was."""
     data = write_mnist(tmp_path / "data", train=160, test=20)
@@ -305,14 +306,33 @@ def test_the_saving_process_names_the_process_that_was_stopped(tmp_path):
     paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
                     env=launch_environment(1, 2, port, TIMEOUT))
     paused.reached("step:2:3")
-    paused.signal(signal.SIGTERM)
+    paused.signal(signum)
     _, stopped_stderr = paused.communicate()
     saved = finished(saving)
-    assert paused.process.returncode == 143 and "Traceback" not in stopped_stderr, stopped_stderr
-    assert saved.exit_code == 143 and "Traceback" not in saved.stderr, saved.stderr
+    assert paused.process.returncode == 128 + signum and "Traceback" not in stopped_stderr, stopped_stderr
+    assert saved.exit_code == 128 + signum and "Traceback" not in saved.stderr, saved.stderr
     assert saved.stderr.strip().splitlines()[-1] == (
-        f"stopped by SIGTERM in process 1 of 2: saved {save} with epoch 1 complete and epoch 2 partial; "
+        f"stopped by {cause} in process 1 of 2: saved {save} with epoch 1 complete and epoch 2 partial; "
         f"--resume {save} redoes epoch 2")
+    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+
+
+def test_a_process_killed_outright_leaves_the_epoch_under_way_saved_and_said(tmp_path):
+    """A neighbour of the stop: process 1 killed (SIGKILL: no stop path, no word to the others). Process 0's error
+    line said only that another process failed, and epoch 2's steps were dropped; it keeps them as a stop does
+    and its one error line says what the checkpoint holds."""
+    data = write_mnist(tmp_path / "data", train=160, test=20)
+    save = tmp_path / "model.pt"
+    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
+    port = free_port()
+    saving = start_process(0, 2, port, args, tmp_path, timeout=TIMEOUT)
+    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
+                    env=launch_environment(1, 2, port, TIMEOUT))
+    paused.reached("step:2:3")
+    paused.signal(signal.SIGKILL)
+    paused.communicate()
+    assert_user_error(finished(saving), "process 0 of 2 stopped: another process failed",
+                      f"; saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2")
     assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
 
 
