@@ -44,6 +44,7 @@ def kaggle(tmp_path):
 def test_a_broken_labels_csv_is_one_line_also_in_a_real_process(tmp_path, kaggle, how):
     """click would take gzip's EOFError for Ctrl-D ("Aborted.", exit 1): a real process shows what a user sees."""
     images, labels = kaggle
+    labels.write_bytes(gzip.decompress(labels.read_bytes()))
     BREAK[how](labels)
     run = run_torchtools("transfer", "--data", images, "--labels", labels, "--weights", "none", "--epochs", "1",
                          "--no-tensorboard", cwd=tmp_path)

@@ -85,10 +85,11 @@ class Setting:
         if isinstance(value, str) and value in self.words:
             return value
         base = _base(kind)
-        # Text parsed into a list is quoted whole in every error (the parsed list is not what was typed).
-        whole = _shown(value) if self.parse is not None and typed and isinstance(value, str) else None
+        parsing = self.parse is not None and typed and isinstance(value, str)
+        # Text parsed into a list is quoted whole in every error: the list parsed from it is not what was typed.
+        whole = _shown(value) if parsing and typing.get_origin(base) is list else None
         try:
-            if whole is not None:
+            if parsing:
                 value = self.parse(value)
             value = _convert(value, base)
         except UserError as error:  # the parse's own words: what is wrong beyond the type
