@@ -12,7 +12,10 @@ a POINT it creates FOLDER/POINT (the test's marker) and waits there:
   the write goes on;
 - `stop-save`: inside the stop's own save (the checkpoint marked partial), until a second stop request.
 
-`Paused` (for the tests) starts one, in a session of its own so every process it starts can be found after.
+Under torchrun, `R@POINT` holds process R alone (`1@step:2:3`); its marker is FOLDER/R@POINT.
+
+`Paused` (for the tests) starts one, in a session of its own so every process it starts can be found after;
+with `processes`, a torchrun job of that many processes on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from torchtools.core.stopping import descendants
 
 WAIT = 120  # seconds a pause waits at most: the test's signal ends it at once; a failed test still ends
 
@@ -38,10 +43,14 @@ def _install(folder: Path, points: list[str]) -> None:
     from torchtools.core import engine, stopping
     from torchtools.core.run import Run
 
+    rank = os.environ.get("RANK", "0")
+    markers = {point.partition("@")[2] or point: point for point in points
+               if "@" not in point or point.partition("@")[0] == rank}
+
     def reach(point: str) -> bool:
-        if point not in points:
+        if point not in markers:
             return False
-        (folder / point).touch()
+        (folder / markers[point]).touch()
         return True
 
     original_fit, original_epoch, original_save = engine.fit, engine.train_one_epoch, torch.save
@@ -99,12 +108,14 @@ def _install(folder: Path, points: list[str]) -> None:
 class Paused:
     """`torchtools ARGS...` paused at `points` (see above), in its own session (its id: `.pid`)."""
 
-    def __init__(self, folder: Path, points: list[str], *args, cwd: Path, **popen):
+    def __init__(self, folder: Path, points: list[str], *args, cwd: Path, processes: int | None = None, **popen):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+        launcher = [] if processes is None else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                                 str(processes)]
         self.process = subprocess.Popen(
-            [sys.executable, __file__, str(self.folder), ",".join(points), *map(str, args)], cwd=cwd,
+            [sys.executable, *launcher, __file__, str(self.folder), ",".join(points), *map(str, args)], cwd=cwd,
             start_new_session=True, text=True, **popen)
         self.pid = self.process.pid
 
@@ -117,8 +128,20 @@ class Paused:
                 raise AssertionError(f"never reached {point}: exit {self.process.returncode}\n{stderr}")
             time.sleep(0.01)
 
-    def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+    def signal(self, signum: int, rank: int | None = None) -> None:
+        """Send `signum` to the run; under torchrun, to its process `rank` alone."""
+        os.kill(self.pid if rank is None else self.rank_pid(rank), signum)
+
+    def rank_pid(self, rank: int) -> int:
+        """The process id of torchrun's process `rank` (its RANK variable says which)."""
+        for pid in descendants(self.pid):
+            try:
+                variables = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in variables:
+                return pid
+        raise AssertionError(f"no process of rank {rank} under {self.pid}")
 
     def communicate(self, timeout: float = 240) -> tuple[str, str]:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Run, assert_user_error
+from conftest import Run, assert_no_process_left, assert_truthful, assert_user_error
 from datafiles import (NAMES_SMALL, names_rows, pattern, write_cifar10_batches, write_image, write_mnist,
                        write_names_csv)
+from pausing import Paused
 
 # The course's cnn and SGD (lr 0.01, momentum 0.5): after two epochs about 0.9 test accuracy, not a sure 1.0.
 # Every torchrun test states its device: on a GPU machine `auto` would take CUDA (and NCCL).
@@ -41,12 +43,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_environment(rank: int, world_size: int, port: int, timeout: float) -> dict[str, str]:
+    """The environment torchrun gives process `rank` of a job (as on one node of several)."""
+    return {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHTOOLS_DIST_TIMEOUT": str(timeout)}
+
+
 def start_process(rank: int, world_size: int, port: int, args, cwd, timeout: float) -> subprocess.Popen:
-    """One process of a job, with the environment torchrun gives it (as on one node of several)."""
-    env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHTOOLS_DIST_TIMEOUT": str(timeout)}
-    return subprocess.Popen([sys.executable, "-m", "torchtools", *[str(arg) for arg in args]], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """One process of a job, with the environment torchrun gives it."""
+    return subprocess.Popen([sys.executable, "-m", "torchtools", *[str(arg) for arg in args]], cwd=cwd,
+                            env=launch_environment(rank, world_size, port, timeout), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finished(process: subprocess.Popen) -> Run:
@@ -245,6 +252,88 @@ def test_a_failing_process_stops_the_others_with_a_clear_message(tmp_path):
     assert time.perf_counter() - started < TIMEOUT  # the peer noticed the failure, not the timeout
     assert_user_error(failed, "dataset files not found")
     assert_user_error(stopped, "process 0 of 2 stopped", "another process failed")
+
+
+# --- a stop of one process: the job's stop (core/stopping.py, core/distributed.py) ----------------------------
+
+STOPPED = ("mnist", "--model", "cnn", "--batch-size", "16", "--no-download", "--device", "cpu", "--no-tensorboard")
+
+
+def stopped_job(stderr: str) -> None:
+    """What a job one of whose processes was stopped shows: one stop line, no traceback of torchtools' (torchrun
+    prints its own summary of the process that ended), no "another process failed"."""
+    import torchtools
+
+    assert stderr.count("stopped by") == 1, stderr
+    assert os.path.dirname(torchtools.__file__) not in stderr and "another process failed" not in stderr, stderr
+
+
+@pytest.mark.parametrize("point, left", [
+    ("step:2:3", "saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2"),
+    ("step:2:1", "{save} holds epoch 1 complete, as saved (no step of epoch 2 ran)"),
+    ("evaluate:2", "saved {save} with epoch 1 complete and epoch 2 partial"),
+])
+def test_a_stop_of_one_torchrun_process_is_the_jobs_stop(tmp_path, point, left):
+    """Issue 25: process 1 of a torchrun job stopped by SIGTERM in epoch 2 left epoch 1 and dropped epoch 2's
+    steps without a word. Every step of epoch 2 is in process 0's weights (DDP averaged each over both
+    processes), so process 0 saves them as one process stopping would, and says so in the stop's one line."""
+    data = write_mnist(tmp_path / "data", train=160, test=20)  # 5 steps an epoch in each process
+    save = tmp_path / "model.pt"
+    command = (*STOPPED, "--data", data)
+    paused = Paused(tmp_path / "points", [f"1@{point}"], *command, "--epochs", "3", "--save", save, cwd=tmp_path,
+                    processes=2, env={**os.environ, "TORCHTOOLS_DIST_TIMEOUT": str(TIMEOUT)})
+    paused.reached(f"1@{point}")
+    saved = save.read_bytes()
+    paused.signal(signal.SIGTERM, rank=1)
+    _, stderr = paused.communicate()
+    stopped_job(stderr)
+    assert left.format(save=save) in stderr, stderr
+    assert_no_process_left(paused.pid)
+    if point == "step:2:1":
+        assert save.read_bytes() == saved
+    assert_truthful(save, command, cwd=tmp_path, complete=1, partial=point != "step:2:1")
+
+
+@pytest.mark.parametrize("signum, cause", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
+def test_the_saving_process_names_the_process_that_was_stopped(tmp_path, signum, cause):
+    """Launched without torchrun's agent (which would also signal process 0 once process 1 ends): each process's
+    exit code is the stop's, and process 0's line says whose stop it was."""
+    data = write_mnist(tmp_path / "data", train=160, test=20)
+    save = tmp_path / "model.pt"
+    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
+    port = free_port()
+    saving = start_process(0, 2, port, args, tmp_path, timeout=TIMEOUT)
+    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
+                    env=launch_environment(1, 2, port, TIMEOUT))
+    paused.reached("step:2:3")
+    paused.signal(signum)
+    _, stopped_stderr = paused.communicate()
+    saved = finished(saving)
+    assert paused.process.returncode == 128 + signum and "Traceback" not in stopped_stderr, stopped_stderr
+    assert saved.exit_code == 128 + signum and "Traceback" not in saved.stderr, saved.stderr
+    assert saved.stderr.strip().splitlines()[-1] == (
+        f"stopped by {cause} in process 1 of 2: saved {save} with epoch 1 complete and epoch 2 partial; "
+        f"--resume {save} redoes epoch 2")
+    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+
+
+def test_a_process_killed_outright_leaves_the_epoch_under_way_saved_and_said(tmp_path):
+    """A neighbour of the stop: process 1 killed (SIGKILL: no stop path, no word to the others). Process 0's error
+    line said only that another process failed, and epoch 2's steps were dropped; it keeps them as a stop does
+    and its one error line says what the checkpoint holds."""
+    data = write_mnist(tmp_path / "data", train=160, test=20)
+    save = tmp_path / "model.pt"
+    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
+    port = free_port()
+    saving = start_process(0, 2, port, args, tmp_path, timeout=TIMEOUT)
+    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
+                    env=launch_environment(1, 2, port, TIMEOUT))
+    paused.reached("step:2:3")
+    paused.signal(signal.SIGKILL)
+    paused.communicate()
+    assert_user_error(finished(saving), "process 0 of 2 stopped: another process failed",
+                      f"; saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2")
+    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
 
 
 @pytest.mark.slow

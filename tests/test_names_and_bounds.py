@@ -97,6 +97,26 @@ def test_a_picture_that_cannot_be_drawn_costs_only_itself(cli, tmp_path, monkeyp
     assert (tmp_path / "m.pt").is_file()
 
 
+def test_a_tensorboard_heatmap_that_cannot_be_drawn_costs_only_itself(cli, tmp_path, monkeypatch):
+    """The TensorBoard confusion heatmap was drawn outside the one-picture guard: its failure was a traceback
+    after training, with no summary. It goes through the guard the report's pictures do."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the renderer gave up")
+
+    monkeypatch.setattr(SummaryWriter, "add_figure", broken)  # where the figure is drawn into the logs
+    root = class_tree(tmp_path / "tree", ["ants", "bees"])
+    report = tmp_path / "report"
+    run = cli("transfer", "--data", root, *QUICK[:-1], "--runs-dir", tmp_path / "runs", "--val-split", "0.34",
+              "--report", report, "--json", "--save", tmp_path / "m.pt")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.count("could not draw") == 1, run.stderr
+    assert "could not draw TensorBoard's val/confusion_matrix (the renderer gave up)" in run.stderr
+    assert "confusion.png" in [os.path.basename(name) for name in run.summary["report"]]
+    assert (tmp_path / "m.pt").is_file() and list((tmp_path / "runs" / "transfer").iterdir())
+
+
 def test_the_heatmap_is_bounded_past_a_class_count(tmp_path):
     classes = 400
     matrix = np.eye(classes, dtype=np.int64) * 5

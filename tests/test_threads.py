@@ -118,6 +118,34 @@ def test_the_users_value_is_kept_and_never_adjusted(monkeypatch):
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5", "4,0", "4,", "\u0663"])
+def test_a_value_openmp_cannot_read_is_ignored_with_one_warning(monkeypatch, capsys, value):
+    """OpenMP ignores OMP_NUM_THREADS=abc (with a raw `libgomp:` line) and torch takes its default, which the
+    device line showed as the user's count. It is ignored here too, said once, and the count chosen."""
+    monkeypatch.setattr(threads, "_auto", None)
+    environ = {"OMP_NUM_THREADS": value}
+    assert threads.configure(environ) == {"OMP_NUM_THREADS": str(threads._auto.threads)} == environ
+    assert threads.configure(environ) == {}  # a second call warns no more
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: ignoring OMP_NUM_THREADS={value!r}: not a number of threads (a whole number "
+                        "above 0, or one per nesting level as in 4,2); choosing the count as if it were not set"]
+
+
+@pytest.mark.parametrize("value", [" 2", "4,2", "02"])
+def test_a_value_openmp_reads_is_the_users(monkeypatch, capsys, value):
+    monkeypatch.setattr(threads, "_auto", None)
+    assert threads.configure({"OMP_NUM_THREADS": value}) == {} and threads._auto is None
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_run_with_an_unreadable_thread_count_says_what_it_uses(tmp_path):
+    run = run_torchtools("diabetes", "--epochs", "1", "--device", "cpu", "--no-tensorboard", cwd=tmp_path,
+                         env={"OMP_NUM_THREADS": "abc"})
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.count("ignoring OMP_NUM_THREADS='abc'") == 1 and "libgomp" not in run.stderr
+    assert "(OMP_NUM_THREADS)" not in _device_line(run.stderr)
+
+
 def test_configure_starts_from_the_load_of_the_moment(monkeypatch):
     monkeypatch.setattr(threads, "_auto", None)
     monkeypatch.setattr(threads, "physical_cores", lambda: 4)

@@ -152,3 +152,31 @@ def test_weights_names_that_do_not_fit_are_one_error_line(cli, tmp_path, monkeyp
                       "not the weights of a torchvision classifier")
     assert_user_error(cli("inspect-weights", "imagenet", "--arch", "resnet_9000"), "unknown architecture")
     assert not (tmp_path / "torch").exists()  # each was refused before anything was fetched
+
+
+def test_a_run_from_imagenet_resumes_and_replays_as_imagenet(cli, tmp_path, hub, photos, resnet18_weights):
+    """Issue 25: the checkpoint kept the torch.hub cache's path of the published file, so `--resume r.pt --weights
+    imagenet` was refused as "differs". It keeps the name typed; another weights file is still refused."""
+    import torch
+
+    small = ("--arch", "resnet18", "--data", photos, *SMALL)
+    first = cli("transfer", "--weights", "imagenet", "--epochs", "1", "--save", "r.pt", *small)
+    assert first.exit_code == 0, first.stderr
+    assert first.summary["weights"] == str(hub)  # the summary names the file read
+    assert torch.load("r.pt", weights_only=True)["config"]["weights"] == "imagenet"
+    resumed = cli("transfer", "--resume", "r.pt", "--weights", "imagenet", "--epochs", "2", *small)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.summary["epochs"] == 2
+    assert cli("transfer", "--resume", "r.pt", "--weights", "ImageNet", "--epochs", "2", *small).exit_code == 0
+    assert_user_error(cli("transfer", "--resume", "r.pt", "--weights", resnet18_weights[0], "--epochs", "4", *small),
+                      "--weights", "differs")
+
+    inspected = cli("inspect-weights", "r.pt")
+    assert "replay: torchtools transfer --print-config --checkpoint r.pt > run.yaml" in inspected.stderr
+    printed = cli("transfer", "--print-config", "--checkpoint", "r.pt")
+    assert printed.exit_code == 0, printed.stderr
+    assert "weights: imagenet" in printed.stdout.splitlines() and str(hub) not in printed.stdout
+    (tmp_path / "run.yaml").write_text(printed.stdout)
+    replayed = cli("transfer", "--config", "run.yaml", "--data", photos, "--epochs", "1", "--json", "--no-tensorboard")
+    assert replayed.exit_code == 0, replayed.stderr
+    assert replayed.summary["weights"] == str(hub) and replayed.summary["missing_keys"] == []

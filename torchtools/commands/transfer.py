@@ -28,10 +28,14 @@ FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pi
 
 def _weights_meaning(value: str | None) -> str | None:
     """--weights none is what a checkpoint saves as None; a file or a Hub folder, whatever path names it (hub/,
-    ./hub, its absolute path); a published name (imagenet) as it is."""
+    ./hub, its absolute path); a published name as it is, imagenet in any case (as --weights reads it)."""
+    from torchtools.models.pretrained import IMAGENET
+
     if value is None or value.lower() == "none":
         return None
-    return os.path.realpath(value) if os.path.exists(value) else value
+    if os.path.exists(value):
+        return os.path.realpath(value)
+    return IMAGENET if value.lower() == IMAGENET else value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,12 +85,12 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
         help="How pictures are resized (shrinking is antialiased). Default: the weights', else bilinear.")()
     mean: list[float] | None = Setting(
         "--mean", panel=PREPROCESSING, min=-10.0, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
-        show_default=False,
+        length=3, show_default=False,
         help="Per-channel mean of 0..1 pixels, as the weights were trained (0.5,0.5,0.5 for TensorFlow ports). "
              "Default: the weights', else ImageNet's.")()
     std: list[float] | None = Setting(
         "--std", panel=PREPROCESSING, min=1e-4, max=10.0, parse=comma_separated_floats, metavar="R,G,B",
-        show_default=False,
+        length=3, show_default=False,
         help="Per-channel standard deviation, three numbers above zero. Default: the weights', else ImageNet's.")()
     class_weights: str = Setting(
         "--class-weights", panel=TRAINING, choices=("none", "balanced"),
@@ -122,8 +126,10 @@ class TransferConfig(ImageClassifierSettings, CompiledSettings, LabelsCsvSetting
             if source is not None:
                 arch = pretrained.resolve_arch(source, config.arch)[0]
                 pretrained.check_fits(source, arch)
-            config = dataclasses.replace(config, weights=str(source.path) if source else None,
-                                         arch=pretrained.check_arch(arch))
+            # Published weights are saved by the name typed (imagenet), not their place in this machine's torch.hub
+            # cache: --resume and --config replay them as typed, and so does another machine.
+            weights = None if source is None else config.weights if source.published else str(source.path)
+            config = dataclasses.replace(config, weights=weights, arch=pretrained.check_arch(arch))
         pretrained.check_arch(config.arch)  # a --checkpoint of a timm model needs timm too
         if config.mode == "freeze" and config.weights is None:
             raise UserError("--mode freeze trains only the head on pretrained features: it needs --weights FILE")
@@ -168,15 +174,9 @@ def _with_preprocessing(config: TransferConfig, source, *, saved_in) -> Transfer
                 type(config).settings()[name][1], typed=False)
         except UserError:
             weights_value = None
-        if name in ("mean", "std") and weights_value is not None and len(weights_value) != 3:
-            weights_value = None
         given_by = f"{saved_in}'s" if saved_in is not None else "given"
         values[name], sources[name] = (given, given_by) if given is not None else \
             (weights_value, origin) if weights_value is not None else (default, "ImageNet's")
-    for name in ("mean", "std"):
-        if len(values[name]) != 3:
-            raise UserError(f"{config.option(name)} {','.join(map(str, values[name]))}: give three numbers, one for "
-                            "each of red, green and blue")
     settled = dataclasses.replace(config, **values)
     by_source: dict[str, list[str]] = {}
     for name, where in sources.items():
@@ -253,7 +253,7 @@ def transfer(run: Run[TransferConfig]) -> None:
         frozen_head=report.head if config.mode == "freeze" else None,
         class_weights=_class_weights(run, images) if run.trains else None,
         held_out_asked=images is not None and (config.val_split > 0 or len(images.test_labels) > 0),
-        arch=config.arch, weights=config.weights, load=config.load, mode=config.mode,
+        arch=config.arch, weights=str(source.path) if source else config.weights, load=config.load, mode=config.mode,
         missing_keys=report.missing_keys if loaded_keys else None,
         unexpected_keys=report.unexpected_keys if loaded_keys else None,
         train_images=len(images.train_labels) if images is not None else 0,

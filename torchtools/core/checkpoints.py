@@ -288,8 +288,15 @@ class EpochKeeper:
         self.progress.close()
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             self._save_interrupted()
+        # Another process failed: process 0's weights are the job's (DDP averaged every step it took), so it
+        # keeps them as a stop would; a process that does not save cannot say what the save holds.
+        lost = kind is not None and issubclass(kind, distributed.LostPeers) and distributed.is_main()
+        if lost:
+            left = self._save_interrupted()
         if self.run.writer is not None:
             self.run.writer.flush()
+        if lost:
+            raise distributed.LostPeers(f"{error}; {left}") from None  # its one error line says what is saved
         if kind is None and self.stopped_early is not None:
             say(self._stop_message())
 
@@ -368,26 +375,29 @@ class EpochKeeper:
         # The others wait: no process runs ahead of the last checkpoint, and a failed save stops them all.
         distributed.barrier()
 
-    def _save_interrupted(self) -> None:
-        """What a stop leaves, said in the stop's line: weights from inside an epoch saved as "`complete` epochs
-        done, the next partial" (no metrics claimed for them; --resume redoes it). Where no step ran since the
-        last whole epoch, its checkpoint and best file stay as they are: nothing partial is written over them."""
+    def _save_interrupted(self) -> str:
+        """What a stop (or a lost torchrun peer) leaves, said in its line and returned: weights from inside an
+        epoch saved as "`complete` epochs done, the next partial" (no metrics claimed for them; --resume redoes
+        it). Where no step ran since the last whole epoch, its checkpoint and best file stay as they are:
+        nothing partial is written over them."""
         run = self.run
         save, complete = run.config.save, len(self.history)
         interrupted = complete + 1
         if save is None:
-            stopping.note("nothing saved (no --save)")
+            left = "nothing saved (no --save)"
         elif not self.stepped:
             kept = (f"{save} holds epoch {complete} complete, as saved" if run.written else
                     f"nothing saved; --resume {run.config.resume} holds epoch {complete}" if run.resuming else
                     "nothing saved")
-            stopping.note(f"{kept} (no step of epoch {interrupted} ran)")
+            left = f"{kept} (no step of epoch {interrupted} ran)"
         else:
             if distributed.is_main():
                 with stopping.deferred():
                     save_checkpoint(save, {**self._payload(complete), "metrics": {}, "partial_epoch": interrupted})
-            stopping.note(f"saved {save} with epoch {complete} complete and epoch {interrupted} partial; "
-                          f"--resume {save} redoes epoch {interrupted}")
+            left = (f"saved {save} with epoch {complete} complete and epoch {interrupted} partial; "
+                    f"--resume {save} redoes epoch {interrupted}")
+        stopping.note(left)
+        return left
 
 
 def _resume(model, optimizer, scheduler, run) -> tuple[int, list]:

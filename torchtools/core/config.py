@@ -60,6 +60,7 @@ class Setting:
     role: str | None = None  # READS: a file or folder the run reads; WRITES: a file it writes (core/paths.py)
     suffixes: tuple[str, ...] = ()  # WRITES: the name must end in one of these
     envvar: str | None = None  # the environment variable that gives the value when the flag is not typed
+    length: int | None = None  # a list of exactly this many values (--mean R,G,B: 3)
     # What a value means, where two spellings mean one thing (--weights none and a checkpoint's None): a typed
     # value and a checkpoint's are compared by it (Run, on --resume and --checkpoint)
     meaning: Callable[[Any], Any] | None = None
@@ -84,38 +85,46 @@ class Setting:
         if isinstance(value, str) and value in self.words:
             return value
         base = _base(kind)
+        parsing = self.parse is not None and typed and isinstance(value, str)
+        # Text parsed into a list is quoted whole in every error: the list parsed from it is not what was typed.
+        whole = _shown(value) if parsing and typing.get_origin(base) is list else None
         try:
-            if self.parse is not None and typed and isinstance(value, str):
+            if parsing:
                 value = self.parse(value)
             value = _convert(value, base)
         except UserError as error:  # the parse's own words: what is wrong beyond the type
-            raise UserError(f"{self.flag} {_shown(value)}: {error}") from None
+            raise UserError(f"{self.flag} {whole or _shown(value)}: {error}") from None
         except (TypeError, ValueError):
-            raise UserError(f"{self.flag} {_shown(value)}: expected {_kind_name(base)}") from None
+            raise UserError(f"{self.flag} {whole or _shown(value)}: expected {_kind_name(base)}") from None
+        if self.length is not None and len(value) != self.length:
+            raise UserError(f"{self.flag} {whole or _shown(value)}: give {self.length} numbers ({self.metavar})")
         for item in value if isinstance(value, list) else [value]:
-            if self.choices is not None and item not in self.choices:
-                raise UserError(f"{self.flag} {_shown(item)}: choose one of {', '.join(self.choices)}")
-        for number in value if isinstance(value, list) else [value]:
-            if isinstance(number, (int, float)) and not isinstance(number, bool):
-                self._check_range(number)
+            problem = f"choose one of {', '.join(self.choices)}" if self.choices is not None and \
+                item not in self.choices else None
+            if problem is None and isinstance(item, (int, float)) and not isinstance(item, bool):
+                problem = self._out_of_range(item)
+            if problem is not None:
+                raise UserError(f"{self.flag} {whole}: {_shown(item)} {problem}" if whole is not None else
+                                f"{self.flag} {_shown(item)}: {problem}")
         return value
 
     def same(self, typed: Any, saved: Any) -> bool:
         """A typed value and a checkpoint's say the same thing."""
         return typed == saved or (self.meaning is not None and self.meaning(typed) == self.meaning(saved))
 
-    def _check_range(self, number: float) -> None:
+    def _out_of_range(self, number: float) -> str | None:
+        """What is wrong with a number outside this setting's bounds ("must be at least 1 (range 1..10)"), or None."""
         if isinstance(number, float) and not math.isfinite(number):
-            raise UserError(f"{self.flag} {number}: must be a finite number")
+            return "must be a finite number"
         if isinstance(number, float) and abs(number) > FLOAT32_MAX:  # the models and their optimizers are float32
-            raise UserError(f"{self.flag} {number}: must be within float32's range (at most {FLOAT32_MAX:.7g} "
-                            "in size)")
+            return f"must be within float32's range (at most {FLOAT32_MAX:.7g} in size)"
         if self.min is not None and number < self.min:
-            raise UserError(f"{self.flag} {number}: must be at least {_number(self.min)}{self._range()}")
+            return f"must be at least {_number(self.min)}{self._range()}"
         if self.max is not None and number > self.max:
-            raise UserError(f"{self.flag} {number}: must be at most {_number(self.max)}{self._range()}")
+            return f"must be at most {_number(self.max)}{self._range()}"
         if self.below is not None and number >= self.below:
-            raise UserError(f"{self.flag} {number}: must be below {_number(self.below)}{self._range()}")
+            return f"must be below {_number(self.below)}{self._range()}"
+        return None
 
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
@@ -257,12 +266,21 @@ def file_name(text: str) -> Path:
 
 def comma_separated_ints(text: str) -> list[int]:
     """"6,4" -> [6, 4] (a ValueError for anything else)."""
-    return [int(part) for part in text.split(",") if part.strip()]
+    return _comma_separated(text, int)
 
 
 def comma_separated_floats(text: str) -> list[float]:
     """"0.5,0.5,0.5" -> [0.5, 0.5, 0.5] (a ValueError for anything else)."""
-    return [float(part) for part in text.split(",") if part.strip()]
+    return _comma_separated(text, float)
+
+
+def _comma_separated(text: str, number: Callable[[str], Any]) -> list:
+    """Numbers between commas; blank text is none. An empty place ("0.5,,0.5", "6,") is a mistake, never
+    skipped: the list would silently be shorter than typed."""
+    parts = text.split(",") if text.strip() else []
+    if any(not part.strip() for part in parts):
+        raise UserError("a number is missing between its commas")
+    return [number(part) for part in parts]
 
 
 def _fixed(name: str, value: Any, kind: Any) -> Any:

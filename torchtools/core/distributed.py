@@ -10,9 +10,10 @@ function here is a no-op, so single-process runs take exactly the path they alwa
 from __future__ import annotations
 
 import atexit
-import functools
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from torchtools.core import output
+from torchtools.core import output, stopping
 from torchtools.core.errors import UserError
 
 TIMEOUT_VARIABLE = "TORCHTOOLS_DIST_TIMEOUT"
@@ -235,26 +236,51 @@ def train_sampler(dataset, *, seed: int):
                               drop_last=True)
 
 
-def reporting_lost_peers(function):
-    """Turn the error a collective raises when another process died or hung into one clear line.
+@contextlib.contextmanager
+def reporting_lost_peers() -> Iterator[None]:
+    """Turn the error a collective raises when another process died or hung into one clear line; where that
+    process was stopped (a signal, a closed pipe: `announce_stop`), stop the same way, through the stop path
+    (core/stopping.py). A decorator (`@reporting_lost_peers()`) or a `with` block.
 
     gloo raises a plain RuntimeError naming its transport, NCCL a DistBackendError; the process that
     failed first prints its own error, so this one only says it stopped because of it.
     """
+    try:
+        yield
+    except RuntimeError as error:
+        if _job.world_size == 1 or not _is_communication_error(error):
+            raise
+        stopped = _stopped_peer()
+        if stopped is not None:
+            stopping.follow(stopped[1], f"process {stopped[0]} of {_job.world_size}")
+        raise LostPeers(
+            f"process {_job.rank} of {_job.world_size} stopped: another process failed or did not answer "
+            f"within {_job.timeout:g}s ({TIMEOUT_VARIABLE}); its error is in the log. "
+            f"{_first_line(error)}") from None
 
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except RuntimeError as error:
-            if _job.world_size == 1 or not _is_communication_error(error):
-                raise
-            raise LostPeers(
-                f"process {_job.rank} of {_job.world_size} stopped: another process failed or did not answer "
-                f"within {_job.timeout:g}s ({TIMEOUT_VARIABLE}); its error is in the log. "
-                f"{_first_line(error)}") from None
 
-    return run
+STOPPED_KEY = "torchtools/stopped"  # in the job's store: "RANK SIGNUM" of a process the stop path ended
+
+
+def announce_stop(signum: int) -> None:
+    """Say in the job's store that this process stops by `signum` (the stop path calls this, before the process
+    ends and its peers' collectives fail). A store already gone (its host process ended) says nothing."""
+    if _job.world_size == 1 or not dist.is_initialized():
+        return
+    with contextlib.suppress(RuntimeError):  # the store's own errors (DistNetworkError, ...) among them
+        dist.distributed_c10d._get_default_store().set(STOPPED_KEY, f"{_job.rank} {signum}")
+
+
+def _stopped_peer() -> tuple[int, int] | None:
+    """(rank, signal) of a process of this job that the stop path ended, or None (none did, or none can say)."""
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        if not store.check([STOPPED_KEY]):
+            return None
+        rank, signum = map(int, store.get(STOPPED_KEY).decode().split())
+    except (RuntimeError, ValueError):
+        return None
+    return rank, signum
 
 
 def _is_communication_error(error: RuntimeError) -> bool:

@@ -167,7 +167,7 @@ OUTPUTS_PER_COPY = 2 ** 24
 
 
 @torch.no_grad()
-@distributed.reporting_lost_peers
+@distributed.reporting_lost_peers()
 def evaluate(model, objective: Objective, batches, device: torch.device) -> EvalResult:
     """Loss, accuracy and outputs over all of `batches`, in fp32.
 
@@ -220,7 +220,6 @@ def evaluate(model, objective: Objective, batches, device: torch.device) -> Eval
     return EvalResult(loss_total / seen, accuracy, all_outputs, all_targets)
 
 
-@distributed.reporting_lost_peers
 def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, train_batches, eval_batches,
         run, *, scheduler=None, step_scheduler: bool = False, state: dict[str, Any] | None = None,
         eval_name: str = "test") -> FitResult:
@@ -236,8 +235,10 @@ def fit(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer
     monitor = f"{split}_accuracy" if objective.predict is not None else f"{split}_loss"
     train_seconds, evaluation = 0.0, None
     say(device_line(run.device, run.amp_dtype))
-    # The keeper resumes (every process loads the --resume file), records and saves each epoch, saves a stop's.
-    with EpochKeeper(run, model, optimizer, scheduler, state or {}, monitor=monitor) as keeper:
+    # The keeper resumes (every process loads the --resume file), records and saves each epoch, saves a stop's:
+    # a collective that fails as another process was stopped reaches it as that stop (core/distributed.py).
+    with EpochKeeper(run, model, optimizer, scheduler, state or {}, monitor=monitor) as keeper, \
+            distributed.reporting_lost_peers():
         scaler, progress = keeper.scaler, keeper.progress
         trained = distributed.wrap(model)
         if isinstance(config, CompiledSettings) and config.compile:

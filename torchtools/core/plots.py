@@ -1,4 +1,5 @@
-"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically.
+"""PNG plots through matplotlib's headless backend (imported only when a plot is asked for), written atomically
+(or drawn into the TensorBoard logs: `TensorBoardFigure`).
 
 Text is drawn as it is, never parsed as mathtext (`$\\alpha$` stays those characters), and names (class
 labels, captions) with the terminal's escaping of control characters (output.terminal). A picture that
@@ -11,8 +12,9 @@ from __future__ import annotations
 import functools
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,11 +38,23 @@ def _pyplot():
     return plt
 
 
+@dataclass(frozen=True)
+class TensorBoardFigure:
+    """Where a picture goes when it goes into the TensorBoard logs (a figure under `tag`) instead of a file: the
+    same drawing, through the same one-picture guard."""
+
+    writer: Any
+    tag: str
+
+    def __str__(self) -> str:
+        return f"TensorBoard's {self.tag}"
+
+
 def _one_picture(draw):
     """A drawing that fails costs its own picture: one warning, no stale file left under its name (the run
     would have replaced it), None returned; a failed write stays the one error line it is (core/files.py)."""
     @functools.wraps(draw)
-    def drawn(path: Path, *args, **kwargs) -> Path | None:
+    def drawn(path: Path | TensorBoardFigure, *args, **kwargs) -> Path | TensorBoardFigure | None:
         try:
             return draw(path, *args, **kwargs)
         except UserError:
@@ -49,7 +63,8 @@ def _one_picture(draw):
             import matplotlib.pyplot as plt
 
             plt.close("all")
-            Path(path).unlink(missing_ok=True)
+            if not isinstance(path, TensorBoardFigure):
+                Path(path).unlink(missing_ok=True)
             warn(f"could not draw {path} ({first_line(error)}); the run's other files are written")
             return None
     return drawn
@@ -119,8 +134,8 @@ def curves(path: Path, history: list[dict], *, title: str) -> Path:
 
 
 @_one_picture
-def heatmap(path: Path, matrix, labels: Sequence[str], *, title: str) -> Path:
-    """A confusion matrix: rows are true labels, columns predicted."""
+def heatmap(path: Path | TensorBoardFigure, matrix, labels: Sequence[str], *, title: str) -> Path | TensorBoardFigure:
+    """A confusion matrix: rows are true labels, columns predicted; a PNG file, or a TensorBoard figure."""
     if len(labels) > HEATMAP_MAX_CLASSES:
         say(f"{path}: {HEATMAP_MAX_CLASSES} of the {len(labels)} classes drawn, the most confused (every count is "
             "in the --json summary)")
@@ -208,12 +223,15 @@ def roc(path: Path, false_positive: Sequence[float], true_positive: Sequence[flo
     return save(figure, path)
 
 
-def save(figure, path: Path) -> Path:
-    """The figure as a PNG at `path`, atomically."""
+def save(figure, path: Path | TensorBoardFigure) -> Path | TensorBoardFigure:
+    """The figure as a PNG at `path`, atomically; or into the TensorBoard logs."""
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
     figure.tight_layout()
+    if isinstance(path, TensorBoardFigure):
+        path.writer.add_figure(path.tag, figure)  # drawn there, and closed
+        return path
+    buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return write_bytes(Path(path), buffer.getvalue())

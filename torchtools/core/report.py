@@ -121,7 +121,8 @@ def report(evaluation: EvalResult, classes: list[str], *, split: str, plot: Path
     if folder is not None:
         plots.heatmap(folder.path("confusion.png"), matrix.numpy(), classes, title=title)
     if writer is not None:
-        writer.add_figure(f"{split}/confusion_matrix", plots.heatmap_figure(matrix.numpy(), classes, title=title))
+        plots.heatmap(plots.TensorBoardFigure(writer, f"{split}/confusion_matrix"), matrix.numpy(), classes,
+                      title=title)
         for name, value in accuracy.items():
             if value is not None:
                 writer.add_scalar(f"{split}/accuracy_by_class/{name}", value)

@@ -8,7 +8,9 @@ the end of the next such block (the epoch in progress, saved), or when the comma
 went away does not cost the epoch. Once a stop is raised, later signals are ignored, so its own save is not
 torn. At the end every child process is ended (DataLoader workers, the fork server, pools), one line says
 what was saved (`note`, kept up to date by the training engine), and the command exits 128 + the signal:
-130 (SIGINT), 143 (SIGTERM), 141 (SIGPIPE, a closed pipe).
+130 (SIGINT), 143 (SIGTERM), 141 (SIGPIPE, a closed pipe). Under torchrun, a process stopped so tells the
+others, and one that learns of it when a collective fails stops the same way (`follow`): process 0 saves the
+epoch under way as partial, as one process would, and its line names the process that was stopped.
 
 Nothing here imports torch: `torchtools --help` stays fast.
 """
@@ -34,11 +36,12 @@ CHILDREN_GRACE = 3.0  # seconds children have to end after SIGTERM before SIGKIL
 
 
 class Stop(KeyboardInterrupt):
-    """A stop requested by a signal or a closed pipe; `signum` gives the exit code, 128 + signum."""
+    """A stop requested by a signal or a closed pipe; `signum` gives the exit code, 128 + signum. `process`
+    names the other process of a torchrun job whose stop this one follows (`follow`); None: this one's own."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, process: str | None = None):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.process = signum, process
 
 
 @dataclass
@@ -78,10 +81,17 @@ def request(signum: int) -> None:
         _raise(signum)
 
 
-def _raise(signum: int) -> None:
+def follow(signum: int, process: str) -> None:
+    """Stop as another process of the job did (it was stopped by `signum`, and this one learnt so when their
+    collective failed): the same path, its save, its line and exit code, the line naming that process."""
+    _state.received.append(signum)
+    _raise(signum, process)
+
+
+def _raise(signum: int, process: str | None = None) -> None:
     _state.stopping, _state.pending = True, None
     _keep_child_exits_quiet()
-    raise Stop(signum)
+    raise Stop(signum, process)
 
 
 def _keep_child_exits_quiet() -> None:
@@ -147,20 +157,32 @@ def _finish(error: BaseException) -> int:
 
     signum = error.signum if isinstance(error, Stop) else PIPE if isinstance(error, BrokenPipeError) \
         else signal.SIGINT
+    process = error.process if isinstance(error, Stop) else None
     _state.stopping = True
+    if process is None:
+        _announce(signum)
     for stream in (sys.stdout, sys.stderr):
         if _reader_gone(stream):
             _silence(stream)
     end_children()
     later = sorted({CAUSES.get(other, f"signal {other}") for other in _state.ignored})
     ignored = f" ({' and '.join(later)} while stopping: ignored)" if later else ""
-    output.notice(f"stopped by {CAUSES.get(signum, f'signal {signum}')}: {_state.note or 'nothing saved'}{ignored}")
+    cause = CAUSES.get(signum, f"signal {signum}") + (f" in {process}" if process else "")
+    output.notice(f"stopped by {cause}: {_state.note or 'nothing saved'}{ignored}")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a pipe closed since: what is left goes nowhere
             _silence(stream)
     return 128 + signum
+
+
+def _announce(signum: int) -> None:
+    """Under torchrun, tell the job's other processes why this one stops (core/distributed.py): a collective
+    of theirs fails once it is gone, and they stop the same way instead of reporting a failure."""
+    distributed = sys.modules.get("torchtools.core.distributed")
+    if distributed is not None:
+        distributed.announce_stop(signum)
 
 
 def end_children() -> None:

@@ -77,10 +77,19 @@ _auto: _Auto | None = None  # set by configure where the count is torchtools' to
 
 
 def configure(environ=os.environ) -> dict[str, str]:
-    """Set OMP_NUM_THREADS unless the user did; returns what it set (for tests). Called again, nothing changes."""
+    """Set OMP_NUM_THREADS unless the user did; returns what it set (for tests). Called again, nothing changes.
+
+    A value OpenMP cannot read (abc, 0, -1, 2.5) it ignores, with a raw `libgomp:` line, and torch takes its
+    default: the user's count does not hold, so it is ignored here too, with one warning, and chosen as if unset."""
     global _auto
-    if _auto is not None or environ.get("OMP_NUM_THREADS", "").strip():
+    given = environ.get("OMP_NUM_THREADS", "")
+    if _auto is not None or _is_count(given):
         return {}
+    if given.strip():
+        from torchtools.core.output import warn
+
+        warn(f"ignoring OMP_NUM_THREADS={given!r}: not a number of threads (a whole number above 0, or one per "
+             "nesting level as in 4,2); choosing the count as if it were not set")
     limit = usable_cores()
     # The runnable tasks of this instant, this process included: a hint until the first measured interval.
     threads = choose(None, limit, max(0, _procs_running() - 1))
@@ -88,6 +97,11 @@ def configure(environ=os.environ) -> dict[str, str]:
     added = {"OMP_NUM_THREADS": str(threads)}
     environ.update(added)
     return added
+
+
+def _is_count(text: str) -> bool:
+    """OMP_NUM_THREADS as OpenMP reads it: whole numbers above 0, one per nesting level ("4", "4,2")."""
+    return all(part.strip().isascii() and part.strip().isdigit() and int(part) > 0 for part in text.split(","))
 
 
 def choose(current: int | None, limit: int, others: float, group_others: float = 0.0, quota: int | None = None) \

@@ -1,7 +1,8 @@
 """The one reader of data files that may be gzip (told by their magic bytes, whatever their name): tables,
-names, --labels CSVs, IDX files. A gzip file cut short or not gzip at all is one error naming the file,
-wherever it is read (never gzip's EOFError, which click would take for Ctrl-D, nor a BadGzipFile
-traceback); a text line longer than LINE_MAX is one error naming the file and the line.
+names, --labels CSVs, IDX files. A gzip file cut short or not gzip at all (a file named .gz without gzip's
+magic bytes, an empty one included) is one error naming the file, wherever it is read (never gzip's
+EOFError, which click would take for Ctrl-D, nor a BadGzipFile traceback, nor what a reader makes of the
+bytes as they are); a text line longer than LINE_MAX is one error naming the file and the line.
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ LINE_MAX = 1 << 20  # characters in one line of a text file: a name, a CSV row
 _BROKEN = (EOFError, zlib.error, gzip.BadGzipFile)  # a cut stream, a bad block, a bad header
 
 
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as probe:
-        return probe.read(2) == GZIP_MAGIC
+def _gzipped(path: Path, head: bytes) -> bool:
+    """Whether the file that starts with `head` is gzip; a name ending in .gz promises it, so one that is not is
+    an error here rather than text or bytes that its reader would misread ("holds no data rows")."""
+    if head.startswith(GZIP_MAGIC):
+        return True
+    if path.suffix.lower() == ".gz":
+        found = "it is empty" if not head else "it does not start with gzip's magic bytes 1f 8b"
+        raise UserError(f"{path} is not gzip, though named .gz ({found}): compress it again, or name it without .gz")
+    return False
 
 
 def broken(path: Path, error: BaseException) -> UserError:
@@ -36,7 +43,7 @@ def read_bytes(path: Path) -> bytes:
         raise not_a_file(path) from None
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    if not data.startswith(GZIP_MAGIC):
+    if not _gzipped(path, data[:len(GZIP_MAGIC)]):
         return data
     try:
         return gzip.decompress(data)
@@ -53,11 +60,12 @@ class TextFile:
         if not self.path.is_file():
             raise not_a_file(self.path)
         try:
-            gzipped = is_gzip(self.path)
+            with open(self.path, "rb") as probe:
+                head = probe.read(len(GZIP_MAGIC))
         except OSError as error:
             raise UserError(f"cannot read {self.path}: {error.strerror or error}") from None
         self.line = 0
-        opener = gzip.open if gzipped else open
+        opener = gzip.open if _gzipped(self.path, head) else open
         self._stream = opener(self.path, "rt", encoding="utf-8-sig", newline=None)
 
     def __enter__(self) -> TextFile:
