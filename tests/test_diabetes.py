@@ -206,3 +206,12 @@ def test_runs_dir_that_is_a_file_is_refused_before_reading_data(cli, tmp_path):
     (tmp_path / "tb").write_text("not a folder")
     run = cli("diabetes", "--data", write_table(tmp_path / "table.csv"), "--runs-dir", tmp_path / "tb")
     assert_refused_before_training(run, tmp_path, "--runs-dir", "is a file")
+
+
+def test_hidden_widths_that_multiply_past_memory_are_one_error_before_any_allocation(cli, tmp_path):
+    """Each width within its bound, their product is not: 10^10 weights are refused by name, not a
+    DefaultCPUAllocator traceback (nor gigabytes allocated for the first layer before the second fails)."""
+    data = write_table(tmp_path / "diabetes.csv")
+    run = cli("diabetes", "--data", data, "--hidden", "100000,100000", "--save", tmp_path / "m.pt", *FAST)
+    assert_refused_before_training(run, tmp_path, "--hidden 100000,100000", "10,001,100,001 weights",
+                                   "memory budget", created=(tmp_path / "m.pt",))

@@ -336,6 +336,28 @@ def test_a_process_killed_outright_leaves_the_epoch_under_way_saved_and_said(tmp
     assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
 
 
+def test_process_0_stopped_without_torchruns_agent_leaves_the_others_one_line(tmp_path):
+    """Launched by hand (or by a scheduler), process 0 hosts the job's store and takes it along when it stops:
+    process 1, asking the store who stopped, got the store client's C++ warning with its 60-frame native stack on
+    stderr before its own error line."""
+    data = write_mnist(tmp_path / "data", train=160, test=20)
+    save = tmp_path / "model.pt"
+    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
+    port = free_port()
+    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
+                    env=launch_environment(0, 2, port, TIMEOUT))
+    other = start_process(1, 2, port, args, tmp_path, timeout=TIMEOUT)
+    paused.reached("step:2:3")
+    paused.signal(signal.SIGTERM)
+    _, stderr = paused.communicate()
+    assert paused.process.returncode == 143 and stderr.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM: saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2")
+    left = finished(other)
+    assert "frame #" not in left.stderr and "TCPStore" not in left.stderr, left.stderr
+    assert_user_error(left, "process 1 of 2 stopped")
+    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+
+
 @pytest.mark.slow
 def test_a_process_that_never_joins_ends_the_job_after_the_timeout(tmp_path):
     started = time.perf_counter()

@@ -118,7 +118,8 @@ def test_the_users_value_is_kept_and_never_adjusted(monkeypatch):
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5", "4,0", "4,", "\u0663"])
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5", "4,0", "4,", "\u0663", "9223372036854775808",
+                                   "4,99999999999999999999"])
 def test_a_value_openmp_cannot_read_is_ignored_with_one_warning(monkeypatch, capsys, value):
     """OpenMP ignores OMP_NUM_THREADS=abc (with a raw `libgomp:` line) and torch takes its default, which the
     device line showed as the user's count. It is ignored here too, said once, and the count chosen."""
@@ -131,7 +132,7 @@ def test_a_value_openmp_cannot_read_is_ignored_with_one_warning(monkeypatch, cap
                         "above 0, or one per nesting level as in 4,2); choosing the count as if it were not set"]
 
 
-@pytest.mark.parametrize("value", [" 2", "4,2", "02"])
+@pytest.mark.parametrize("value", [" 2", "4,2", "02", "9223372036854775807"])
 def test_a_value_openmp_reads_is_the_users(monkeypatch, capsys, value):
     monkeypatch.setattr(threads, "_auto", None)
     assert threads.configure({"OMP_NUM_THREADS": value}) == {} and threads._auto is None

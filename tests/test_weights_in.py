@@ -180,3 +180,21 @@ def test_a_run_from_imagenet_resumes_and_replays_as_imagenet(cli, tmp_path, hub,
     replayed = cli("transfer", "--config", "run.yaml", "--data", photos, "--epochs", "1", "--json", "--no-tensorboard")
     assert replayed.exit_code == 0, replayed.stderr
     assert replayed.summary["weights"] == str(hub) and replayed.summary["missing_keys"] == []
+
+
+def test_a_checkpoint_that_kept_imagenets_cached_file_resumes_with_weights_imagenet(cli, tmp_path, hub, photos):
+    """A checkpoint saved before imagenet was kept as typed holds the torch.hub cache's path of the file:
+    `--resume --weights imagenet` was refused as "differs" from it, though imagenet reads that very file."""
+    import torch
+
+    small = ("--arch", "resnet18", "--data", photos, *SMALL)
+    first = cli("transfer", "--weights", "imagenet", "--epochs", "1", "--save", "r.pt", *small)
+    assert first.exit_code == 0, first.stderr
+    state = torch.load("r.pt", weights_only=True)
+    state["config"]["weights"] = str(hub)  # as the checkpoints of before kept it
+    torch.save(state, "old.pt")
+    resumed = cli("transfer", "--resume", "old.pt", "--weights", "ImageNet", "--epochs", "2", *small)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.summary["epochs"] == 2
+    assert_user_error(cli("transfer", "--resume", "old.pt", "--weights", "ResNet34_Weights.IMAGENET1K_V1",
+                          "--epochs", "3", *small), "--weights", "differs")

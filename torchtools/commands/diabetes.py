@@ -48,10 +48,26 @@ class DiabetesConfig(TrainingSettings):
         return reads.table_reads(self.data)
 
 
+# Bytes one parameter takes while training: its fp32 weight, gradient and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
 def build_model(config: DiabetesConfig, state: dict):
-    """The network a diabetes config describes, for `state`'s number of feature columns."""
+    """The network a diabetes config describes, for `state`'s number of feature columns. Widths each within
+    bounds may still multiply into more weights than memory holds (--hidden 100000,100000: 10^10): that is
+    one error naming them, before anything is allocated (training, --checkpoint and export alike)."""
+    from torchtools.data.budget import memory_budget
     from torchtools.models.tabular import mlp
 
+    widths = [state["features"], *config.hidden, 1]
+    parameters = sum((width_in + 1) * width_out for width_in, width_out in zip(widths, widths[1:]))
+    budget, source = memory_budget()
+    if parameters * TRAINING_BYTES_PER_PARAMETER > budget:
+        shown = ",".join(map(str, config.hidden))
+        shown = shown if len(shown) <= 60 else shown[:56] + " ..."
+        raise UserError(f"--hidden {shown}: {parameters:,} weights need "
+                        f"{numbers.size(parameters * TRAINING_BYTES_PER_PARAMETER)} to train, over the memory "
+                        f"budget of {numbers.size(budget)} ({source}): choose narrower layers")
     return mlp(state["features"], config.hidden, config.activation)
 
 

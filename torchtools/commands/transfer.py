@@ -28,14 +28,13 @@ FAR_SMALLER = 5  # a class with under a fifth of the largest class's training pi
 
 def _weights_meaning(value: str | None) -> str | None:
     """--weights none is what a checkpoint saves as None; a file or a Hub folder, whatever path names it (hub/,
-    ./hub, its absolute path); a published name as it is, imagenet in any case (as --weights reads it)."""
-    from torchtools.models.pretrained import IMAGENET
+    ./hub, its absolute path); a published name as it is, imagenet in any case (as --weights reads it), as is
+    the file in torch.hub's cache that imagenet reads."""
+    from torchtools.models.pretrained import imagenet_meaning
 
     if value is None or value.lower() == "none":
         return None
-    if os.path.exists(value):
-        return os.path.realpath(value)
-    return IMAGENET if value.lower() == IMAGENET else value
+    return imagenet_meaning(os.path.realpath(value) if os.path.exists(value) else value)
 
 
 @dataclass(frozen=True, kw_only=True)

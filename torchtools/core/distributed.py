@@ -267,20 +267,41 @@ def announce_stop(signum: int) -> None:
     ends and its peers' collectives fail). A store already gone (its host process ended) says nothing."""
     if _job.world_size == 1 or not dist.is_initialized():
         return
-    with contextlib.suppress(RuntimeError):  # the store's own errors (DistNetworkError, ...) among them
+    with contextlib.suppress(RuntimeError), _native_stderr_quiet():  # the store's own errors among them
         dist.distributed_c10d._get_default_store().set(STOPPED_KEY, f"{_job.rank} {signum}")
 
 
 def _stopped_peer() -> tuple[int, int] | None:
     """(rank, signal) of a process of this job that the stop path ended, or None (none did, or none can say)."""
     try:
-        store = dist.distributed_c10d._get_default_store()
-        if not store.check([STOPPED_KEY]):
-            return None
-        rank, signum = map(int, store.get(STOPPED_KEY).decode().split())
+        with _native_stderr_quiet():
+            store = dist.distributed_c10d._get_default_store()
+            if not store.check([STOPPED_KEY]):
+                return None
+            rank, signum = map(int, store.get(STOPPED_KEY).decode().split())
     except (RuntimeError, ValueError):
         return None
     return rank, signum
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """The store's C++ client logs a failed read or write on stderr with its whole native stack (60 frames:
+    "[W TCPStore.cpp] recvValue failed ... frame #0: ...") before it raises, as it does where the store lived in
+    the process that ended (process 0, launched without torchrun's agent). Its error is this module's to say:
+    file descriptor 2 points at /dev/null for the few milliseconds the store is asked."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _is_communication_error(error: RuntimeError) -> bool:

@@ -99,9 +99,13 @@ def configure(environ=os.environ) -> dict[str, str]:
     return added
 
 
+_COUNT_MAX = 2**63 - 1  # libgomp reads each count as a C long: a larger one is invalid to it, as abc is
+
+
 def _is_count(text: str) -> bool:
-    """OMP_NUM_THREADS as OpenMP reads it: whole numbers above 0, one per nesting level ("4", "4,2")."""
-    return all(part.strip().isascii() and part.strip().isdigit() and int(part) > 0 for part in text.split(","))
+    """OMP_NUM_THREADS as OpenMP reads it: whole numbers above 0 (a C long), one per nesting level ("4", "4,2")."""
+    return all(part.strip().isascii() and part.strip().isdigit() and 0 < int(part) <= _COUNT_MAX
+               for part in text.split(","))
 
 
 def choose(current: int | None, limit: int, others: float, group_others: float = 0.0, quota: int | None = None) \

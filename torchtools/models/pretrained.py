@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import urllib.parse
 from collections import OrderedDict
@@ -232,6 +233,24 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
 
 def is_published_name(text: str) -> bool:
     return text.lower() == IMAGENET or PUBLISHED_NAME.fullmatch(text) is not None
+
+
+def imagenet_meaning(value: str) -> str:
+    """`imagenet` where `value` is it in any case, or the file in torch.hub's cache that --weights imagenet reads
+    for some architecture (a checkpoint saved before imagenet was kept as typed holds that path: --arch, saved
+    too, says whose); `value` itself otherwise."""
+    from torchvision import models
+
+    if value.lower() == IMAGENET:
+        return IMAGENET
+    if os.path.dirname(value) != os.path.realpath(Path(torch.hub.get_dir()) / "checkpoints"):
+        return value
+    for arch in architectures():
+        enum = models.get_model_weights(arch)
+        entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+        if os.path.basename(value) == Path(urllib.parse.urlparse(entry.url).path).name:
+            return IMAGENET
+    return value
 
 
 def published(name: str, arch: str | None) -> tuple[Path, str]:
