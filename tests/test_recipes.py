@@ -64,10 +64,10 @@ INCEPTION_BRANCHES = ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3_1", 
 # What the course's own InceptionNet and ResidualNet classes gave (before TwoBlockNet served both): the seed-0
 # network's logits for the probe below.
 LESSON_11 = {
-    "inception": ("incep", INCEPTION_BRANCHES, 97298,
+    "inception": ("InceptionNet", "incep", INCEPTION_BRANCHES, 97298,
                   [0.00638, 0.026717, 0.041871, -0.002712, -0.038913, -0.003308, -0.020861, 0.076532, -0.011267,
                    -0.032201]),
-    "resnet": ("rblock", ("conv1", "conv2"), 41514,
+    "resnet": ("ResidualNet", "rblock", ("conv1", "conv2"), 41514,
                [-0.137943, -0.050163, 0.044737, -0.048148, -0.073258, 0.028628, 0.177965, -0.02298, 0.023548,
                 -0.12529]),
 }
@@ -77,9 +77,10 @@ LESSON_11 = {
 def test_lesson_11_networks_keep_the_course_layout(name):
     """Their checkpoints load (the same state_dict keys, in the same order, for the optimizer's state too) and
     a seed gives the same network as the course's classes did."""
-    block, layers, count, logits = LESSON_11[name]
+    class_name, block, layers, count, logits = LESSON_11[name]
     torch.manual_seed(0)
     model = mnist_models.build(name)
+    assert type(model).__name__ == class_name  # the name the run's model line and summary show
     blocks = [f"{block}{index}.{layer}.{kind}" for index in (1, 2) for layer in layers for kind in ("weight", "bias")]
     assert list(model.state_dict()) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", *blocks,
                                         "fc.weight", "fc.bias"]

@@ -104,14 +104,18 @@ class TwoBlockNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def inception_net() -> TwoBlockNet:
+class InceptionNet(TwoBlockNet):  # a class of its own: the run's model line and summary name it
     """conv 1->10, InceptionA, conv 88->20, InceptionA, fc 1408->10 (lesson 11)."""
-    return TwoBlockNet(InceptionA, "incep", ((1, 10), (88, 20)), 1408)
+
+    def __init__(self):
+        super().__init__(InceptionA, "incep", ((1, 10), (88, 20)), 1408)
 
 
-def residual_net() -> TwoBlockNet:
+class ResidualNet(TwoBlockNet):
     """conv 1->16, ResidualBlock(16), conv 16->32, ResidualBlock(32), fc 512->10 (lesson 11)."""
-    return TwoBlockNet(ResidualBlock, "rblock", ((1, 16), (16, 32)), 512)
+
+    def __init__(self):
+        super().__init__(ResidualBlock, "rblock", ((1, 16), (16, 32)), 512)
 
 
 class FastCNN(nn.Module):
@@ -138,7 +142,7 @@ class FastCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": inception_net, "resnet": residual_net, "fast": FastCNN}
+MODELS = {"mlp": CourseMLP, "cnn": CourseCNN, "inception": InceptionNet, "resnet": ResidualNet, "fast": FastCNN}
 
 
 def build(name: str) -> nn.Module:
