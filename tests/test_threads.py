@@ -163,6 +163,20 @@ def test_configure_starts_from_the_load_of_the_moment(monkeypatch):
     assert threads.configure({}) == {"OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.parametrize("readings, expected", [
+    ([1], "2"),  # alone: one reading, nothing waited for
+    ([2, 1, 2, 2, 2], "2"),  # a process passing through at the first reading: not a neighbour
+    ([2, 2, 2, 2, 2], "1"),  # a neighbour's training, runnable at every reading
+])
+def test_the_first_count_takes_no_passing_process_for_a_neighbour(monkeypatch, readings, expected):
+    """A pool started narrow stays slower once widened, so a job alone must start with every core."""
+    taken = iter(readings)
+    monkeypatch.setattr(threads, "_auto", None)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_procs_running", lambda stat=None: next(taken))
+    assert threads.configure({}) == {"OMP_NUM_THREADS": expected}  # a reading past the list would raise
+
+
 def test_the_command_line_sets_threads_before_torch_loads():
     code = ("import os, sys; from torchtools.cli import main; sys.argv = ['torchtools', '--version']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"

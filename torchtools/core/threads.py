@@ -9,7 +9,7 @@ the cores keeps a shared machine fair but costs a job alone up to 1.8x.
 
 So the count follows the machine's load. `configure`, called by the command line's `main` before torch
 loads (OpenMP reads its environment once, then), takes a first reading and sets OMP_NUM_THREADS from the
-runnable processes of that moment. `summary` (the run's device line, as training starts) and then
+processes that stay runnable over a few milliseconds. `summary` (the run's device line, as training starts) and then
 `adjust`, called by the training loop between batches and at most once a `INTERVAL`, measure the other
 processes' load over the time since the last reading: the busy time of this process's CPUs in
 /proc/stat, less this process's own CPU time, in cores. Threads = usable cores - that load (at least 1),
@@ -51,6 +51,7 @@ INTERVAL = 1.0  # seconds between readings: a neighbour that starts is seen with
 # beside one started after it took 2.1-2.8x its time alone), taken back when they use under 0.25.
 YIELD_AT = 0.4
 WIDEN_AT = 0.25
+HINT_READINGS = 5
 _SHORTEST = 0.25  # seconds: a shorter interval's busy time is too coarse (jiffies of 10 ms) to read
 
 
@@ -91,8 +92,7 @@ def configure(environ=os.environ) -> dict[str, str]:
         warn(f"ignoring OMP_NUM_THREADS={given!r}: not a number of threads (a whole number above 0, or one per "
              "nesting level as in 4,2); choosing the count as if it were not set")
     limit = usable_cores()
-    # The runnable tasks of this instant, this process included: a hint until the first measured interval.
-    threads = choose(None, limit, max(0, _procs_running() - 1))
+    threads = choose(None, limit, _others_running())
     _auto = _Auto(limit, cpu_quota(), threads, read())
     added = {"OMP_NUM_THREADS": str(threads)}
     environ.update(added)
@@ -195,6 +195,21 @@ def _busy(stat: Path) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return ticks / os.sysconf("SC_CLK_TCK") if ticks else None
+
+
+def _others_running() -> int:
+    """Runnable tasks besides this process, the fewest of up to HINT_READINGS a millisecond apart: the hint until
+    the first measured interval. One reading saw a process passing through (a shell, the previous job ending)
+    in 1 of 6 starts on a quiet machine, and a pool started at 1 thread runs 15-25% slower once widened to 2
+    (benchmarks/shared_machine.py --pool-check; mnist alone took 1.14-1.18x OMP_NUM_THREADS=2). A neighbour's
+    training is runnable at every reading. Alone, the first reading is 0: nothing more is read or waited."""
+    others = max(0, _procs_running() - 1)
+    for _ in range(HINT_READINGS - 1):
+        if others == 0:
+            break
+        time.sleep(0.001)
+        others = min(others, max(0, _procs_running() - 1))
+    return others
 
 
 def _procs_running(stat: Path = _PROC_STAT) -> int:
