@@ -294,68 +294,56 @@ def test_a_stop_of_one_torchrun_process_is_the_jobs_stop(tmp_path, point, left):
     assert_truthful(save, command, cwd=tmp_path, complete=1, partial=point != "step:2:1")
 
 
-@pytest.mark.parametrize("signum, cause", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
-def test_the_saving_process_names_the_process_that_was_stopped(tmp_path, signum, cause):
-    """Launched without torchrun's agent (which would also signal process 0 once process 1 ends): each process's
-    exit code is the stop's, and process 0's line says whose stop it was."""
+def _hand_launched_job_stopped(tmp_path, signum, *, rank: int):
+    """A 2-process job of 3 epochs launched by hand (no torchrun agent: each exit code is the process's own),
+    process `rank` sent `signum` at epoch 2's third step. Returns the stopped process's exit code and stderr,
+    the other's result, the --save file and the command to check it with."""
     data = write_mnist(tmp_path / "data", train=160, test=20)
     save = tmp_path / "model.pt"
     args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
     port = free_port()
-    saving = start_process(0, 2, port, args, tmp_path, timeout=TIMEOUT)
     paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
-                    env=launch_environment(1, 2, port, TIMEOUT))
+                    env=launch_environment(rank, 2, port, TIMEOUT))
+    other = start_process(1 - rank, 2, port, args, tmp_path, timeout=TIMEOUT)
     paused.reached("step:2:3")
     paused.signal(signum)
-    _, stopped_stderr = paused.communicate()
-    saved = finished(saving)
-    assert paused.process.returncode == 128 + signum and "Traceback" not in stopped_stderr, stopped_stderr
+    _, stderr = paused.communicate()
+    return paused.process.returncode, stderr, finished(other), save, (*STOPPED, "--data", data)
+
+
+@pytest.mark.parametrize("signum, cause", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
+def test_the_saving_process_names_the_process_that_was_stopped(tmp_path, signum, cause):
+    """Launched without torchrun's agent (which would also signal process 0 once process 1 ends): each process's
+    exit code is the stop's, and process 0's line says whose stop it was."""
+    code, stopped_stderr, saved, save, command = _hand_launched_job_stopped(tmp_path, signum, rank=1)
+    assert code == 128 + signum and "Traceback" not in stopped_stderr, stopped_stderr
     assert saved.exit_code == 128 + signum and "Traceback" not in saved.stderr, saved.stderr
     assert saved.stderr.strip().splitlines()[-1] == (
         f"stopped by {cause} in process 1 of 2: saved {save} with epoch 1 complete and epoch 2 partial; "
         f"--resume {save} redoes epoch 2")
-    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+    assert_truthful(save, command, cwd=tmp_path, complete=1, partial=True)
 
 
 def test_a_process_killed_outright_leaves_the_epoch_under_way_saved_and_said(tmp_path):
     """A neighbour of the stop: process 1 killed (SIGKILL: no stop path, no word to the others). Process 0's error
     line said only that another process failed, and epoch 2's steps were dropped; it keeps them as a stop does
     and its one error line says what the checkpoint holds."""
-    data = write_mnist(tmp_path / "data", train=160, test=20)
-    save = tmp_path / "model.pt"
-    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
-    port = free_port()
-    saving = start_process(0, 2, port, args, tmp_path, timeout=TIMEOUT)
-    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
-                    env=launch_environment(1, 2, port, TIMEOUT))
-    paused.reached("step:2:3")
-    paused.signal(signal.SIGKILL)
-    paused.communicate()
-    assert_user_error(finished(saving), "process 0 of 2 stopped: another process failed",
+    _, _, saved, save, command = _hand_launched_job_stopped(tmp_path, signal.SIGKILL, rank=1)
+    assert_user_error(saved, "process 0 of 2 stopped: another process failed",
                       f"; saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2")
-    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+    assert_truthful(save, command, cwd=tmp_path, complete=1, partial=True)
 
 
 def test_process_0_stopped_without_torchruns_agent_leaves_the_others_one_line(tmp_path):
     """Launched by hand (or by a scheduler), process 0 hosts the job's store and takes it along when it stops:
     process 1, asking the store who stopped, got the store client's C++ warning with its 60-frame native stack on
     stderr before its own error line."""
-    data = write_mnist(tmp_path / "data", train=160, test=20)
-    save = tmp_path / "model.pt"
-    args = (*STOPPED, "--data", data, "--epochs", "3", "--save", save)
-    port = free_port()
-    paused = Paused(tmp_path / "points", ["step:2:3"], *args, cwd=tmp_path,
-                    env=launch_environment(0, 2, port, TIMEOUT))
-    other = start_process(1, 2, port, args, tmp_path, timeout=TIMEOUT)
-    paused.reached("step:2:3")
-    paused.signal(signal.SIGTERM)
-    _, stderr = paused.communicate()
-    assert paused.process.returncode == 143 and stderr.strip().splitlines()[-1] == (
+    code, stderr, left, save, command = _hand_launched_job_stopped(tmp_path, signal.SIGTERM, rank=0)
+    assert code == 143 and stderr.strip().splitlines()[-1] == (
         f"stopped by SIGTERM: saved {save} with epoch 1 complete and epoch 2 partial; --resume {save} redoes epoch 2")
-    left = finished(other)
     assert "frame #" not in left.stderr and "TCPStore" not in left.stderr, left.stderr
     assert_user_error(left, "process 1 of 2 stopped")
-    assert_truthful(save, (*STOPPED, "--data", data), cwd=tmp_path, complete=1, partial=True)
+    assert_truthful(save, command, cwd=tmp_path, complete=1, partial=True)
 
 
 @pytest.mark.slow
