@@ -148,10 +148,10 @@ def test_hub_folder_mistakes_are_one_error(cli, tmp_path, folders):
 
 
 @pytest.mark.parametrize("options, fragments", [
-    (("--mean", "0.5,0.5"), ("--mean '0.5,0.5'", "give 3 numbers")),
-    (("--std", "0.5,0,0.5"), ("--std '0.5,0,0.5'", "0.0 must be at least")),
-    (("--std", "a,b,c"), ("--std 'a,b,c'", "expected a list of numbers")),
-    (("--mean", "nan,0,0"), ("--mean 'nan,0,0'", "nan must be a finite number")),
+    (("--mean", "0.5,0.5"), ("--mean 0.5,0.5", "give 3 numbers")),
+    (("--std", "0.5,0,0.5"), ("--std 0.5,0,0.5", "0.0 must be at least")),
+    (("--std", "a,b,c"), ("--std a,b,c", "expected a list of numbers")),
+    (("--mean", "nan,0,0"), ("--mean nan,0,0", "nan must be a finite number")),
     (("--crop-pct", "1.5"), ("--crop-pct 1.5", "at most 1")),
 ])
 def test_preprocessing_mistakes_are_one_error_before_any_decode(cli, folders, resnet18_weights, options, fragments):

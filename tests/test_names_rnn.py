@@ -163,6 +163,14 @@ def test_resume_refuses_changed_model_and_optimizer_naming_both_values(cli, tmp_
                                  gzipped=False)
     run = cli("names-rnn", "--data", two_labels, "--epochs", "2", "--resume", checkpoint)
     assert_refused_before_training(run, tmp_path, "the label list", "Russian,Spanish", "Japanese,Russian,Spanish")
+    # A thousand labels are named by their first few, not one line of thousands of characters.
+    many_labels = write_names_csv(tmp_path / "many.csv", [(f"{name}{index}", f"Label{index:04d}")
+                                                          for index in range(1000) for name in ("Ann", "Bo")],
+                                  gzipped=False)
+    run = cli("names-rnn", "--data", many_labels, "--epochs", "2", "--resume", checkpoint)
+    assert_refused_before_training(run, tmp_path, "the label list", "this data gives Label0000,Label0001,", " ...,")
+    error_line = next(line for line in run.stderr.splitlines() if line.startswith("error:"))
+    assert len(error_line) < 250 + len(str(checkpoint)), error_line  # the whole list: 10,000 characters
     resumed = cli(*resumed, "--no-tensorboard", "--json")
     assert resumed.exit_code == 0, resumed.stderr
     assert "epoch 2/2" in resumed.stderr and resumed.summary["epochs"] == 2

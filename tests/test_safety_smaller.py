@@ -85,22 +85,22 @@ def test_inspect_weights_says_what_an_exported_program_is(cli, tmp_path):
 
 
 @pytest.mark.parametrize("command, shown", [
-    (("transfer", "--mean", "0.5,,0.5"), "--mean '0.5,,0.5': a number is missing between its commas"),
-    (("transfer", "--std", "0.5,,"), "--std '0.5,,': a number is missing between its commas"),
-    (("transfer", "--mean", ","), "--mean ',': a number is missing between its commas"),
+    (("transfer", "--mean", "0.5,,0.5"), "--mean 0.5,,0.5: a number is missing between its commas"),
+    (("transfer", "--std", "0.5,,"), "--std 0.5,,: a number is missing between its commas"),
+    (("transfer", "--mean", ","), "--mean ,: a number is missing between its commas"),
     (("transfer", "--mean", ""), "--mean '': give 3 numbers (r,g,b)"),
     (("transfer", "--mean", "0.5, 0.5"), "--mean '0.5, 0.5': give 3 numbers (r,g,b)"),
-    (("transfer", "--std", "0.5,0,0.5"), "--std '0.5,0,0.5': 0.0 must be at least 0.0001"),
-    (("transfer", "--mean", "1e39,0,0"), "--mean '1e39,0,0': 1e+39 must be within float32's range"),
-    (("transfer", "--std", "0.5,x,0.5"), "--std '0.5,x,0.5': expected a list of numbers"),
-    (("diabetes", "--hidden", "6,,4"), "--hidden '6,,4': a number is missing between its commas"),
+    (("transfer", "--std", "0.5,0,0.5"), "--std 0.5,0,0.5: 0.0 must be at least 0.0001"),
+    (("transfer", "--mean", "1e39,0,0"), "--mean 1e39,0,0: 1e+39 must be within float32's range"),
+    (("transfer", "--std", "0.5,x,0.5"), "--std 0.5,x,0.5: expected a list of numbers"),
+    (("diabetes", "--hidden", "6,,4"), "--hidden 6,,4: a number is missing between its commas"),
 ])
 def test_a_list_option_error_quotes_what_was_typed(cli, tmp_path, command, shown):
     """`--mean 0.5,,0.5` was read as 0.5,0.5 and refused as "--mean 0.5,0.5": not what the user typed."""
     assert_user_error(cli(*command, "--data", tmp_path), shown)
 
 
-def test_a_config_file_list_of_the_wrong_length_is_named_as_written(cli, tmp_path):
+def test_a_config_file_list_of_the_wrong_length_is_named_by_file_key_and_line(cli, tmp_path):
     (tmp_path / "run.yaml").write_text("mean: [0.5, 0.5]\n")
     assert_user_error(cli("transfer", "--config", tmp_path / "run.yaml", "--data", tmp_path),
-                      "--mean [0.5, 0.5]: give 3 numbers")
+                      "run.yaml (mean, line 1): --mean 0.5,0.5: give 3 numbers")

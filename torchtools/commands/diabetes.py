@@ -8,7 +8,7 @@ from typing import ClassVar, TYPE_CHECKING
 
 from torchtools.core import numbers
 from torchtools.core.command import command
-from torchtools.core.config import READS, Setting, comma_separated_ints
+from torchtools.core.config import READS, Setting, comma_separated_ints, shown
 from torchtools.core.errors import UserError
 from torchtools.core.options import (BATCH_SIZE, DATA, EPOCHS, LR, MOMENTUM, OPTIMIZER, SIZE_MAX, VAL_SPLIT,
                                      TrainingSettings, a_count)
@@ -63,9 +63,7 @@ def build_model(config: DiabetesConfig, state: dict):
     parameters = sum((width_in + 1) * width_out for width_in, width_out in zip(widths, widths[1:]))
     budget, source = memory_budget()
     if parameters * TRAINING_BYTES_PER_PARAMETER > budget:
-        shown = ",".join(map(str, config.hidden))
-        shown = shown if len(shown) <= 60 else shown[:56] + " ..."
-        raise UserError(f"--hidden {shown}: {parameters:,} weights need "
+        raise UserError(f"{config.option('hidden')} {shown(config.hidden)}: {parameters:,} weights need "
                         f"{numbers.size(parameters * TRAINING_BYTES_PER_PARAMETER)} to train, over the memory "
                         f"budget of {numbers.size(budget)} ({source}): choose narrower layers")
     return mlp(state["features"], config.hidden, config.activation)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import reprlib
+import shlex
 import types
 import typing
 from dataclasses import dataclass
@@ -87,25 +88,25 @@ class Setting:
         base = _base(kind)
         parsing = self.parse is not None and typed and isinstance(value, str)
         # Text parsed into a list is quoted whole in every error: the list parsed from it is not what was typed.
-        whole = _shown(value) if parsing and typing.get_origin(base) is list else None
+        whole = shown(value) if parsing and typing.get_origin(base) is list else None
         try:
             if parsing:
                 value = self.parse(value)
             value = _convert(value, base)
         except UserError as error:  # the parse's own words: what is wrong beyond the type
-            raise UserError(f"{self.flag} {whole or _shown(value)}: {error}") from None
+            raise UserError(f"{self.flag} {whole or shown(value)}: {error}") from None
         except (TypeError, ValueError):
-            raise UserError(f"{self.flag} {whole or _shown(value)}: expected {_kind_name(base)}") from None
+            raise UserError(f"{self.flag} {whole or shown(value)}: expected {_kind_name(base)}") from None
         if self.length is not None and len(value) != self.length:
-            raise UserError(f"{self.flag} {whole or _shown(value)}: give {self.length} numbers ({self.metavar})")
+            raise UserError(f"{self.flag} {whole or shown(value)}: give {self.length} numbers ({self.metavar})")
         for item in value if isinstance(value, list) else [value]:
             problem = f"choose one of {', '.join(self.choices)}" if self.choices is not None and \
                 item not in self.choices else None
             if problem is None and isinstance(item, (int, float)) and not isinstance(item, bool):
                 problem = self._out_of_range(item)
             if problem is not None:
-                raise UserError(f"{self.flag} {whole}: {_shown(item)} {problem}" if whole is not None else
-                                f"{self.flag} {_shown(item)}: {problem}")
+                raise UserError(f"{self.flag} {whole}: {shown(item)} {problem}" if whole is not None else
+                                f"{self.flag} {shown(item)}: {problem}")
         return value
 
     def same(self, typed: Any, saved: Any) -> bool:
@@ -290,7 +291,7 @@ def _fixed(name: str, value: Any, kind: Any) -> Any:
     try:
         value = _convert(value, _base(kind)) if value is not None or not _optional(kind) else None
     except (TypeError, ValueError):
-        raise UserError(f"{name} {_shown(value)}: expected {_kind_name(_base(kind))}") from None
+        raise UserError(f"{name} {shown(value)}: expected {_kind_name(_base(kind))}") from None
     if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
         raise UserError(f"{name} {value}: must be a finite number within float32's range")
     return value
@@ -356,14 +357,27 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else str(value)
 
 
-def _shown(value: Any) -> str:
-    """A value as an error line shows it, bounded: a config file's list may be nested or aliased without end
-    (YAML anchors: [*a, *a, ...] nine deep), and its full text would never finish or fill the terminal."""
+def shown(value: Any) -> str:
+    """A value as an error line shows it: as it is typed (6,4; ants,bees; '' and 'a b' quoted as a shell wants
+    them), control characters escaped, and bounded: a config file's list may be nested or aliased without end
+    (YAML anchors: [*a, *a, ...] nine deep) and a checkpoint's classes run to thousands."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    shown = _SHOWN.repr(value)
-    return shown if len(shown) <= 80 else shown[:76] + " ..."
+    if isinstance(value, str) and value.isprintable():
+        shown = shlex.quote(value[:_SHOWN_CHARACTERS + 1])
+    elif isinstance(value, (list, tuple)) and all(map(_printable, value[:_SHOWN_ITEMS])):
+        shown = ",".join(map(str, value[:_SHOWN_ITEMS])) + (",..." if len(value) > _SHOWN_ITEMS else "")
+    else:
+        shown = _SHOWN.repr(value)
+    return shown if len(shown) <= _SHOWN_CHARACTERS else shown[:_SHOWN_CHARACTERS - 4] + " ..."
 
 
+def _printable(item: Any) -> bool:
+    """A number, or text with nothing a terminal would act on."""
+    return isinstance(item, (int, float)) or isinstance(item, str) and item.isprintable()
+
+
+_SHOWN_CHARACTERS = 80
+_SHOWN_ITEMS = 40  # the join stops long before a huge list's end: at most 80 characters are shown
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 4, 60, 60

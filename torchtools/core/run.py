@@ -22,7 +22,7 @@ import typer
 
 from torchtools.core import config_files, distributed, files, output, stopping
 from torchtools.core.checkpoints import check_state, load_checkpoint
-from torchtools.core.config import Config
+from torchtools.core.config import Config, shown
 from torchtools.core.devices import autocast_dtype, prepare, resolve_device
 from torchtools.core.errors import UserError, first_line
 from torchtools.core.options import (AUTO, AcceleratedSettings, CompiledSettings, FindLrSettings, SeededSettings,
@@ -187,8 +187,8 @@ class Run(Generic[C]):
                 continue
             else:
                 action = "continues with" if self.resuming else "was trained with"
-                raise UserError(f"{config.option(name)} {_shown(value)} differs from the checkpoint: {source} "
-                                f"{action} {config.option(name)} {_shown(old)}; drop the option, or start a new run")
+                raise UserError(f"{config.option(name)} {shown(value)} differs from the checkpoint: {source} "
+                                f"{action} {config.option(name)} {shown(old)}; drop the option, or start a new run")
         return dataclasses.replace(config, **taken)
 
     def settle_lr(self, lr: float) -> None:
@@ -257,8 +257,8 @@ class Run(Generic[C]):
     def check_resumed(self, name: str, value: Any, what: str) -> None:
         """A resumed run's data-derived state (classes, vocabulary...) must be the checkpoint's."""
         if self.resuming and self.loaded.get(name) != value:
-            raise UserError(f"{what} differs from the checkpoint's: this data gives {_shown(value)}, "
-                            f"{self.config.resume} was trained on {_shown(self.loaded.get(name))}")
+            raise UserError(f"{what} differs from the checkpoint's: this data gives {shown(value)}, "
+                            f"{self.config.resume} was trained on {shown(self.loaded.get(name))}")
 
     def finish(self, result=None, *, metrics: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """Build the summary every command ends with; print it as JSON on stdout under --json
@@ -315,7 +315,3 @@ def _data_field(config_type: type[Config]) -> str | None:
     """The config field spelt --data (its flag, or an alias), if the command has one."""
     return next((name for name, (setting, _) in config_type.settings().items()
                  if "--data" in (setting.flag, *setting.aliases)), None)
-
-
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
