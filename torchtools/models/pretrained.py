@@ -238,19 +238,27 @@ def is_published_name(text: str) -> bool:
 def imagenet_meaning(value: str) -> str:
     """`imagenet` where `value` is it in any case, or the file in torch.hub's cache that --weights imagenet reads
     for some architecture (a checkpoint saved before imagenet was kept as typed holds that path: --arch, saved
-    too, says whose); `value` itself otherwise."""
-    from torchvision import models
-
+    too, says whose); `value` itself otherwise. An enum name stays itself (refused as differing from imagenet):
+    which architecture's imagenet is meant is --arch, which this comparison does not see."""
     if value.lower() == IMAGENET:
         return IMAGENET
-    if os.path.dirname(value) != os.path.realpath(Path(torch.hub.get_dir()) / "checkpoints"):
-        return value
-    for arch in architectures():
-        enum = models.get_model_weights(arch)
-        entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
-        if os.path.basename(value) == Path(urllib.parse.urlparse(entry.url).path).name:
-            return IMAGENET
+    if os.path.dirname(value) == os.path.realpath(Path(torch.hub.get_dir()) / "checkpoints") and \
+            any(os.path.basename(value) == _file_name(_imagenet_entry(arch)) for arch in architectures()):
+        return IMAGENET
     return value
+
+
+def _imagenet_entry(arch: str):
+    """`arch`'s IMAGENET1K_V1 (what `pretrained=True` gave), or its DEFAULT where it has no V1."""
+    from torchvision import models
+
+    enum = models.get_model_weights(arch)
+    return getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+
+
+def _file_name(entry) -> str:
+    """The name torch.hub saves published weights under (resnet18-f37072fd.pth)."""
+    return Path(urllib.parse.urlparse(entry.url).path).name
 
 
 def published(name: str, arch: str | None) -> tuple[Path, str]:
@@ -263,7 +271,7 @@ def published(name: str, arch: str | None) -> tuple[Path, str]:
     """
     entry, label = _published_entry(name, arch)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
-    file = folder / Path(urllib.parse.urlparse(entry.url).path).name
+    file = folder / _file_name(entry)
     expected = torch.hub.HASH_REGEX.search(file.name)
     prefix = expected.group(1) if expected else None
     if not file.is_file():
@@ -289,8 +297,7 @@ def _published_entry(name: str, arch: str | None):
         raise UserError(f"--weights {name} names torchvision's published weights, which {arch} has none of: pass a "
                         "weights file or Hub folder (timm's weights are not downloaded here)")
     if name.lower() == IMAGENET:
-        enum = models.get_model_weights(check_arch(arch or DEFAULT_ARCH))
-        entry = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+        entry = _imagenet_entry(check_arch(arch or DEFAULT_ARCH))
     else:
         try:
             entry = models.get_weight(name)
