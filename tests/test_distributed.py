@@ -416,3 +416,27 @@ def test_names_rnn_cifar_and_transfer_under_torchrun(tmp_path):
     assert run.exit_code == 0, run.stderr
     assert run.summary["world_size"] == 2 and sum(map(sum, run.summary["confusion_matrix"])) == 10
     assert not any(key.startswith("module.") for key in load_checkpoint(tmp_path / "t.pt")["model"])
+
+
+LEAVE_SCRIPT = """
+import atexit, sys
+from torchtools.core import distributed
+
+distributed._job = distributed._Job(rank=1, world_size=2)  # as a process of a torchrun job is after start()
+atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+print('{"summary": "not yet flushed"}', end="")  # a pipe's buffer: lost if the process ended unflushed
+distributed.leave(CODE)
+print("never reached", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("code, status, said", [("None", 0, ""), ("143", 143, ""), ("'error: gone'", 1, "error: gone")])
+def test_a_process_of_a_job_leaves_with_its_status_its_output_and_its_exit_handlers(code, status, said):
+    """A process of a job ends without the interpreter's teardown (where a gloo thread could abort it after the run
+    was over), and nothing a user sees of the ending is lost: the status, stdout's last bytes, the exit handlers."""
+    ended = subprocess.run([sys.executable, "-c", LEAVE_SCRIPT.replace("CODE", code)], capture_output=True,
+                           text=True, timeout=120)
+    assert ended.returncode == status, ended.stderr
+    assert ended.stdout == '{"summary": "not yet flushed"}'
+    assert "exit handler ran" in ended.stderr and "never reached" not in ended.stderr
+    assert said in ended.stderr

@@ -139,4 +139,12 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    app()
+    try:
+        app()
+    except SystemExit as ended:
+        # A process of a torchrun job leaves through core.distributed; the module is looked up, not imported:
+        # it imports torch, which --help must not load, and a run that joined a job has loaded it already.
+        distributed = sys.modules.get("torchtools.core.distributed")
+        if distributed is not None:
+            distributed.leave(ended.code)
+        raise

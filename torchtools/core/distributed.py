@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -161,6 +162,23 @@ def _timeout_seconds() -> float:
 def _stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(code: object) -> None:
+    """End this process of a torchrun job with `code` (SystemExit's) once its command is over: the exit handlers
+    run (`_stop` destroys the process group), the output is flushed, and the interpreter's own teardown is
+    skipped. In it a gloo thread could outlive what it uses: 1 exit in about 200 of a 2-process job on a loaded
+    2-core machine aborted ("terminate called without an active exception", SIGABRT, exit -6) after the run had
+    written every file and destroyed its group. Outside torchrun it returns and the process ends as usual."""
+    if _job.world_size == 1:
+        return
+    atexit._run_exitfuncs()
+    if isinstance(code, str):  # as the interpreter does with SystemExit("message")
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader gone (the closed-pipe stop) has nothing left to take
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def wrap(model: nn.Module) -> nn.Module:
