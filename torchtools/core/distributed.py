@@ -3,8 +3,9 @@
 torchrun starts one process per device and tells each its place through the environment (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: `launch_environment`). `Run.start` calls `start`; after that the
 engine wraps the model, TensorBatches take their share of the data, metrics are summed over all
-processes, and only process 0 prints, logs and saves. Outside torchrun (or with one process) every
-function here is a no-op, so single-process runs take exactly the path they always did.
+processes, and only process 0 prints, logs and saves; each process ends through `leave`. Outside torchrun
+(or with one process) every function here is a no-op, so single-process runs take exactly the path they
+always did.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ def leave(code: object) -> None:
     run (`_stop` destroys the process group), the output is flushed, and the interpreter's own teardown is
     skipped. In it a gloo thread could outlive what it uses: 1 exit in about 200 of a 2-process job on a loaded
     2-core machine aborted ("terminate called without an active exception", SIGABRT, exit -6) after the run had
-    written every file and destroyed its group. Outside torchrun it returns and the process ends as usual."""
+    written every file and destroyed its group (8 in 15 for a script of the core's own: tests/test_distributed.py).
+    The CLI calls it for every command; a script that joins a job itself (`start`) ends with `leave(0)`, where
+    PyTorch's scripts end with destroy_process_group. Outside torchrun it returns and the process ends as usual."""
     if _job.world_size == 1:
         return
     atexit._run_exitfuncs()
